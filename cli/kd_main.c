@@ -1,0 +1,52 @@
+/*
+ * kd_main.c — the kd program: git-style subcommand dispatch.
+ *
+ * Thin by design: every subcommand parses its arguments and calls the
+ * library; no logic lives here that a test cannot reach through libkd.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/kd_cli.h"
+#include "core/kd_cpu.h"
+
+static const kd_command COMMANDS[] = {
+    {"version", kd_cmd_version, "print the version, BLAS kernels, CPU features and threads"},
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kd [--version] [--help] <command> [<args>]\n"
+            "\n"
+            "kd distills a large teacher's logits into a small Llama-architecture student.\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "\nRun 'kd <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    kd_blas_select(argc, argv);   /* may re-exec once with the right OpenBLAS kernels */
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        if (argc > 2 && strcmp(cmd, "help") == 0) {
+            for (size_t i = 0; i < N_COMMANDS; i++)
+                if (!strcmp(argv[2], COMMANDS[i].name)) {
+                    char *hargv[] = {argv[2], "--help", NULL};
+                    return COMMANDS[i].run(2, hargv);
+                }
+        }
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) return kd_cmd_version(1, argv + 1);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(cmd, COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "kd: '%s' is not a kd command. See 'kd --help'.\n", cmd);
+    return 2;
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# tools/setup.sh — install the Debian packages kd needs to build, test and run.
+#
+# Idempotent: packages already installed are skipped, and nothing is done when
+# all are present. Works as root on a fresh Debian 12 machine (uses sudo when
+# not root and sudo exists). Set KD_SETUP_SKIP=1 to skip entirely.
+set -euo pipefail
+[ "${KD_SETUP_SKIP:-0}" = 1 ] && exit 0
+
+# Build: compiler, CMake, and the libraries kd links against.
+BUILD_PKGS=(build-essential cmake pkg-config
+  libopenblas-openmp-dev    # OpenBLAS built with OpenMP (no thread oversubscription)
+  libhdf5-dev               # teacher logit dumps
+  libcjson-dev              # configs, safetensors headers
+  libcmocka-dev             # unit tests
+  libopenmpi-dev openmpi-bin # data-parallel training
+)
+# Tests and tools: PyTorch/numpy/h5py references, h5dump, plots, corpus.
+TEST_PKGS=(python3 python3-torch python3-numpy python3-h5py hdf5-tools gnuplot-nox fortunes)
+
+want=("${BUILD_PKGS[@]}")
+case "${1:-all}" in
+  build) ;;
+  all) want+=("${TEST_PKGS[@]}") ;;
+  *) echo "usage: tools/setup.sh [build|all]" >&2; exit 2 ;;
+esac
+
+# node/npm (for llama.cpp via node-llama-cpp) only when no node is present at all.
+[ "${1:-all}" = all ] && ! command -v npm >/dev/null && want+=(nodejs npm)
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "tools/setup.sh: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "tools/setup.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
