@@ -91,7 +91,8 @@ void kd_blas_select(int argc, char **argv) {
     const char *autosel = getenv("KD_BLAS_AUTO");
     if (autosel && !strcmp(autosel, "0")) return;
     if (getenv("KD_BLAS_REEXEC")) return;          /* we already chose once */
-    if (getenv("OPENBLAS_CORETYPE")) return;       /* the user's explicit choice wins */
+    int force = autosel && !strcmp(autosel, "force");   /* tests: override the variable below */
+    if (getenv("OPENBLAS_CORETYPE") && !force) return;  /* the user's explicit choice wins */
     kd_cpu_info cpu;
     kd_cpu_detect(&cpu);
     const char *cur = kd_blas_corename();

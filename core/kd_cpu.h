@@ -8,7 +8,9 @@
  * through OPENBLAS_CORETYPE before the library initialises, so
  * kd_blas_select(), called first thing in main(), re-executes the program once
  * with that variable set when the loaded core is weaker than the CPU allows.
- * A user's own OPENBLAS_CORETYPE always wins; KD_BLAS_AUTO=0 disables this.
+ * A user's own OPENBLAS_CORETYPE always wins; KD_BLAS_AUTO=0 disables this
+ * (KD_BLAS_AUTO=force re-selects even over OPENBLAS_CORETYPE: used by tests to
+ * exercise the re-exec on machines where OpenBLAS already chose well).
  */
 #ifndef KD_CPU_H
 #define KD_CPU_H
