@@ -13,7 +13,8 @@
  * the graph is not in no-grad mode. kd_graph_backward walks the nodes in
  * reverse; an input used several times receives the sum of its gradients
  * (every backward accumulates with +=). Activation gradients are allocated
- * (zeroed) in the arena on first use.
+ * (zeroed) in the arena on first use. Run backward once per tape: a second
+ * call would propagate the earlier seeds again (reset the graph in between).
  *
  * Errors: a shape mismatch is a programming error and aborts with a message
  * naming the op and the shapes; running out of memory aborts with the number

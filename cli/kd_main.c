@@ -11,6 +11,9 @@
 #include "core/kd_cpu.h"
 
 static const kd_command COMMANDS[] = {
+    {"init", kd_cmd_init, "write a freshly initialised student checkpoint"},
+    {"import", kd_cmd_import, "convert a llama2.c checkpoint into a kd checkpoint"},
+    {"logits", kd_cmd_logits, "write a model's raw logits for one token sequence"},
     {"version", kd_cmd_version, "print the version, BLAS kernels, CPU features and threads"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -1,0 +1,182 @@
+/*
+ * cmd_model.c — model subcommands: `kd init`, `kd import llama2c`, `kd logits`.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/kd_cli.h"
+#include "core/kd_file.h"
+#include "student/kd_checkpoint.h"
+#include "student/kd_llama2c.h"
+
+/* ---- kd init ------------------------------------------------------------------ */
+int kd_cmd_init(int argc, char **argv) {
+    const char *config = NULL, *out = NULL;
+    int64_t seed = 1234;
+    if (kd_cli_wants_help(argc, argv)) {
+        printf("usage: kd init --config C.json --out DIR [--seed S]\n\n"
+               "Writes a freshly initialised student checkpoint (config.json + model.safetensors\n"
+               "in Hugging Face Llama layout) for the architecture in C.json.\n"
+               "Initialisation: linear and embedding weights ~ N(0, 0.02^2), the residual output\n"
+               "projections (o_proj, down_proj) scaled by 1/sqrt(2*layers); RMSNorm weights 1.\n"
+               "Same seed, same weights.\n");
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (!strcmp(argv[i], "--config")) { if (!(config = kd_cli_value("init", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("init", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--seed")) {
+            if (!(v = kd_cli_value("init", argc, argv, &i)) || kd_cli_int("init", "--seed", v, 0, INT64_MAX, &seed)) return 2;
+        } else {
+            fprintf(stderr, "kd init: unknown argument '%s' (see kd init --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!config || !out) {
+        fprintf(stderr, "kd init: --config and --out are required (see kd init --help)\n");
+        return 2;
+    }
+    kd_err err;
+    kd_config cfg;
+    kd_model m;
+    if (kd_config_load(&cfg, config, &err) || kd_model_new(&m, &cfg, &err)) {
+        fprintf(stderr, "kd init: %s\n", err.msg);
+        return 1;
+    }
+    kd_model_init(&m, (uint64_t)seed);
+    int rc = kd_checkpoint_save(&m, out, &err);
+    if (rc) fprintf(stderr, "kd init: %s\n", err.msg);
+    else printf("wrote %s (%.2fM parameters)\n", out, (double)kd_config_n_params(&cfg) * 1e-6);
+    kd_model_free(&m);
+    return rc ? 1 : 0;
+}
+
+/* ---- kd import llama2c --------------------------------------------------------- */
+int kd_cmd_import(int argc, char **argv) {
+    const char *model = NULL, *tok = NULL, *out = NULL;
+    if (kd_cli_wants_help(argc, argv) || argc < 2 || strcmp(argv[1], "llama2c") != 0) {
+        printf("usage: kd import llama2c --model X.bin [--tokenizer tok.bin] --out DIR\n\n"
+               "Converts a llama2.c checkpoint into a kd checkpoint directory (Hugging Face\n"
+               "layout: q/k rows permuted from llama2.c's adjacent-pair RoPE to rotate_half).\n"
+               "The tokenizer, when given, is stored in the directory as tokenizer.bin.\n");
+        return kd_cli_wants_help(argc, argv) ? 0 : 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--model")) { if (!(model = kd_cli_value("import", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--tokenizer")) { if (!(tok = kd_cli_value("import", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("import", argc, argv, &i))) return 2; }
+        else {
+            fprintf(stderr, "kd import: unknown argument '%s' (see kd import --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model || !out) {
+        fprintf(stderr, "kd import llama2c: --model and --out are required\n");
+        return 2;
+    }
+    kd_err err;
+    kd_model m;
+    if (kd_llama2c_load(&m, model, &err)) {
+        fprintf(stderr, "kd import: %s\n", err.msg);
+        return 1;
+    }
+    int rc = kd_checkpoint_save(&m, out, &err);
+    if (!rc && tok) {
+        size_t len;
+        char *bytes = kd_read_file(tok, &len, &err);
+        char path[4096];
+        rc = !bytes || kd_path_join(path, sizeof path, out, "tokenizer.bin", &err) ||
+             kd_write_file_atomic(path, bytes, len, &err);
+        free(bytes);
+    }
+    if (rc) fprintf(stderr, "kd import: %s\n", err.msg);
+    else printf("wrote %s (%.2fM parameters)\n", out, (double)kd_config_n_params(&m.cfg) * 1e-6);
+    kd_model_free(&m);
+    return rc ? 1 : 0;
+}
+
+/* ---- kd logits ------------------------------------------------------------------- */
+static int parse_tokens(const char *s, int32_t **out, int64_t *n) {
+    int64_t cap = 16, cnt = 0;
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
+    if (!ids) return -1;
+    while (*s) {
+        while (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t') s++;
+        if (!*s) break;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > INT32_MAX) {
+            free(ids);
+            return -1;
+        }
+        if (cnt == cap) {
+            int32_t *nb = realloc(ids, (size_t)(cap *= 2) * sizeof *ids);
+            if (!nb) { free(ids); return -1; }
+            ids = nb;
+        }
+        ids[cnt++] = (int32_t)v;
+        s = end;
+    }
+    *out = ids;
+    *n = cnt;
+    return 0;
+}
+
+int kd_cmd_logits(int argc, char **argv) {
+    const char *model = NULL, *tokens = NULL, *out = NULL;
+    if (kd_cli_wants_help(argc, argv)) {
+        printf("usage: kd logits --model M --tokens \"1 5 9 ...\" --out FILE\n\n"
+               "Runs one sequence through model M (a checkpoint directory or a llama2.c .bin)\n"
+               "and writes the raw logits as float32 [n_tokens, vocab], little-endian,\n"
+               "row-major: row t holds the logits predicting token t+1.\n");
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model")) { if (!(model = kd_cli_value("logits", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--tokens")) { if (!(tokens = kd_cli_value("logits", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("logits", argc, argv, &i))) return 2; }
+        else {
+            fprintf(stderr, "kd logits: unknown argument '%s' (see kd logits --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model || !tokens || !out) {
+        fprintf(stderr, "kd logits: --model, --tokens and --out are required\n");
+        return 2;
+    }
+    int32_t *ids;
+    int64_t n;
+    if (parse_tokens(tokens, &ids, &n) || n == 0) {
+        fprintf(stderr, "kd logits: --tokens: expected non-negative integer ids separated by spaces\n");
+        return 2;
+    }
+    kd_err err;
+    kd_model m;
+    if (kd_model_load(&m, model, &err)) {
+        fprintf(stderr, "kd logits: %s\n", err.msg);
+        free(ids);
+        return 1;
+    }
+    int rc = 1;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] >= m.cfg.vocab_size) {
+            fprintf(stderr, "kd logits: token %d at position %lld is outside the vocabulary (%lld)\n", ids[i],
+                    (long long)i, (long long)m.cfg.vocab_size);
+            goto done;
+        }
+    kd_graph g;
+    if (kd_graph_init(&g, 0, &err)) goto done;
+    g.no_grad = 1;
+    kd_tensor *logits = kd_model_logits(&g, &m, ids, 1, n);
+    if (kd_write_file_atomic(out, logits->data, (size_t)logits->n * sizeof(float), &err))
+        fprintf(stderr, "kd logits: %s\n", err.msg);
+    else
+        rc = 0;
+    kd_graph_free(&g);
+done:
+    kd_model_free(&m);
+    free(ids);
+    return rc;
+}

@@ -1,0 +1,143 @@
+/*
+ * kd_checkpoint.c — save and load student checkpoints (see kd_checkpoint.h).
+ */
+#include "student/kd_checkpoint.h"
+
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/kd_file.h"
+#include "core/kd_json.h"
+#include "core/kd_log.h"
+#include "core/kd_safetensors.h"
+#include "student/kd_llama2c.h"
+
+#include <sys/stat.h>
+
+int kd_checkpoint_save(const kd_model *m, const char *dir, kd_err *err) {
+    char path[4096];
+    if (kd_mkdirs(dir, err)) return -1;
+    if (kd_path_join(path, sizeof path, dir, "config.json", err) || kd_config_save(&m->cfg, path, err)) return -1;
+    kd_st_writer *w = kd_st_writer_new(err);
+    if (!w) return -1;
+    int rc = kd_st_writer_set_meta(w, "format", "pt", err);
+    for (int i = 0; !rc && i < m->n_params; i++) {
+        const kd_tensor *p = m->params[i];
+        rc = kd_st_writer_add(w, p->name, KD_ST_F32, p->ndim, p->shape, p->data, err);
+    }
+    if (!rc) rc = kd_path_join(path, sizeof path, dir, "model.safetensors", err);
+    if (!rc) rc = kd_st_writer_save(w, path, err);
+    kd_st_writer_free(w);
+    return rc;
+}
+
+/* Names that may appear in HF checkpoints and carry nothing kd needs. */
+static int ignorable(const char *name, const kd_model *m) {
+    if (strstr(name, "rotary_emb.inv_freq")) return 1;
+    if (!strcmp(name, "lm_head.weight") && m->cfg.tie_word_embeddings) return 1;
+    return 0;
+}
+
+/* Load every parameter found in one safetensors file; marks found[i]. */
+static int load_file(kd_model *m, const char *path, int *found, kd_err *err) {
+    kd_st_file *f = kd_st_open(path, err);
+    if (!f) return -1;
+    int rc = 0;
+    for (int i = 0; i < m->n_params && !rc; i++) {
+        kd_tensor *p = m->params[i];
+        if (!kd_st_find(f, p->name)) continue;
+        rc = kd_st_read_f32(f, p->name, p->data, p->ndim, p->shape, err);
+        found[i] = 1;
+    }
+    for (int j = 0; j < f->count && !rc; j++) {
+        const char *name = f->tensors[j].name;
+        if (!kd_model_param(m, name) && !ignorable(name, m))
+            rc = kd_errf(err, "%s: unexpected tensor '%s' (not a parameter of this Llama config)", path, name);
+    }
+    kd_st_close(f);
+    return rc;
+}
+
+int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err) {
+    char path[4096];
+    int *found = calloc((size_t)m->n_params, sizeof *found);
+    if (!found) return kd_errf(err, "out of memory");
+    int rc = -1;
+    if (kd_path_join(path, sizeof path, dir, "model.safetensors", err)) goto done;
+    if (kd_file_exists(path)) {
+        if (load_file(m, path, found, err)) goto done;
+    } else {
+        /* sharded: model.safetensors.index.json {"weight_map": {name: shard file}} */
+        if (kd_path_join(path, sizeof path, dir, "model.safetensors.index.json", err)) goto done;
+        if (!kd_file_exists(path)) {
+            kd_errf(err, "%s: no model.safetensors (or model.safetensors.index.json)", dir);
+            goto done;
+        }
+        cJSON *idx = kd_json_load(path, err);
+        if (!idx) goto done;
+        const cJSON *map = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
+        if (!cJSON_IsObject(map)) {
+            cJSON_Delete(idx);
+            kd_errf(err, "%s: 'weight_map' must be an object", path);
+            goto done;
+        }
+        /* each distinct shard once, in order of first appearance */
+        const cJSON *e;
+        int bad = 0;
+        cJSON_ArrayForEach(e, map) {
+            if (!cJSON_IsString(e) || strchr(e->valuestring, '/')) {
+                kd_errf(err, "%s: weight_map['%s'] must be a file name in the checkpoint directory", path, e->string);
+                bad = 1;
+                break;
+            }
+            int seen = 0;
+            for (const cJSON *p = map->child; p != e; p = p->next)
+                if (cJSON_IsString(p) && !strcmp(p->valuestring, e->valuestring)) seen = 1;
+            if (seen) continue;
+            char shard[4096];
+            if (kd_path_join(shard, sizeof shard, dir, e->valuestring, err) || load_file(m, shard, found, err)) {
+                bad = 1;
+                break;
+            }
+        }
+        cJSON_Delete(idx);
+        if (bad) goto done;
+    }
+    for (int i = 0; i < m->n_params; i++)
+        if (!found[i]) {
+            kd_errf(err, "%s: tensor '%s' is missing", dir, m->params[i]->name);
+            goto done;
+        }
+    rc = 0;
+done:
+    free(found);
+    return rc;
+}
+
+int kd_checkpoint_load(kd_model *m, const char *dir, kd_err *err) {
+    char path[4096];
+    kd_config cfg;
+    if (kd_path_join(path, sizeof path, dir, "config.json", err) || kd_config_load(&cfg, path, err)) return -1;
+    if (kd_model_new(m, &cfg, err)) return -1;
+    if (kd_checkpoint_load_weights(m, dir, err)) {
+        kd_model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+int kd_model_load(kd_model *m, const char *path, kd_err *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) return kd_errf(err, "%s: no such file or directory", path);
+    if (S_ISDIR(st.st_mode)) return kd_checkpoint_load(m, path, err);
+    FILE *f = fopen(path, "rb");
+    if (!f) return kd_errf(err, "%s: cannot open", path);
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    if (got == 4 && !memcmp(magic, "GGUF", 4))
+        return kd_errf(err, "%s: GGUF models are not supported as training/teacher models yet", path);
+    return kd_llama2c_load(m, path, err);
+}

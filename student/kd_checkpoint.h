@@ -1,0 +1,29 @@
+/*
+ * kd_checkpoint.h — student checkpoints in Hugging Face layout.
+ *
+ * A checkpoint is a directory:
+ *   config.json          kd_config (LlamaForCausalLM keys)
+ *   model.safetensors    F32 weights with HF Llama names, HF RoPE layout
+ *                        (F16/BF16 and sharded model.safetensors.index.json
+ *                        checkpoints load too, converted to F32)
+ * plus, written by other parts of kd beside these: the tokenizer and training
+ * state files. `LlamaForCausalLM.from_pretrained(DIR)` loads it unchanged.
+ */
+#ifndef KD_CHECKPOINT_H
+#define KD_CHECKPOINT_H
+
+#include "student/kd_model.h"
+
+/* Write config.json and model.safetensors into dir (created if needed); each file atomically. */
+int kd_checkpoint_save(const kd_model *m, const char *dir, kd_err *err);
+/* Load a checkpoint directory into a new model. */
+int kd_checkpoint_load(kd_model *m, const char *dir, kd_err *err);
+/* Load only the weights of dir into an existing model of the same shape. */
+int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err);
+
+
+
+/* Load any model kd can read: a checkpoint directory or a llama2.c .bin file
+ * (GGUF files once the inference engine lands). */
+int kd_model_load(kd_model *m, const char *path, kd_err *err);
+#endif

@@ -1,0 +1,121 @@
+/*
+ * kd_model.c — parameters, initialisation and forward pass of the Llama
+ * student (see kd_model.h for the data flow).
+ */
+#include "student/kd_model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/kd_rng.h"
+
+static kd_tensor *add_param(kd_model *m, const char *name, int64_t d0, int64_t d1, kd_err *err) {
+    int64_t shape[2] = {d0, d1};
+    kd_tensor *p = kd_param_new(name, d1 ? 2 : 1, shape, err);
+    if (p) m->params[m->n_params++] = p;
+    return p;
+}
+
+int kd_model_new(kd_model *m, const kd_config *cfg, kd_err *err) {
+    memset(m, 0, sizeof *m);
+    if (kd_config_validate(cfg, "config", err)) return -1;
+    m->cfg = *cfg;
+    int64_t C = cfg->hidden_size, F = cfg->intermediate_size, V = cfg->vocab_size, L = cfg->num_hidden_layers;
+    int64_t qd = cfg->num_attention_heads * cfg->head_dim, kvd = cfg->num_key_value_heads * cfg->head_dim;
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    m->params = calloc((size_t)(9 * L + 3), sizeof *m->params);
+    if (!m->layers || !m->params) {
+        kd_model_free(m);
+        return kd_errf(err, "out of memory allocating the model");
+    }
+    char name[96];
+    if (!(m->embed = add_param(m, "model.embed_tokens.weight", V, C, err))) goto fail;
+    for (int64_t l = 0; l < L; l++) {
+        kd_layer *ly = &m->layers[l];
+#define P(field, suffix, d0, d1)                                                      \
+    snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix);        \
+    if (!(ly->field = add_param(m, name, d0, d1, err))) goto fail;
+        P(attn_norm, "input_layernorm.weight", C, 0)
+        P(wq, "self_attn.q_proj.weight", qd, C)
+        P(wk, "self_attn.k_proj.weight", kvd, C)
+        P(wv, "self_attn.v_proj.weight", kvd, C)
+        P(wo, "self_attn.o_proj.weight", C, qd)
+        P(ffn_norm, "post_attention_layernorm.weight", C, 0)
+        P(w_gate, "mlp.gate_proj.weight", F, C)
+        P(w_up, "mlp.up_proj.weight", F, C)
+        P(w_down, "mlp.down_proj.weight", C, F)
+#undef P
+    }
+    if (!(m->norm = add_param(m, "model.norm.weight", C, 0, err))) goto fail;
+    if (!cfg->tie_word_embeddings && !(m->lm_head = add_param(m, "lm_head.weight", V, C, err))) goto fail;
+    return 0;
+fail:
+    kd_err_prefix(err, "allocating %.1fM parameters", (double)kd_config_n_params(cfg) * 1e-6);
+    kd_model_free(m);
+    return -1;
+}
+
+void kd_model_free(kd_model *m) {
+    for (int i = 0; i < m->n_params; i++) kd_param_free(m->params[i]);
+    free(m->params);
+    free(m->layers);
+    memset(m, 0, sizeof *m);
+}
+
+void kd_model_init(kd_model *m, uint64_t seed) {
+    float std = 0.02f, std_out = 0.02f / sqrtf(2.0f * (float)m->cfg.num_hidden_layers);
+    for (int i = 0; i < m->n_params; i++) {
+        kd_tensor *p = m->params[i];
+        /* one stream per parameter, so adding a parameter never shifts the others */
+        kd_rng r;
+        kd_rng_seed(&r, seed * 1000003u + (uint64_t)i);
+        if (p->ndim == 1) {
+            for (int64_t j = 0; j < p->n; j++) p->data[j] = 1.0f;
+            continue;
+        }
+        int is_out = strstr(p->name, "o_proj") || strstr(p->name, "down_proj");
+        float s = is_out ? std_out : std;
+        for (int64_t j = 0; j < p->n; j++) p->data[j] = s * kd_rng_normal(&r);
+    }
+}
+
+kd_tensor *kd_model_param(const kd_model *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i]->name, name)) return m->params[i];
+    return NULL;
+}
+
+kd_tensor *kd_model_head(const kd_model *m) { return m->lm_head ? m->lm_head : m->embed; }
+
+void kd_model_zero_grad(kd_model *m) {
+    for (int i = 0; i < m->n_params; i++) kd_param_zero_grad(m->params[i]);
+}
+
+kd_tensor *kd_model_hidden(kd_graph *g, kd_model *m, const int32_t *tokens, int64_t B, int64_t T) {
+    const kd_config *c = &m->cfg;
+    int64_t H = c->num_attention_heads, Hkv = c->num_key_value_heads;
+    float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
+    int32_t *pos = kd_graph_alloc(g, (size_t)T * sizeof(int32_t));
+    for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)t;
+
+    kd_tensor *x = kd_embedding(g, m->embed, tokens, B, T);
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        kd_layer *ly = &m->layers[l];
+        kd_tensor *h = kd_rmsnorm(g, x, ly->attn_norm, eps);
+        kd_tensor *q = kd_rope(g, kd_linear(g, h, ly->wq), H, pos, theta, KD_ROPE_HALF);
+        kd_tensor *k = kd_rope(g, kd_linear(g, h, ly->wk), Hkv, pos, theta, KD_ROPE_HALF);
+        kd_tensor *v = kd_linear(g, h, ly->wv);
+        kd_tensor *a = kd_attention(g, q, k, v, H, Hkv, c->sliding_window);
+        x = kd_add(g, x, kd_linear(g, a, ly->wo));
+        h = kd_rmsnorm(g, x, ly->ffn_norm, eps);
+        kd_tensor *ff = kd_swiglu(g, kd_linear(g, h, ly->w_gate), kd_linear(g, h, ly->w_up));
+        x = kd_add(g, x, kd_linear(g, ff, ly->w_down));
+    }
+    return kd_rmsnorm(g, x, m->norm, eps);
+}
+
+kd_tensor *kd_model_logits(kd_graph *g, kd_model *m, const int32_t *tokens, int64_t B, int64_t T) {
+    return kd_linear(g, kd_model_hidden(g, m, tokens, B, T), kd_model_head(m));
+}

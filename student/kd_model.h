@@ -1,0 +1,64 @@
+/*
+ * kd_model.h — the Llama-architecture student on the autograd.
+ *
+ *   x = embed[tokens]                                   [B, T, C]
+ *   for each layer:
+ *     h = rmsnorm(x, attn_norm)
+ *     q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ                     [B, T, H·D], [B, T, Hkv·D] ×2
+ *     q, k = rope(q), rope(k)                           (Hugging Face rotate_half layout)
+ *     x = x + attention(q, k, v)·Woᵀ                    (causal, GQA, optional window)
+ *     h = rmsnorm(x, ffn_norm)
+ *     x = x + (silu(h·Wgateᵀ) ⊙ h·Wupᵀ)·Wdownᵀ
+ *   hidden = rmsnorm(x, norm)                           [B, T, C]
+ *   logits = hidden·Wheadᵀ  (Whead = embed when tied)   [B, T, V]
+ *
+ * Parameters carry their Hugging Face checkpoint names, so saving and loading
+ * is a walk over m->params.
+ */
+#ifndef KD_MODEL_H
+#define KD_MODEL_H
+
+#include "autograd/kd_ops.h"
+#include "student/kd_config.h"
+
+typedef struct kd_layer {
+    kd_tensor *attn_norm;     /* [C]          input_layernorm */
+    kd_tensor *wq;            /* [H·D, C]     self_attn.q_proj */
+    kd_tensor *wk;            /* [Hkv·D, C]   self_attn.k_proj */
+    kd_tensor *wv;            /* [Hkv·D, C]   self_attn.v_proj */
+    kd_tensor *wo;            /* [C, H·D]     self_attn.o_proj */
+    kd_tensor *ffn_norm;      /* [C]          post_attention_layernorm */
+    kd_tensor *w_gate;        /* [F, C]       mlp.gate_proj */
+    kd_tensor *w_up;          /* [F, C]       mlp.up_proj */
+    kd_tensor *w_down;        /* [C, F]       mlp.down_proj */
+} kd_layer;
+
+typedef struct kd_model {
+    kd_config cfg;
+    kd_tensor *embed;         /* [V, C]  model.embed_tokens */
+    kd_layer *layers;         /* [L] */
+    kd_tensor *norm;          /* [C]     model.norm */
+    kd_tensor *lm_head;       /* [V, C]  lm_head (NULL when tied) */
+    kd_tensor **params;       /* every parameter, in checkpoint order */
+    int n_params;
+} kd_model;
+
+/* Allocate parameters (zeroed) for a validated config. */
+int kd_model_new(kd_model *m, const kd_config *cfg, kd_err *err);
+void kd_model_free(kd_model *m);
+/* Fresh initialisation (docs/checkpoints.md): linear and embedding weights
+ * ~ N(0, 0.02²), with the residual-output projections (o_proj, down_proj)
+ * scaled by 1/sqrt(2L); RMSNorm weights 1. Deterministic in the seed. */
+void kd_model_init(kd_model *m, uint64_t seed);
+/* Look a parameter up by checkpoint name. */
+kd_tensor *kd_model_param(const kd_model *m, const char *name);
+/* The LM head matrix (the embedding when tied). */
+kd_tensor *kd_model_head(const kd_model *m);
+void kd_model_zero_grad(kd_model *m);
+
+/* Final hidden states [B, T, C] for tokens [B·T]; positions 0..T−1 in every row. */
+kd_tensor *kd_model_hidden(kd_graph *g, kd_model *m, const int32_t *tokens, int64_t B, int64_t T);
+/* Full logits [B, T, V] (small vocabularies and tests; training uses the chunked loss). */
+kd_tensor *kd_model_logits(kd_graph *g, kd_model *m, const int32_t *tokens, int64_t B, int64_t T);
+
+#endif
