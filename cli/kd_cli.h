@@ -25,8 +25,10 @@ int kd_cli_float(const char *cmd, const char *flag, const char *s, double *out);
 const char *kd_cli_value(const char *cmd, int argc, char **argv, int *i);
 
 int kd_cmd_version(int argc, char **argv);
+int kd_cmd_tokenize(int argc, char **argv);
 int kd_cmd_init(int argc, char **argv);
 int kd_cmd_import(int argc, char **argv);
 int kd_cmd_logits(int argc, char **argv);
+int kd_cmd_plan(int argc, char **argv);
 
 #endif

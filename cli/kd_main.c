@@ -14,6 +14,8 @@ static const kd_command COMMANDS[] = {
     {"init", kd_cmd_init, "write a freshly initialised student checkpoint"},
     {"import", kd_cmd_import, "convert a llama2.c checkpoint into a kd checkpoint"},
     {"logits", kd_cmd_logits, "write a model's raw logits for one token sequence"},
+    {"tokenize", kd_cmd_tokenize, "encode text with a GGUF or llama2.c tokenizer, print the ids"},
+    {"plan", kd_cmd_plan, "predict (and measure) training and inference memory for a config"},
     {"version", kd_cmd_version, "print the version, BLAS kernels, CPU features and threads"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -1,0 +1,146 @@
+/*
+ * cmd_plan.c — `kd plan`: predicted memory of training and inference for a
+ * config, and (--measure) the peak RSS of a real training step to check it.
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "cli/kd_cli.h"
+#include "core/kd_rng.h"
+#include "student/kd_model.h"
+#include "student/kd_plan.h"
+#include "train/kd_optim.h"
+
+static void row(const char *what, int64_t bytes) {
+    printf("  %-22s %12.1f MiB\n", what, (double)bytes / (1 << 20));
+}
+
+static int64_t peak_rss_bytes(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (int64_t)ru.ru_maxrss * 1024;
+}
+
+/* A real step: model, AdamW state, forward + CE loss + backward + update, twice. */
+static int measure(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, kd_err *err) {
+    kd_model m;
+    if (kd_model_new(&m, cfg, err)) return -1;
+    kd_model_init(&m, 1);
+    kd_adamw opt;
+    if (kd_adamw_init(&opt, m.params, m.n_params, 0, err)) {
+        kd_model_free(&m);
+        return -1;
+    }
+    kd_adamw_opts ao = kd_adamw_defaults();
+    int64_t N = o->batch * o->seq;
+    int32_t *tok = malloc((size_t)N * sizeof *tok), *tgt = malloc((size_t)N * sizeof *tgt);
+    kd_rng r;
+    kd_rng_seed(&r, 5);
+    for (int64_t i = 0; i < N; i++) {
+        tok[i] = (int32_t)kd_rng_below(&r, (uint64_t)cfg->vocab_size);
+        tgt[i] = (int32_t)kd_rng_below(&r, (uint64_t)cfg->vocab_size);
+    }
+    kd_graph g;
+    kd_graph_init(&g, 0, err);
+    for (int step = 0; step < 2; step++) {
+        kd_model_zero_grad(&m);
+        kd_tensor *logits = kd_model_logits(&g, &m, tok, o->batch, o->seq);
+        kd_graph_backward(&g, kd_cross_entropy(&g, logits, tgt, KD_IGNORE_INDEX));
+        kd_adamw_step(&opt, &ao, 1e-4f);
+        kd_graph_reset(&g);
+    }
+    *peak = peak_rss_bytes();
+    kd_graph_free(&g);
+    free(tok);
+    free(tgt);
+    kd_adamw_free(&opt);
+    kd_model_free(&m);
+    return 0;
+}
+
+int kd_cmd_plan(int argc, char **argv) {
+    const char *config = NULL;
+    int64_t batch = 1, seq = 512, ranks = 1, chunk = 0, topk = 0;
+    int do_measure = 0;
+    if (kd_cli_wants_help(argc, argv)) {
+        printf("usage: kd plan --config C.json [--batch B] [--seq T] [--ranks N] [--lm-chunk R]\n"
+               "               [--topk K] [--measure]\n\n"
+               "Predicts the memory of one training step (FP32 weights, gradients, AdamW moments,\n"
+               "activations, LM head + loss, batch) and of inference (weights + KV cache for T\n"
+               "positions), from the config alone. --ranks N shards the optimizer state over N\n"
+               "data-parallel ranks. --lm-chunk R plans the chunked LM-head loss (0 = full logits).\n"
+               "--measure also runs two real training steps (full-logits CE loss, random tokens)\n"
+               "and prints the measured peak RSS next to the prediction.\n"
+               "Defaults: --batch 1 --seq 512 --ranks 1 --lm-chunk 0.\n");
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+#define INTFLAG(flag, var, lo, hi)                                                                           \
+    else if (!strcmp(argv[i], flag)) {                                                                        \
+        if (!(v = kd_cli_value("plan", argc, argv, &i)) || kd_cli_int("plan", flag, v, lo, hi, &var)) return 2; \
+    }
+        if (!strcmp(argv[i], "--config")) { if (!(config = kd_cli_value("plan", argc, argv, &i))) return 2; }
+        INTFLAG("--batch", batch, 1, 1 << 20)
+        INTFLAG("--seq", seq, 1, 1 << 24)
+        INTFLAG("--ranks", ranks, 1, 1 << 16)
+        INTFLAG("--lm-chunk", chunk, 0, 1 << 24)
+        INTFLAG("--topk", topk, 0, 1 << 20)
+        else if (!strcmp(argv[i], "--measure")) do_measure = 1;
+        else {
+            fprintf(stderr, "kd plan: unknown argument '%s' (see kd plan --help)\n", argv[i]);
+            return 2;
+        }
+#undef INTFLAG
+    }
+    if (!config) {
+        fprintf(stderr, "kd plan: --config is required (see kd plan --help)\n");
+        return 2;
+    }
+    kd_err err;
+    kd_config cfg;
+    if (kd_config_load(&cfg, config, &err)) {
+        fprintf(stderr, "kd plan: %s\n", err.msg);
+        return 1;
+    }
+    kd_plan_opts o = {batch, seq, omp_get_max_threads(), chunk, topk, (int)ranks};
+    kd_plan p;
+    kd_plan_compute(&cfg, &o, &p);
+    printf("%s: %.2fM parameters (%lld layers, hidden %lld, vocab %lld)\n", config, (double)p.n_params * 1e-6,
+           (long long)cfg.num_hidden_layers, (long long)cfg.hidden_size, (long long)cfg.vocab_size);
+    printf("training, batch %lld x seq %lld, %lld rank(s), FP32 + AdamW:\n", (long long)batch, (long long)seq,
+           (long long)ranks);
+    row("weights", p.weights);
+    row("gradients", p.grads);
+    row(ranks > 1 ? "AdamW state (per rank)" : "AdamW state", p.optimizer);
+    row("activations", p.activations);
+    row(chunk ? "LM head + loss (chunk)" : "LM head + loss (full)", p.loss);
+    row("batch", p.batch);
+    row("process baseline", p.baseline);
+    row("peak (predicted)", p.train_peak);
+    printf("inference, one sequence of %lld tokens, F32 weights:\n", (long long)seq);
+    row("KV cache", p.kv_cache);
+    row("peak (predicted)", p.infer_peak);
+    int64_t phys = (int64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE);
+    printf("this machine: %.1f GiB of memory: training %s, inference %s\n", (double)phys / (1 << 30),
+           p.train_peak < phys * 9 / 10 ? "fits" : "does NOT fit",
+           p.infer_peak < phys * 9 / 10 ? "fits" : "does NOT fit");
+    if (do_measure) {
+        if (p.train_peak > phys * 9 / 10) {
+            fprintf(stderr, "kd plan: --measure refused: the step would need %.1f GiB\n", (double)p.train_peak / (1 << 30));
+            return 1;
+        }
+        int64_t peak;
+        if (measure(&cfg, &o, &peak, &err)) {
+            fprintf(stderr, "kd plan: %s\n", err.msg);
+            return 1;
+        }
+        printf("measured peak RSS: %.1f MiB (predicted %.1f MiB, ratio %.3f)\n", (double)peak / (1 << 20),
+               (double)p.train_peak / (1 << 20), (double)p.train_peak / (double)peak);
+    }
+    return 0;
+}

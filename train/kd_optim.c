@@ -1,0 +1,100 @@
+/*
+ * kd_optim.c — AdamW, gradient clipping and the warmup + cosine schedule
+ * (see kd_optim.h).
+ */
+#include "train/kd_optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+kd_adamw_opts kd_adamw_defaults(void) { return (kd_adamw_opts){0.9f, 0.95f, 1e-8f, 0.1f}; }
+
+int kd_adamw_init(kd_adamw *o, kd_tensor **params, int n, int decay_embeddings, kd_err *err) {
+    memset(o, 0, sizeof *o);
+    o->n = n;
+    o->params = params;
+    o->m = calloc((size_t)n, sizeof *o->m);
+    o->v = calloc((size_t)n, sizeof *o->v);
+    o->decay = calloc((size_t)n, 1);
+    if (!o->m || !o->v || !o->decay) {
+        kd_adamw_free(o);
+        return kd_errf(err, "out of memory allocating optimizer state");
+    }
+    for (int i = 0; i < n; i++) {
+        size_t bytes = (size_t)params[i]->n * sizeof(float);
+        o->m[i] = kd_calloc(bytes, err);
+        o->v[i] = o->m[i] ? kd_calloc(bytes, err) : NULL;
+        if (!o->v[i]) {
+            kd_adamw_free(o);
+            return kd_err_prefix(err, "AdamW moments for '%s'", params[i]->name);
+        }
+        int is_embed = strstr(params[i]->name, "embed_tokens") != NULL;
+        o->decay[i] = params[i]->ndim >= 2 && (!is_embed || decay_embeddings);
+    }
+    return 0;
+}
+
+void kd_adamw_free(kd_adamw *o) {
+    for (int i = 0; i < o->n; i++) {
+        if (o->m) kd_free(o->m[i]);
+        if (o->v) kd_free(o->v[i]);
+    }
+    free(o->m);
+    free(o->v);
+    free(o->decay);
+    memset(o, 0, sizeof *o);
+}
+
+void kd_adamw_step(kd_adamw *o, const kd_adamw_opts *opts, float lr) {
+    o->step++;
+    float b1 = opts->beta1, b2 = opts->beta2;
+    float c1 = 1.0f - powf(b1, (float)o->step), c2 = 1.0f - powf(b2, (float)o->step);
+    for (int i = 0; i < o->n; i++) {
+        kd_tensor *p = o->params[i];
+        float *m = o->m[i], *v = o->v[i], *w = p->data;
+        const float *g = p->grad;
+        float wd = o->decay[i] ? opts->weight_decay : 0.0f;
+        int64_t n = p->n;
+#pragma omp parallel for simd if (n > 32768)
+        for (int64_t j = 0; j < n; j++) {
+            m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+            v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+            float mh = m[j] / c1, vh = v[j] / c2;
+            w[j] -= lr * (mh / (sqrtf(vh) + opts->eps) + wd * w[j]);
+        }
+    }
+}
+
+double kd_grad_norm(kd_tensor **params, int n) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        const float *g = params[i]->grad;
+        int64_t m = params[i]->n;
+        double s = 0.0;
+#pragma omp parallel for reduction(+ : s) if (m > 32768)
+        for (int64_t j = 0; j < m; j++) s += (double)g[j] * g[j];
+        ss += s;
+    }
+    return sqrt(ss);
+}
+
+double kd_grad_clip(kd_tensor **params, int n, double max_norm) {
+    double norm = kd_grad_norm(params, n);
+    if (max_norm > 0 && norm > max_norm) {
+        float s = (float)(max_norm / (norm + 1e-6));
+        for (int i = 0; i < n; i++) {
+            float *g = params[i]->grad;
+            for (int64_t j = 0; j < params[i]->n; j++) g[j] *= s;
+        }
+    }
+    return norm;
+}
+
+float kd_lr_schedule(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_min) {
+    if (warmup > 0 && step < warmup) return lr_max * (float)(step + 1) / (float)warmup;
+    if (total <= warmup) return lr_max;
+    double t = (double)(step - warmup) / (double)(total - warmup);
+    if (t > 1.0) t = 1.0;
+    return lr_min + (lr_max - lr_min) * (float)(0.5 * (1.0 + cos(3.14159265358979323846 * t)));
+}
