@@ -8,3 +8,5 @@ echo "== sgemm: generic kernels (forced Prescott) vs kd's selection"
 slow=$(OPENBLAS_CORETYPE=Prescott KD_BLAS_AUTO=0 "$B/bench_gemm" | tee /dev/stderr | awk '/^overall/{print $2}')
 fast=$(env -u OPENBLAS_CORETYPE "$B/bench_gemm" | tee /dev/stderr | awk '/^overall/{print $2}')
 awk -v s="$slow" -v f="$fast" 'BEGIN{printf "kernel selection speed-up: %.1fx (%.1f -> %.1f GFLOP/s)\n", f/s, s, f}'
+echo "== loader: batches/s and tokens/s from a 1M-token k=64 dump (target >= 2M tokens/s)"
+"$B/bench_loader"

@@ -29,6 +29,8 @@ int kd_cmd_tokenize(int argc, char **argv);
 int kd_cmd_init(int argc, char **argv);
 int kd_cmd_import(int argc, char **argv);
 int kd_cmd_logits(int argc, char **argv);
+int kd_cmd_teacher(int argc, char **argv);
 int kd_cmd_plan(int argc, char **argv);
+int kd_cmd_train(int argc, char **argv);
 
 #endif

@@ -14,7 +14,9 @@ static const kd_command COMMANDS[] = {
     {"init", kd_cmd_init, "write a freshly initialised student checkpoint"},
     {"import", kd_cmd_import, "convert a llama2.c checkpoint into a kd checkpoint"},
     {"logits", kd_cmd_logits, "write a model's raw logits for one token sequence"},
+    {"teacher", kd_cmd_teacher, "inspect and validate teacher-logit dumps (kd teacher info)"},
     {"tokenize", kd_cmd_tokenize, "encode text with a GGUF or llama2.c tokenizer, print the ids"},
+    {"train", kd_cmd_train, "distill a student from teacher dumps (alpha, temperature, AdamW, MPI)"},
     {"plan", kd_cmd_plan, "predict (and measure) training and inference memory for a config"},
     {"version", kd_cmd_version, "print the version, BLAS kernels, CPU features and threads"},
 };

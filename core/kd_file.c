@@ -1,10 +1,12 @@
 /*
  * kd_file.c — whole-file reads, read-only maps and atomic writes (see kd_file.h).
  */
+#define _GNU_SOURCE   /* nftw */
 #include "core/kd_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,4 +169,26 @@ int kd_path_join(char *out, size_t n, const char *dir, const char *name, kd_err 
     int w = snprintf(out, n, "%s/%s", dir, name);
     if (w < 0 || (size_t)w >= n) return kd_errf(err, "%s/%s: path too long", dir, name);
     return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)ftw;
+    return (flag == FTW_DP ? rmdir(path) : unlink(path)) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+int kd_rmtree(const char *path, kd_err *err) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : kd_errf(err, "%s: %s", path, strerror(errno));
+    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return kd_errf(err, "%s: cannot remove: %s", path, strerror(errno));
+    return 0;
+}
+
+int kd_fsync_dir(const char *dir, kd_err *err) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return kd_errf(err, "%s: cannot open directory: %s", dir, strerror(errno));
+    int rc = fsync(fd);
+    close(fd);
+    return rc ? kd_errf(err, "%s: fsync failed: %s", dir, strerror(errno)) : 0;
 }

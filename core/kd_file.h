@@ -42,4 +42,9 @@ int kd_file_exists(const char *path);
 /* Join a directory and a file name into out (size n). Returns -1 if it does not fit. */
 int kd_path_join(char *out, size_t n, const char *dir, const char *name, kd_err *err);
 
+
+/* Remove a file or a directory tree (like rm -rf); missing paths are fine. */
+int kd_rmtree(const char *path, kd_err *err);
+/* fsync a directory so renames inside it are durable. */
+int kd_fsync_dir(const char *dir, kd_err *err);
 #endif

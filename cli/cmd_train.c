@@ -1,0 +1,93 @@
+/*
+ * cmd_train.c — `kd train`: distill a student from teacher dumps.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/kd_cli.h"
+#include "train/kd_trainer.h"
+
+static void usage(void) {
+    printf("usage: kd train --config RUN.json [--set key=value ...] --out RUN_DIR [--quiet]\n"
+           "       kd train --resume RUN_DIR [--quiet]\n"
+           "       mpirun -np N kd train ...          (data-parallel over N processes)\n\n"
+           "Trains a student against cached teacher logits, minimising\n"
+           "  L = (1-alpha)*CE(labels, student) + alpha*T^2*KL(teacher^T || student^T)\n"
+           "averaged over valid tokens, with AdamW, warmup + cosine learning rate and\n"
+           "gradient-norm clipping. Every key of RUN.json can be overridden with --set\n"
+           "(value parsed as JSON when it is valid JSON, else taken as a string).\n\n"
+           "Run config keys (default):\n"
+           "  student        config.json (fresh init) or checkpoint directory   (required)\n"
+           "  train_data     teacher dump .h5, or a list of them                (required)\n"
+           "  val_data       validation dump (\"\": hold out 5%% of train_data)\n"
+           "  alpha (0.5)  temperature (2.0)\n"
+           "  kd_mode        topk_tail | topk_zero (top-k dumps) | full (full-logit dumps)  (topk_tail)\n"
+           "  divergence     forward | reverse                                  (forward)\n"
+           "  batch_size (8) sequences per optimizer step, over all ranks\n"
+           "  seq_len (0)    must be 0 or the dump's positions per sequence\n"
+           "  grad_accum (1) micro-batches per step   steps (100)   tokens (0: use steps)\n"
+           "  lr (1e-3)  lr_min (1e-4)  warmup (10)  beta1 (0.9)  beta2 (0.95)  eps (1e-8)\n"
+           "  weight_decay (0.1)  decay_embeddings (false)  grad_clip (1.0)\n"
+           "  eval_every (50)  eval_batches (0: all)  save_every (100)  keep_last (2)\n"
+           "  log_every (1)  seed (1234)  lm_chunk (256 rows per LM-head chunk)\n"
+           "  vocab_policy   strict | pad (allow a teacher vocabulary padded past the student's)\n\n"
+           "RUN_DIR receives run.json (the resolved config), metrics.jsonl,\n"
+           "checkpoints/step-N/ (+ checkpoints/latest), best/, final/ and final_eval.json\n"
+           "(keys ppl, ce, kl, top1, tokens). A killed run continues with --resume from its\n"
+           "last checkpoint and, with the same thread count, gives the same weights.\n");
+}
+
+int kd_cmd_train(int argc, char **argv) {
+    const char *config = NULL, *out = NULL, *resume = NULL;
+    char *sets[256];
+    int n_sets = 0;
+    kd_train_opts o = {0, 0};
+    if (kd_cli_wants_help(argc, argv)) {
+        usage();
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (!strcmp(argv[i], "--config")) { if (!(config = kd_cli_value("train", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("train", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--resume")) { if (!(resume = kd_cli_value("train", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--set")) {
+            if (!(v = kd_cli_value("train", argc, argv, &i))) return 2;
+            if (n_sets == 256) { fprintf(stderr, "kd train: too many --set\n"); return 2; }
+            sets[n_sets++] = (char *)v;
+        } else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
+        else if (!strcmp(argv[i], "--stop-after")) {   /* testing: stop with a checkpoint, like a kill */
+            int64_t n;
+            if (!(v = kd_cli_value("train", argc, argv, &i)) || kd_cli_int("train", "--stop-after", v, 1, INT64_MAX, &n)) return 2;
+            o.stop_after = n;
+        } else {
+            fprintf(stderr, "kd train: unknown argument '%s' (see kd train --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!resume && (!config || !out)) {
+        fprintf(stderr, "kd train: give --config and --out, or --resume RUN_DIR (see kd train --help)\n");
+        return 2;
+    }
+    if (resume && (config || n_sets)) {
+        fprintf(stderr, "kd train: --resume continues the run as configured in RUN_DIR/run.json; "
+                        "--config/--set do not apply\n");
+        return 2;
+    }
+    kd_err err;
+    kd_dist dist;
+    if (kd_dist_init(&dist, &argc, &argv, &err)) {
+        fprintf(stderr, "kd train: %s\n", err.msg);
+        return 1;
+    }
+    kd_run_config rc;
+    int bad = resume ? kd_train_load_run_config(&rc, resume, &err)
+                     : kd_run_config_load(&rc, config, sets, n_sets, NULL, &err);
+    if (!bad) bad = kd_train(&rc, resume ? resume : out, resume != NULL, &o, &dist, &err);
+    if (bad) {
+        fprintf(stderr, "kd train: %s\n", err.msg);
+        if (dist.world > 1) kd_dist_abort(&dist, 1);
+    }
+    kd_dist_finalize(&dist);
+    return bad ? 1 : 0;
+}

@@ -1,0 +1,168 @@
+/*
+ * kd_dump.h — teacher-logit dumps: the HDF5 schema of docs/dump-format.md
+ * ("kd-teacher-dump" version 1), its writer, its reader and its validator.
+ *
+ * A dump holds n_seq sequences of T+1 tokens and, for each of the first T
+ * positions, the teacher's distribution over the next token: either the top k
+ * (ids + log-probabilities at temperature 1, sorted in descending order) or
+ * the full logits. Position t (0 ≤ t < T) has read tokens[0..t] and predicts
+ * tokens[t+1]; its label is tokens[t+1], or −100 where loss_mask[t] == 0.
+ *
+ * Root attributes: format="kd-teacher-dump", version=1, vocab_size, k (0 =
+ * full logits), seq_len (T), temperature=1.0, teacher; n_seq (optional: the
+ * commit marker kd's writer updates at every flush).
+ * Datasets: tokens [n_seq, T+1] int32; loss_mask [n_seq, T] uint8 (optional);
+ * topk_ids [n_seq, T, k] uint16 (V ≤ 65536) or int32, topk_logprobs
+ * [n_seq, T, k] float16 or float32 — or logits [n_seq, T, V] float16/float32.
+ * Optional group "tokenizer": raw arrays other code builds a tokenizer from.
+ *
+ * Values at masked positions (loss_mask 0) are not used and not validated,
+ * but ids there must still lie in [0, V). Handles are not thread-safe: use one
+ * kd_dump per thread (kd serialises its own HDF5 calls with a mutex).
+ */
+#ifndef KD_DUMP_H
+#define KD_DUMP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/kd_err.h"
+
+#define KD_DUMP_FORMAT "kd-teacher-dump"
+#define KD_DUMP_VERSION 1
+#define KD_DUMP_MAX_VOCAB (1 << 24)
+#define KD_DUMP_MAX_K 4096
+#define KD_DUMP_MAX_SEQ_LEN (1 << 20)
+/* Σ p over the top-k may exceed 1 by this much plus the storage rounding bound
+ * (2^-11 · Σ p·|log p| for float16, 2^-24 · ... for float32). */
+#define KD_DUMP_SUM_TOL 1e-3
+
+typedef enum kd_dump_dtype {
+    KD_DUMP_F16 = 0,   /* IEEE binary16 (numpy float16) */
+    KD_DUMP_F32 = 1,
+} kd_dump_dtype;
+
+typedef struct kd_dump_meta {
+    int64_t vocab_size;        /* V: width of the teacher's distribution (may be padded past the tokenizer) */
+    int32_t k;                 /* top-k entries per position; 0 = full logits */
+    int32_t seq_len;           /* T: positions with a teacher distribution per sequence */
+    double temperature;        /* capture temperature of the log-probs: 1.0 in version 1 */
+    char teacher[256];         /* the teacher's name, e.g. "Qwen/Qwen2.5-7B" */
+    kd_dump_dtype value_dtype; /* storage of topk_logprobs or logits */
+    int has_loss_mask;         /* the dataset loss_mask exists */
+    /* Filled by the reader (ignored by the writer, which picks the narrowest id type): */
+    int64_t n_seq;
+    char tokens_dtype[32], ids_dtype[32], values_dtype[32];   /* "int32", "uint16", "float16", ... */
+    int has_tokenizer;
+} kd_dump_meta;
+
+/* The teacher's tokenizer as raw arrays (group "tokenizer"). Pieces and merges
+ * are byte strings stored concatenated: piece i is piece_bytes[piece_offsets[i]
+ * .. piece_offsets[i+1]). Pieces use GGUF's internal form (SPM: "▁" for space). */
+typedef struct kd_dump_tokenizer {
+    char model[32];            /* GGUF tokenizer.ggml.model: "llama" (SentencePiece), "gpt2" (BPE), ... */
+    int32_t n;                 /* number of pieces (≤ vocab_size) */
+    uint8_t *piece_bytes;
+    int64_t *piece_offsets;    /* [n + 1], starts at 0, non-decreasing */
+    float *scores;             /* [n] or NULL */
+    int32_t *types;            /* [n] or NULL (GGUF token types: 1 normal ... 6 byte) */
+    int32_t n_merges;          /* BPE merges "left right", 0 when none */
+    uint8_t *merge_bytes;
+    int64_t *merge_offsets;    /* [n_merges + 1] */
+    int32_t bos_id, eos_id, unk_id, pad_id;   /* −1 = none */
+    int add_bos, add_eos, add_space_prefix;
+} kd_dump_tokenizer;
+
+/* Frees the arrays of a tokenizer filled by kd_dump_read_tokenizer. */
+void kd_dump_tokenizer_free(kd_dump_tokenizer *tok);
+/* 0 when a and b have the same pieces, types, model and special ids; otherwise
+ * -1 with a message naming the first difference ("piece 17: 'a' vs 'b'"). */
+int kd_dump_tokenizer_compare(const kd_dump_tokenizer *a, const char *a_name, const kd_dump_tokenizer *b,
+                              const char *b_name, kd_err *err);
+
+/* ---- writer ---------------------------------------------------------------------- */
+
+/* Writes go to PATH.partial; every append ends with an HDF5 flush that also
+ * records n_seq, so a killed writer leaves a .partial file that
+ * kd_dump_writer_resume continues after its last complete append. close
+ * renames PATH.partial to PATH. */
+typedef struct kd_dump_writer kd_dump_writer;
+
+/* meta: vocab_size, k, seq_len, temperature (must be 1.0), teacher, value_dtype,
+ * has_loss_mask. tok may be NULL. An existing PATH.partial is replaced. */
+kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *meta, const kd_dump_tokenizer *tok,
+                                      kd_err *err);
+/* Continue PATH.partial (or reopen a finished PATH as PATH.partial) after its
+ * last flushed sequence; sequences of an append cut short are dropped. */
+kd_dump_writer *kd_dump_writer_resume(const char *path, kd_err *err);
+int64_t kd_dump_writer_n_seq(const kd_dump_writer *w);
+const kd_dump_meta *kd_dump_writer_meta(const kd_dump_writer *w);
+/* Append n sequences. tokens [n, T+1]; loss_mask [n, T] (NULL = all 1; only
+ * when the dump has one); top-k dumps: ids [n, T, k] + values = log-probs
+ * [n, T, k]; full dumps: ids NULL + values = logits [n, T, V]. The data is
+ * checked as kd_dump_validate would check it before anything is written. */
+int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, const uint8_t *loss_mask,
+                          const int32_t *ids, const float *values, kd_err *err);
+/* Flush, close and rename PATH.partial → PATH. The writer is freed either way. */
+int kd_dump_writer_close(kd_dump_writer *w, kd_err *err);
+/* Close and delete PATH.partial. */
+void kd_dump_writer_abort(kd_dump_writer *w);
+
+/* ---- reader ---------------------------------------------------------------------- */
+
+typedef struct kd_dump kd_dump;
+
+/* Open and check attributes, dataset shapes and dtypes; messages name the file,
+ * the attribute or dataset, what was found and what was expected. */
+kd_dump *kd_dump_open(const char *path, kd_err *err);
+void kd_dump_close(kd_dump *d);
+const kd_dump_meta *kd_dump_get_meta(const kd_dump *d);
+const char *kd_dump_path(const kd_dump *d);
+/* Bytes the datasets occupy in the file (all sequences). */
+uint64_t kd_dump_storage_bytes(const kd_dump *d);
+/* The tokenizer group (kd_dump_tokenizer_free it); -1 when absent or malformed. */
+int kd_dump_read_tokenizer(kd_dump *d, kd_dump_tokenizer *tok, kd_err *err);
+
+/* Destinations of a read; NULL skips that dataset. */
+typedef struct kd_dump_rows {
+    int32_t *tokens;        /* [count, T+1] */
+    uint8_t *loss_mask;     /* [count, T]; all 1 when the dump has no loss_mask */
+    int32_t *topk_ids;      /* [count, T, k] */
+    float *topk_logprobs;   /* [count, T, k] */
+    float *logits;          /* [count, T, logits_width] */
+    int64_t logits_width;   /* 0 = V; < V drops the columns ≥ width, > V fills them with −inf */
+} kd_dump_rows;
+
+/* Read sequences [first, first + count) (one hyperslab per dataset), converted
+ * to int32 / float32. */
+int kd_dump_read(kd_dump *d, int64_t first, int64_t count, const kd_dump_rows *out, kd_err *err);
+
+/* ---- validator ------------------------------------------------------------------- */
+
+typedef struct kd_dump_report {
+    int64_t n_seq, n_positions, n_masked;   /* positions = n_seq · T */
+    double mean_topk_mass;   /* mean Σ p over the top-k of unmasked positions (top-k dumps) */
+    double min_topk_mass;
+    double mean_top1_prob;   /* mean max p of unmasked positions */
+    /* The first bad element, when bad == 1: */
+    int bad;
+    char dataset[32];        /* "tokens", "topk_ids", "topk_logprobs", "logits" */
+    int64_t seq, pos, slot;  /* slot: index along k (or the vocabulary, or the token index) */
+    double value;
+    int64_t file_offset;     /* byte offset of that element in the file, −1 when unknown */
+    int offset_in_compressed_chunk;   /* then file_offset is the chunk's offset */
+    char what[160];          /* "NaN", "not sorted: -1.5 after -2.25", ... */
+} kd_dump_report;
+
+/* Check every sequence: token and id ranges, NaN/±Inf, sortedness of the
+ * top-k, 0 < Σp ≤ 1 + tolerance, no duplicate ids. Returns 0 when the dump is
+ * valid; -1 otherwise, with the message naming the file, the dataset, the
+ * sequence, position and slot and the file offset (and rep->bad set), or with
+ * a structural error from kd_dump_open (rep->bad == 0). rep may be NULL. */
+int kd_dump_validate(const char *path, kd_dump_report *rep, kd_err *err);
+int kd_dump_check(kd_dump *d, kd_dump_report *rep, kd_err *err);
+
+/* The id dtype kd writes for a vocabulary: "uint16" when V ≤ 65536, else "int32". */
+const char *kd_dump_id_dtype_for(int64_t vocab_size);
+
+#endif

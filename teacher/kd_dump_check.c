@@ -1,0 +1,254 @@
+/*
+ * kd_dump_check.c — validation of teacher dumps (kd_dump_check/kd_dump_validate,
+ * see kd_dump.h): per-position checks shared with the writer, a scan of every
+ * sequence, and the file offset of the first bad element (so it can be
+ * inspected with a hex dump or h5dump).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "teacher/kd_dump.h"
+#include "teacher/kd_dump_impl.h"
+
+#define CHECK_BLOCK (8u << 20)   /* bytes of float32 values checked per read */
+
+/* Returns 0 when fine, 1 for a bad id (dataset topk_ids), 2 for a bad value (topk_logprobs). */
+int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, int masked, double eps, uint32_t *stamp,
+                   uint32_t *mark, kdd_pos_stats *st, int64_t *slot, char *what, size_t n) {
+    for (int j = 0; j < k; j++)
+        if (ids[j] < 0 || ids[j] >= vocab) {
+            *slot = j;
+            snprintf(what, n, "id %d outside [0, %" PRId64 ")", ids[j], vocab);
+            return 1;
+        }
+    if (masked) return 0;
+    if (++*mark == 0) {
+        memset(stamp, 0, (size_t)vocab * sizeof *stamp);
+        *mark = 1;
+    }
+    double sum = 0, bound = 0;
+    for (int j = 0; j < k; j++) {
+        float x = lp[j];
+        *slot = j;
+        if (isnan(x)) return snprintf(what, n, "log-prob is NaN"), 2;
+        if (x == INFINITY) return snprintf(what, n, "log-prob is +Inf"), 2;
+        if (j > 0 && x > lp[j - 1]) return snprintf(what, n, "not sorted: %.6g after %.6g", x, lp[j - 1]), 2;
+        if (x == -INFINITY) {
+            if (j == 0) return snprintf(what, n, "log-prob of the top entry is -Inf (no distribution)"), 2;
+            continue;   /* an unfilled slot: so are all later ones (sorted) */
+        }
+        if (x > KD_DUMP_SUM_TOL) return snprintf(what, n, "log-prob %.6g > 0", x), 2;
+        if (stamp[ids[j]] == *mark) return snprintf(what, n, "id %d appears twice", ids[j]), 1;
+        stamp[ids[j]] = *mark;
+        double p = exp((double)x);
+        sum += p;
+        bound += p * fabs((double)x);
+    }
+    if (sum > 1.0 + KD_DUMP_SUM_TOL + eps * bound) {
+        *slot = -1;
+        snprintf(what, n, "probabilities sum to %.6f > 1", sum);
+        return 2;
+    }
+    st->mass = sum;
+    st->top1 = k ? exp((double)lp[0]) : 0;
+    return 0;
+}
+
+int kdd_check_logits(const float *z, int64_t vocab, int64_t *slot, char *what, size_t n) {
+    int64_t finite = 0;
+    for (int64_t j = 0; j < vocab; j++) {
+        *slot = j;
+        if (isnan(z[j])) return snprintf(what, n, "logit is NaN"), 2;
+        if (z[j] == INFINITY) return snprintf(what, n, "logit is +Inf"), 2;
+        finite += z[j] != -INFINITY;
+    }
+    *slot = -1;
+    if (!finite) return snprintf(what, n, "every logit is -Inf"), 2;
+    return 0;
+}
+
+/* Byte offset in the file of element coord of ds; −1 when unknown. */
+static int64_t elem_offset(hid_t ds, const hsize_t *coord, int *compressed) {
+    hid_t sp = H5Dget_space(ds), dcpl = H5Dget_create_plist(ds), ty = H5Dget_type(ds);
+    hsize_t dims[8], cd[8], origin[8];
+    int rank = H5Sget_simple_extent_ndims(sp);
+    size_t es = H5Tget_size(ty);
+    int64_t off = -1;
+    *compressed = 0;
+    if (rank > 0 && rank <= 8) {
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+        H5D_layout_t lay = H5Pget_layout(dcpl);
+        if (lay == H5D_CONTIGUOUS) {
+            haddr_t a = H5Dget_offset(ds);
+            uint64_t lin = 0;
+            for (int i = 0; i < rank; i++) lin = lin * dims[i] + coord[i];
+            if (a != HADDR_UNDEF) off = (int64_t)(a + lin * es);
+        } else if (lay == H5D_CHUNKED && H5Pget_chunk(dcpl, rank, cd) == rank) {
+            uint64_t lin = 0;
+            for (int i = 0; i < rank; i++) {
+                origin[i] = coord[i] / cd[i] * cd[i];
+                lin = lin * cd[i] + (coord[i] - origin[i]);
+            }
+            unsigned fmask = 0;
+            haddr_t a = HADDR_UNDEF;
+            hsize_t size = 0;
+            if (H5Dget_chunk_info_by_coord(ds, origin, &fmask, &a, &size) >= 0 && a != HADDR_UNDEF) {
+                int nf = H5Pget_nfilters(dcpl);
+                *compressed = nf > 0 && fmask != (1u << nf) - 1;
+                off = (int64_t)(*compressed ? a : a + lin * es);
+            }
+        }
+    }
+    H5Sclose(sp);
+    H5Pclose(dcpl);
+    H5Tclose(ty);
+    H5Eclear2(H5E_DEFAULT);
+    return off;
+}
+
+static int report_bad(kd_dump *d, kd_dump_report *rep, int dsi, int64_t s, int64_t t, int64_t slot, double value,
+                      const char *what, kd_err *err) {
+    rep->bad = 1;
+    snprintf(rep->dataset, sizeof rep->dataset, "%s", kdd_dname(d, dsi));
+    rep->seq = s;
+    rep->pos = t;
+    rep->slot = slot;
+    rep->value = value;
+    snprintf(rep->what, sizeof rep->what, "%s", what);
+    hsize_t c[3] = {(hsize_t)s, (hsize_t)t, (hsize_t)(slot < 0 ? 0 : slot)};
+    rep->file_offset = elem_offset(d->ds[dsi], c, &rep->offset_in_compressed_chunk);
+    char where[96] = "";
+    if (dsi == D_TOKENS) snprintf(where, sizeof where, "token %" PRId64, t);
+    else if (slot < 0 || dsi == D_MASK) snprintf(where, sizeof where, "position %" PRId64, t);
+    else snprintf(where, sizeof where, "position %" PRId64 ", %s %" PRId64, t, d->meta.k ? "slot" : "column", slot);
+    char off[96] = "file offset unknown";
+    if (rep->file_offset >= 0)
+        snprintf(off, sizeof off, "%sfile offset %" PRId64,
+                 rep->offset_in_compressed_chunk ? "in the compressed chunk at " : slot < 0 && dsi >= D_IDS ? "position at " : "",
+                 rep->file_offset);
+    return kd_errf(err, "%s: dataset '%s': sequence %" PRId64 ", %s: %s (%s)", d->path, rep->dataset, s, where, what, off);
+}
+
+static int check_locked(kd_dump *d, kd_dump_report *rep, kd_err *err) {
+    const kd_dump_meta *m = &d->meta;
+    int64_t T = m->seq_len, k = m->k, V = m->vocab_size, N = m->n_seq;
+    int64_t row = k ? k : V;   /* values per position */
+    int64_t pb = (int64_t)CHECK_BLOCK / (row * 4), sb = (int64_t)CHECK_BLOCK / ((T + 1) * 4);
+    if (pb < 1) pb = 1;
+    if (pb > T) pb = T;
+    if (sb < 1) sb = 1;
+    if (sb > N) sb = N > 0 ? N : 1;
+    double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216;
+    int32_t *tok = malloc((size_t)(sb * (T + 1)) * 4), *ids = k ? malloc((size_t)(pb * k) * 4) : NULL;
+    uint8_t *mask = malloc((size_t)(sb * T));
+    float *val = malloc((size_t)(pb * row) * 4);
+    uint32_t *stamp = k ? calloc((size_t)V, 4) : NULL, mark = 0;
+    int rc = 0;
+    double mass = 0, top1 = 0;
+    char what[160];
+    int64_t slot;
+    if (!tok || !mask || !val || (k && (!ids || !stamp))) {
+        rc = kd_errf(err, "%s: out of memory", d->path);
+        goto out;
+    }
+    for (int64_t s0 = 0; s0 < N && !rc; s0 += sb) {
+        int64_t ns = s0 + sb <= N ? sb : N - s0;
+        if (kdd_read_2d(d, D_TOKENS, s0, ns, tok, err) || kdd_read_2d(d, D_MASK, s0, ns, mask, err)) {
+            rc = -1;
+            break;
+        }
+        for (int64_t i = 0; i < ns * (T + 1) && !rc; i++)
+            if (tok[i] < 0 || tok[i] >= V) {
+                snprintf(what, sizeof what, "token id %d outside [0, %" PRId64 ")", tok[i], V);
+                rc = report_bad(d, rep, D_TOKENS, s0 + i / (T + 1), i % (T + 1), -1, tok[i], what, err);
+            }
+        for (int64_t i = 0; i < ns * T && !rc; i++)
+            if (mask[i] > 1) {
+                snprintf(what, sizeof what, "loss_mask value %d, expected 0 or 1", mask[i]);
+                rc = report_bad(d, rep, D_MASK, s0 + i / T, i % T, -1, mask[i], what, err);
+            }
+        for (int64_t s = s0; s < s0 + ns && !rc; s++)
+            for (int64_t p0 = 0; p0 < T && !rc; p0 += pb) {
+                int64_t np = p0 + pb <= T ? pb : T - p0;
+                if ((k && kdd_read_3d(d, D_IDS, s, 1, p0, np, ids, k, err)) ||
+                    kdd_read_3d(d, D_VALUES, s, 1, p0, np, val, row, err)) {
+                    rc = -1;
+                    break;
+                }
+                for (int64_t t = p0; t < p0 + np && !rc; t++) {
+                    int masked = !mask[(s - s0) * T + t];
+                    rep->n_masked += masked;
+                    kdd_pos_stats st = {0, 0};
+                    int bad;
+                    if (k) {
+                        size_t o = (size_t)((t - p0) * k);
+                        bad = kdd_check_topk(ids + o, val + o, (int)k, V, masked, eps, stamp, &mark, &st, &slot, what,
+                                             sizeof what);
+                        if (bad)
+                            rc = report_bad(d, rep, bad == 1 ? D_IDS : D_VALUES, s, t, slot,
+                                            slot < 0 ? st.mass : bad == 1 ? ids[o + (size_t)slot] : val[o + (size_t)slot],
+                                            what, err);
+                    } else if (!masked) {
+                        const float *z = val + (size_t)(t - p0) * (size_t)V;
+                        if ((bad = kdd_check_logits(z, V, &slot, what, sizeof what)))
+                            rc = report_bad(d, rep, D_VALUES, s, t, slot, slot < 0 ? 0 : z[slot], what, err);
+                        double mx = -INFINITY, se = 0;
+                        for (int64_t j = 0; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+                        for (int64_t j = 0; j < V && !rc; j++) se += exp(z[j] - mx);
+                        st.mass = 1;
+                        st.top1 = se > 0 ? 1 / se : 0;
+                    }
+                    if (!masked && !rc) {
+                        mass += st.mass;
+                        top1 += st.top1;
+                        if (st.mass < rep->min_topk_mass) rep->min_topk_mass = st.mass;
+                    }
+                }
+            }
+    }
+    int64_t used = rep->n_positions - rep->n_masked;
+    if (used > 0) {
+        rep->mean_topk_mass = mass / (double)used;
+        rep->mean_top1_prob = top1 / (double)used;
+    }
+out:
+    free(tok);
+    free(ids);
+    free(mask);
+    free(val);
+    free(stamp);
+    return rc ? -1 : 0;
+}
+
+int kd_dump_check(kd_dump *d, kd_dump_report *rep, kd_err *err) {
+    kd_dump_report local;
+    if (!rep) rep = &local;
+    memset(rep, 0, sizeof *rep);
+    rep->n_seq = d->meta.n_seq;
+    rep->n_positions = d->meta.n_seq * d->meta.seq_len;
+    rep->min_topk_mass = d->meta.k ? INFINITY : 1;
+    rep->file_offset = -1;
+    if (d->meta.has_tokenizer) {
+        kd_dump_tokenizer tok;
+        if (kd_dump_read_tokenizer(d, &tok, err)) return -1;
+        kd_dump_tokenizer_free(&tok);
+    }
+    kdd_guard g;
+    kdd_enter(&g);
+    int rc = check_locked(d, rep, err);
+    kdd_leave(&g);
+    if (rep->min_topk_mass == INFINITY) rep->min_topk_mass = 0;
+    return rc;
+}
+
+int kd_dump_validate(const char *path, kd_dump_report *rep, kd_err *err) {
+    if (rep) memset(rep, 0, sizeof *rep);
+    kd_dump *d = kd_dump_open(path, err);
+    if (!d) return -1;
+    int rc = kd_dump_check(d, rep, err);
+    kd_dump_close(d);
+    return rc;
+}

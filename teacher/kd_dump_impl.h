@@ -1,0 +1,70 @@
+/*
+ * kd_dump_impl.h — internals shared by kd_dump.c (reader), kd_dump_write.c
+ * (writer) and kd_dump_check.c (validator). Not a public interface: every
+ * function here expects the caller to hold the HDF5 lock (kdd_enter).
+ */
+#ifndef KD_DUMP_IMPL_H
+#define KD_DUMP_IMPL_H
+
+#include <hdf5.h>
+
+#include "teacher/kd_dump.h"
+
+/* Dataset slots; names depend on the kind of dump (kdd_dname). */
+enum { D_TOKENS, D_MASK, D_IDS, D_VALUES, D_COUNT };
+/* Classes returned by kdd_dtype_of. */
+enum { DT_OTHER, DT_INT, DT_F16, DT_F32 };
+
+struct kd_dump {
+    char path[4096];
+    hid_t file;
+    hid_t ds[D_COUNT];     /* −1 when absent */
+    int dt[D_COUNT];       /* DT_INT/DT_F16/DT_F32 */
+    int raw16[D_COUNT];    /* stored as uint16 / float16: read raw and widen here */
+    int64_t dims0[D_COUNT];
+    kd_dump_meta meta;
+    void *scratch;
+    size_t scratch_cap;
+};
+
+/* The HDF5 lock, with HDF5's error printing silenced while it is held. */
+typedef struct kdd_guard {
+    H5E_auto2_t func;
+    void *data;
+} kdd_guard;
+void kdd_enter(kdd_guard *g);
+void kdd_leave(kdd_guard *g);
+
+/* kd_errf plus " (HDF5: innermost error)"; returns -1. */
+int kdd_h5_fail(kd_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+hid_t kdd_f16(void);   /* IEEE binary16 little-endian, as h5py writes numpy float16 */
+int kdd_dtype_of(hid_t t, char *name, size_t n, int *bytes, int *is_signed);
+
+int kdd_attr_int(hid_t obj, const char *file, const char *name, int required, int64_t lo, int64_t hi, int64_t *out,
+                 kd_err *err);
+int kdd_attr_string(hid_t obj, const char *file, const char *name, int required, char *out, size_t n, kd_err *err);
+int kdd_attr_write_i64(hid_t obj, const char *name, int64_t v);
+int kdd_attr_write_f64(hid_t obj, const char *name, double v);
+int kdd_attr_write_str(hid_t obj, const char *name, const char *v);
+
+kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err);
+void kdd_free(kd_dump *d);
+const char *kdd_dname(const kd_dump *d, int i);
+void *kdd_scratch(kd_dump *d, size_t bytes, kd_err *err);
+int kdd_io_block(kd_dump *d, int i, int write, int64_t s0, int64_t ns, int64_t p0, int64_t np, int64_t cols,
+                 hid_t mtype, void *mem, kd_err *err);
+int kdd_read_2d(kd_dump *d, int i, int64_t s0, int64_t ns, void *out, kd_err *err);
+int kdd_read_3d(kd_dump *d, int i, int64_t s0, int64_t ns, int64_t p0, int64_t np, void *out, int64_t width,
+                kd_err *err);
+
+/* Checks of one position (kd_dump_check.c), shared by the writer and the validator.
+ * Return 0 when fine, else -1 with *slot and what[0..n) describing the first bad entry.
+ * stamp is a zeroed uint32 array of vocab_size entries; *mark is bumped per call. */
+typedef struct kdd_pos_stats {
+    double mass, top1;
+} kdd_pos_stats;
+int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, int masked, double eps, uint32_t *stamp,
+                   uint32_t *mark, kdd_pos_stats *st, int64_t *slot, char *what, size_t n);
+int kdd_check_logits(const float *z, int64_t vocab, int64_t *slot, char *what, size_t n);
+
+#endif

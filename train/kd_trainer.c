@@ -1,0 +1,589 @@
+/*
+ * kd_trainer.c — the distillation training loop (see kd_trainer.h).
+ *
+ * One optimizer step:
+ *   for each of grad_accum micro-batches [B/world, T] on this rank:
+ *     hidden = student(tokens)                         (recorded on the tape)
+ *     loss   = chunked LM head + KD loss (train/kd_loss.c)
+ *     backward with seed n_valid, so parameter grads hold Σ over tokens
+ *   all-reduce grads and token counts over ranks; grads /= global n_valid
+ *   clip the global norm; AdamW at the scheduled learning rate
+ * so the update equals the one of a single process on the whole global batch.
+ */
+#include "train/kd_trainer.h"
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/kd_file.h"
+#include "core/kd_json.h"
+#include "core/kd_log.h"
+#include "core/kd_safetensors.h"
+#include "data/kd_loader.h"
+#include "data/kd_tokenizer.h"
+#include "student/kd_checkpoint.h"
+#include "teacher/kd_dump_tok.h"
+#include "train/kd_loss.h"
+#include "train/kd_optim.h"
+
+typedef struct run {
+    const kd_run_config *rc;
+    const kd_dist *dist;
+    kd_train_opts opts;
+    char dir[KD_RUN_PATH];
+    kd_model m;
+    int have_model;
+    kd_tokenizer *tok;
+    kd_adamw opt;
+    kd_adamw_opts ao;
+    kd_loader *train, *val;
+    kd_loader_cursor val_start;
+    kd_graph g;
+    kd_loss_opts lo;
+    int64_t step, total_steps, tokens_per_step;
+    double best_val;
+    FILE *metrics;
+    double t_start;
+} run;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#define PATHBUF (2 * KD_RUN_PATH + 128)
+
+static int path2(char *out, const char *a, const char *b, kd_err *err) {
+    return kd_path_join(out, PATHBUF, a, b, err);
+}
+
+/* ---- set-up ------------------------------------------------------------------------ */
+
+static int load_student(run *r, kd_err *err) {
+    struct stat st;
+    const char *s = r->rc->student;
+    if (stat(s, &st) != 0) return kd_errf(err, "student '%s': no such file or directory", s);
+    if (S_ISDIR(st.st_mode)) {
+        if (kd_checkpoint_load(&r->m, s, err)) return -1;
+        char tp[PATHBUF];
+        if (path2(tp, s, "tokenizer.bin", err)) return -1;
+        if (kd_file_exists(tp) && !(r->tok = kd_tokenizer_load(tp, err))) return -1;
+    } else {
+        kd_config c;
+        if (kd_config_load(&c, s, err) || kd_model_new(&r->m, &c, err)) return -1;
+        kd_model_init(&r->m, (uint64_t)r->rc->seed);
+    }
+    r->have_model = 1;
+    return 0;
+}
+
+static int open_loaders(run *r, kd_err *err) {
+    const kd_run_config *rc = r->rc;
+    if (rc->batch_size % r->dist->world)
+        return kd_errf(err, "batch_size %lld is not divisible by the %d ranks", (long long)rc->batch_size, r->dist->world);
+    const char *train_paths[KD_RUN_MAX_DATA];
+    for (int i = 0; i < rc->n_train_data; i++) train_paths[i] = rc->train_data[i];
+    const char *val_path = rc->val_data;
+    kd_loader_opts o;
+    kd_loader_opts_init(&o);
+    o.batch_size = (int)(rc->batch_size / r->dist->world);
+    o.seed = (uint64_t)rc->seed;
+    o.rank = r->dist->rank;
+    o.world = r->dist->world;
+    o.student_vocab = r->m.cfg.vocab_size;
+    o.vocab_policy = strcmp(rc->vocab_policy, "pad") ? KD_VOCAB_EXACT : KD_VOCAB_PADDED;
+    o.paths = train_paths;
+    o.n_paths = rc->n_train_data;
+    o.split = val_path[0] ? KD_SPLIT_ALL : KD_SPLIT_TRAIN;
+    o.val_fraction = val_path[0] ? 0.0 : 0.05;
+    if (!(r->train = kd_loader_new(&o, err))) return kd_err_prefix(err, "train_data");
+    /* validation: a separate dump, or the 5% of train_data the split holds out; no shuffling */
+    if (val_path[0]) {
+        o.paths = &val_path;
+        o.n_paths = 1;
+        o.split = KD_SPLIT_ALL;
+    } else {
+        o.split = KD_SPLIT_VAL;
+    }
+    o.shuffle = 0;
+    o.prefetch = 0;
+    if (!(r->val = kd_loader_new(&o, err))) return kd_err_prefix(err, "val_data");
+    if (kd_loader_n_sequences(r->val) == 0) {
+        kd_loader_free(r->val);
+        r->val = NULL;
+        kd_warn("no validation sequences (val_data empty, train_data too small to hold 5%% out): no evaluation");
+    } else {
+        r->val_start = kd_loader_cursor_get(r->val);
+    }
+    const kd_dump_meta *meta = kd_loader_meta(r->train);
+    if (rc->seq_len && rc->seq_len != meta->seq_len)
+        return kd_errf(err, "seq_len %lld differs from the dump's %d positions per sequence (set seq_len to 0 or %d)",
+                       (long long)rc->seq_len, meta->seq_len, meta->seq_len);
+    if (meta->k == 0 && strcmp(rc->kd_mode, "full"))
+        return kd_errf(err, "kd_mode \"%s\" needs a top-k dump, but %s holds full logits (use kd_mode \"full\")",
+                       rc->kd_mode, rc->train_data[0]);
+    if (meta->k > 0 && !strcmp(rc->kd_mode, "full"))
+        return kd_errf(err, "kd_mode \"full\" needs full teacher logits, but %s holds top-%d (use topk_tail or topk_zero)",
+                       rc->train_data[0], meta->k);
+    r->tokens_per_step = rc->batch_size * rc->grad_accum * meta->seq_len;
+    r->total_steps = rc->steps ? rc->steps : (rc->tokens + r->tokens_per_step - 1) / r->tokens_per_step;
+    /* the tokenizer the student inherits: the student checkpoint's, else the dump's */
+    if (!r->tok) {
+        const char *p = rc->train_data[0];
+        kd_dump *d = kd_dump_open(p, err);
+        if (!d) return -1;
+        if (kd_dump_get_meta(d)->has_tokenizer) {
+            kd_dump_tokenizer dt;
+            memset(&dt, 0, sizeof dt);
+            int rc2 = kd_dump_read_tokenizer(d, &dt, err);
+            if (!rc2) r->tok = kd_tokenizer_from_dump(&dt, p, err);
+            kd_dump_tokenizer_free(&dt);
+            if (rc2 || !r->tok) {
+                kd_dump_close(d);
+                return -1;
+            }
+        }
+        kd_dump_close(d);
+    }
+    return 0;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------- */
+
+static int save_model_dir(run *r, const char *dir, kd_err *err) {
+    if (kd_checkpoint_save(&r->m, dir, err)) return -1;
+    if (r->tok) {
+        char p[PATHBUF];
+        if (path2(p, dir, "tokenizer.bin", err) || kd_tokenizer_write_llama2c(r->tok, p, err)) return -1;
+    }
+    return 0;
+}
+
+/* Replace dir by a freshly written copy, atomically (tmp dir + rename). */
+static int save_model_swap(run *r, const char *dir, kd_err *err) {
+    char tmp[PATHBUF], old[PATHBUF];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+    snprintf(old, sizeof old, "%s.old", dir);
+    if (kd_rmtree(tmp, err) || save_model_dir(r, tmp, err) || kd_fsync_dir(tmp, err)) return -1;
+    if (kd_rmtree(old, err)) return -1;
+    if (kd_file_exists(dir) && rename(dir, old) != 0) return kd_errf(err, "%s: cannot rename", dir);
+    if (rename(tmp, dir) != 0) return kd_errf(err, "%s: cannot rename into place", dir);
+    return kd_rmtree(old, err);
+}
+
+static int save_state(run *r, const char *dir, kd_err *err) {
+    char p[PATHBUF];
+    kd_st_writer *w = kd_st_writer_new(err);
+    if (!w) return -1;
+    char (*names)[128] = malloc((size_t)r->m.n_params * 2 * sizeof *names);
+    int rc = names ? 0 : kd_errf(err, "out of memory");
+    for (int i = 0; !rc && i < r->m.n_params; i++) {
+        kd_tensor *t = r->m.params[i];
+        snprintf(names[2 * i], 128, "m.%s", t->name);
+        snprintf(names[2 * i + 1], 128, "v.%s", t->name);
+        rc = kd_st_writer_add(w, names[2 * i], KD_ST_F32, t->ndim, t->shape, r->opt.m[i], err) ||
+             kd_st_writer_add(w, names[2 * i + 1], KD_ST_F32, t->ndim, t->shape, r->opt.v[i], err);
+    }
+    if (!rc) rc = path2(p, dir, "optimizer.safetensors", err) || kd_st_writer_save(w, p, err);
+    kd_st_writer_free(w);
+    free(names);
+    if (rc) return -1;
+    kd_loader_cursor c = kd_loader_cursor_get(r->train);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "step", (double)r->step);
+    cJSON_AddNumberToObject(o, "adam_step", (double)r->opt.step);
+    cJSON_AddNumberToObject(o, "best_val_ce", isfinite(r->best_val) ? r->best_val : 1e308);
+    char buf[32];
+    cJSON *cur = cJSON_AddObjectToObject(o, "cursor");
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)c.seed);
+    cJSON_AddStringToObject(cur, "seed", buf);
+    cJSON_AddNumberToObject(cur, "epoch", (double)c.epoch);
+    cJSON_AddNumberToObject(cur, "batch", (double)c.batch);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)c.config_hash);
+    cJSON_AddStringToObject(cur, "config_hash", buf);
+    rc = path2(p, dir, "trainer_state.json", err) || kd_json_write_atomic(p, o, err);
+    cJSON_Delete(o);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Keep the newest keep_last step-* directories. */
+static int prune(run *r, const char *ckdir, kd_err *err) {
+    DIR *d = opendir(ckdir);
+    if (!d) return kd_errf(err, "%s: cannot list", ckdir);
+    char *names[4096];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 4096)
+        if (!strncmp(e->d_name, "step-", 5) && !strchr(e->d_name, '.')) names[n++] = strdup(e->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (!rc && i < n - r->rc->keep_last) {
+            char p[PATHBUF];
+            rc = path2(p, ckdir, names[i], err) || kd_rmtree(p, err);
+        }
+        free(names[i]);
+    }
+    return rc;
+}
+
+static int save_checkpoint(run *r, kd_err *err) {
+    if (r->dist->rank != 0) return 0;
+    char ckdir[PATHBUF], name[64], tmp[PATHBUF], fin[PATHBUF], latest[PATHBUF];
+    snprintf(name, sizeof name, "step-%08lld", (long long)r->step);
+    if (path2(ckdir, r->dir, "checkpoints", err) || kd_mkdirs(ckdir, err)) return -1;
+    if (snprintf(tmp, sizeof tmp, "%s/%s.tmp", ckdir, name) >= (int)sizeof tmp) return kd_errf(err, "%s: path too long", ckdir);
+    if (snprintf(fin, sizeof fin, "%s/%s", ckdir, name) >= (int)sizeof fin) return kd_errf(err, "%s: path too long", ckdir);
+    if (kd_rmtree(tmp, err) || save_model_dir(r, tmp, err) || save_state(r, tmp, err) || kd_fsync_dir(tmp, err))
+        return kd_err_prefix(err, "checkpoint at step %lld", (long long)r->step);
+    if (kd_rmtree(fin, err)) return -1;
+    if (rename(tmp, fin) != 0) return kd_errf(err, "%s: cannot rename into place", fin);
+    if (kd_fsync_dir(ckdir, err) || path2(latest, ckdir, "latest", err) ||
+        kd_write_file_atomic(latest, name, strlen(name), err))
+        return -1;
+    return prune(r, ckdir, err);
+}
+
+static int load_checkpoint(run *r, kd_err *err) {
+    char ckdir[PATHBUF], latest[PATHBUF], dir[PATHBUF], p[PATHBUF];
+    if (path2(ckdir, r->dir, "checkpoints", err) || path2(latest, ckdir, "latest", err)) return -1;
+    size_t len;
+    char *name = kd_read_file(latest, &len, err);
+    if (!name) return kd_err_prefix(err, "%s holds no checkpoint to resume from", r->dir);
+    while (len && (name[len - 1] == '\n' || name[len - 1] == ' ')) name[--len] = 0;
+    int bad_dir = path2(dir, ckdir, name, err);
+    free(name);
+    if (bad_dir) return -1;
+    if (kd_checkpoint_load_weights(&r->m, dir, err)) return -1;
+    if (path2(p, dir, "optimizer.safetensors", err)) return -1;
+    kd_st_file *f = kd_st_open(p, err);
+    if (!f) return -1;
+    for (int i = 0; i < r->m.n_params; i++) {
+        kd_tensor *t = r->m.params[i];
+        char nm[128];
+        snprintf(nm, sizeof nm, "m.%s", t->name);
+        int bad = kd_st_read_f32(f, nm, r->opt.m[i], t->ndim, t->shape, err);
+        snprintf(nm, sizeof nm, "v.%s", t->name);
+        if (bad || kd_st_read_f32(f, nm, r->opt.v[i], t->ndim, t->shape, err)) {
+            kd_st_close(f);
+            return -1;
+        }
+    }
+    kd_st_close(f);
+    if (path2(p, dir, "trainer_state.json", err)) return -1;
+    cJSON *o = kd_json_load(p, err);
+    if (!o) return -1;
+    int64_t step, astep, epoch, batch;
+    double best;
+    char seed_s[32], hash_s[32];
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(o, "cursor");
+    int rc = kd_json_get_int(o, "step", p, 1, 0, INT64_MAX / 2, &step, err) ||
+             kd_json_get_int(o, "adam_step", p, 1, 0, INT64_MAX / 2, &astep, err) ||
+             kd_json_get_float(o, "best_val_ce", p, 1, -1e308, 1e308, &best, err) ||
+             !cJSON_IsObject(cur) ||
+             kd_json_get_string(cur, "seed", p, 1, seed_s, sizeof seed_s, err) ||
+             kd_json_get_string(cur, "config_hash", p, 1, hash_s, sizeof hash_s, err) ||
+             kd_json_get_int(cur, "epoch", p, 1, 0, INT64_MAX / 2, &epoch, err) ||
+             kd_json_get_int(cur, "batch", p, 1, 0, INT64_MAX / 2, &batch, err);
+    cJSON_Delete(o);
+    if (rc) return kd_errf(err, "%s: bad trainer state: %s", p, err ? err->msg : "");
+    r->step = step;
+    r->opt.step = astep;
+    r->best_val = best >= 1e300 ? INFINITY : best;
+    kd_loader_cursor c = {strtoull(seed_s, NULL, 10), epoch, batch, strtoull(hash_s, NULL, 10)};
+    if (kd_loader_restore(r->train, &c, err)) return kd_err_prefix(err, "%s", p);
+    return 0;
+}
+
+/* ---- evaluation ---------------------------------------------------------------------- */
+
+static kd_loss_batch loss_batch(const kd_batch *b) {
+    return (kd_loss_batch){b->labels, b->logits, b->topk_ids, b->topk_logprobs, b->k};
+}
+
+static int evaluate(run *r, kd_eval_result *out, kd_err *err) {
+    memset(out, 0, sizeof *out);
+    if (!r->val) return 0;
+    if (kd_loader_restore(r->val, &r->val_start, err)) return -1;
+    int64_t nb = kd_loader_batches_per_epoch(r->val);
+    if (r->rc->eval_batches > 0 && r->rc->eval_batches < nb) nb = r->rc->eval_batches;
+    kd_loss_opts eo = r->lo;
+    eo.alpha = 1.0f;
+    eo.temperature = 1.0f;
+    if (eo.div == KD_DIV_REVERSE && eo.mode == KD_TEACHER_TOPK_ZERO) eo.div = KD_DIV_FORWARD;
+    double sums[4] = {0, 0, 0, 0};   /* ce·n, kl·n, agree, n */
+    kd_tensor *head = kd_model_head(&r->m);
+    for (int64_t i = 0; i < nb; i++) {
+        const kd_batch *b = kd_loader_next(r->val, err);
+        if (!b) return -1;
+        kd_graph_reset(&r->g);
+        r->g.no_grad = 1;
+        kd_tensor *h = kd_model_hidden(&r->g, &r->m, b->tokens, b->B, b->T);
+        kd_loss_batch lb = loss_batch(b);
+        kd_loss_stats st;
+        int rc = kd_distill_eval(h->data, head->data, (int64_t)b->B * b->T, r->m.cfg.hidden_size,
+                                 r->m.cfg.vocab_size, &lb, &eo, &st, err);
+        r->g.no_grad = 0;
+        kd_graph_reset(&r->g);
+        if (rc) return kd_err_prefix(err, "evaluation batch %lld", (long long)i);
+        sums[0] += st.ce * (double)st.n_valid;
+        sums[1] += st.kl_t1 * (double)st.n_valid;
+        sums[2] += (double)st.top1_agree;
+        sums[3] += (double)st.n_valid;
+    }
+    if (kd_dist_allreduce_sum_f64(r->dist, sums, 4, err)) return -1;
+    double n = sums[3] > 0 ? sums[3] : 1;
+    out->ce = sums[0] / n;
+    out->ppl = exp(out->ce);
+    out->kl = sums[1] / n;
+    out->top1 = sums[2] / n;
+    out->tokens = (int64_t)sums[3];
+    return 0;
+}
+
+static cJSON *eval_json(const kd_eval_result *e) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "ppl", e->ppl);
+    cJSON_AddNumberToObject(o, "ce", e->ce);
+    cJSON_AddNumberToObject(o, "kl", e->kl);
+    cJSON_AddNumberToObject(o, "top1", e->top1);
+    cJSON_AddNumberToObject(o, "tokens", (double)e->tokens);
+    return o;
+}
+
+static void log_json(run *r, cJSON *o) {
+    if (r->metrics) {
+        char *s = cJSON_PrintUnformatted(o);
+        fprintf(r->metrics, "%s\n", s);
+        fflush(r->metrics);
+        free(s);
+    }
+    cJSON_Delete(o);
+}
+
+static int eval_and_log(run *r, kd_err *err) {
+    kd_eval_result e;
+    if (!r->val || evaluate(r, &e, err)) return r->val ? -1 : 0;
+    if (r->dist->rank == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "step", (double)r->step);
+        cJSON_AddItemToObject(o, "eval", eval_json(&e));
+        log_json(r, o);
+        if (!r->opts.quiet)
+            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f kl %.4f top1 %.3f (%lld tokens)\n",
+                    isatty(2) ? "\n" : "", (long long)r->step, e.ce, e.ppl, e.kl, e.top1, (long long)e.tokens);
+    }
+    if (e.ce < r->best_val) {
+        r->best_val = e.ce;
+        char best[PATHBUF];
+        if (r->dist->rank == 0 && (path2(best, r->dir, "best", err) || save_model_swap(r, best, err))) return -1;
+    }
+    return 0;
+}
+
+/* ---- one optimizer step ------------------------------------------------------------- */
+
+static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
+    kd_model_zero_grad(&r->m);
+    kd_tensor *head = kd_model_head(&r->m);
+    double sums[5] = {0, 0, 0, 0, 0};   /* loss·n, ce·n, kl·n, agree, n */
+    for (int64_t a = 0; a < r->rc->grad_accum; a++) {
+        const kd_batch *b = kd_loader_next(r->train, err);
+        if (!b) return -1;
+        kd_graph_reset(&r->g);
+        kd_tensor *h = kd_model_hidden(&r->g, &r->m, b->tokens, b->B, b->T);
+        kd_loss_batch lb = loss_batch(b);
+        kd_loss_stats st;
+        kd_tensor *loss = kd_distill_loss(&r->g, h, head, &lb, &r->lo, &st, err);
+        if (!loss) return kd_err_prefix(err, "step %lld", (long long)r->step + 1);
+        if (st.n_valid > 0) {
+            float seed = (float)st.n_valid;     /* gradient of the token sum */
+            kd_graph_backward_from(&r->g, loss, &seed);
+        }
+        sums[0] += st.loss * (double)st.n_valid;
+        sums[1] += st.ce * (double)st.n_valid;
+        sums[2] += st.kl * (double)st.n_valid;
+        sums[3] += (double)st.top1_agree;
+        sums[4] += (double)st.n_valid;
+    }
+    kd_graph_reset(&r->g);
+    if (kd_dist_allreduce_sum_f64(r->dist, sums, 5, err)) return -1;
+    for (int i = 0; i < r->m.n_params; i++)
+        if (kd_dist_allreduce_sum_f32(r->dist, r->m.params[i]->grad, r->m.params[i]->n, err)) return -1;
+    double n = sums[4];
+    *loss_out = n > 0 ? sums[0] / n : 0.0;
+    if (!isfinite(*loss_out))
+        return kd_errf(err, "step %lld: the loss is %s; stopping (the last checkpoint is intact)",
+                       (long long)r->step + 1, isnan(*loss_out) ? "NaN" : "infinite");
+    if (n > 0) {
+        float inv = (float)(1.0 / n);
+        for (int i = 0; i < r->m.n_params; i++) {
+            float *gr = r->m.params[i]->grad;
+            for (int64_t j = 0; j < r->m.params[i]->n; j++) gr[j] *= inv;
+        }
+    }
+    *gnorm_out = kd_grad_clip(r->m.params, r->m.n_params, r->rc->grad_clip);
+    if (!isfinite(*gnorm_out))
+        return kd_errf(err, "step %lld: the gradient norm is not finite; stopping (the last checkpoint is intact)",
+                       (long long)r->step + 1);
+    *lr_out = kd_lr_schedule(r->step, r->rc->warmup, r->total_steps, (float)r->rc->lr, (float)r->rc->lr_min);
+    kd_adamw_step(&r->opt, &r->ao, *lr_out);
+    r->step++;
+    if (r->dist->rank == 0) {
+        cJSON *o = cJSON_CreateObject();
+        double el = now_s() - r->t_start;
+        cJSON_AddNumberToObject(o, "step", (double)r->step);
+        cJSON_AddNumberToObject(o, "loss", *loss_out);
+        cJSON_AddNumberToObject(o, "ce", n > 0 ? sums[1] / n : 0);
+        cJSON_AddNumberToObject(o, "kl", n > 0 ? sums[2] / n : 0);
+        cJSON_AddNumberToObject(o, "top1", n > 0 ? sums[3] / n : 0);
+        cJSON_AddNumberToObject(o, "lr", *lr_out);
+        cJSON_AddNumberToObject(o, "grad_norm", *gnorm_out);
+        cJSON_AddNumberToObject(o, "tokens", (double)(r->step * r->tokens_per_step));
+        cJSON_AddNumberToObject(o, "elapsed_s", el);
+        log_json(r, o);
+    }
+    return 0;
+}
+
+static void progress(run *r, int64_t first_step, double loss, float lr) {
+    if (r->opts.quiet || r->dist->rank != 0) return;
+    double el = now_s() - r->t_start;
+    int64_t done = r->step - first_step;
+    double tps = el > 0 ? (double)(done * r->tokens_per_step) / el : 0;
+    double eta = done > 0 ? el / (double)done * (double)(r->total_steps - r->step) : 0;
+    if (isatty(2)) {
+        int width = 24, fill = (int)(width * r->step / (r->total_steps ? r->total_steps : 1));
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %.0fs   ", bar, (long long)r->step,
+                (long long)r->total_steps, loss, lr, tps, eta);
+    } else if (r->step % r->rc->log_every == 0 || r->step == r->total_steps) {
+        fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s eta %.0fs\n", (long long)r->step,
+                (long long)r->total_steps, loss, lr, tps, eta);
+    }
+}
+
+/* ---- the run -------------------------------------------------------------------------- */
+
+int kd_train_load_run_config(kd_run_config *rc, const char *run_dir, kd_err *err) {
+    char p[PATHBUF];
+    if (kd_path_join(p, sizeof p, run_dir, "run.json", err)) return -1;
+    cJSON *o = kd_json_load(p, err);
+    if (!o) return kd_err_prefix(err, "%s is not a kd run directory", run_dir);
+    int status = kd_run_config_from_json(rc, o, p, err);
+    cJSON_Delete(o);
+    return status;
+}
+
+static void run_free(run *r) {
+    if (r->metrics) fclose(r->metrics);
+    kd_loader_free(r->train);
+    kd_loader_free(r->val);
+    kd_graph_free(&r->g);
+    kd_adamw_free(&r->opt);
+    if (r->have_model) kd_model_free(&r->m);
+    kd_tokenizer_free(r->tok);
+}
+
+int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_train_opts *o, const kd_dist *dist,
+             kd_err *err) {
+    run r;
+    memset(&r, 0, sizeof r);
+    r.rc = rc;
+    r.dist = dist;
+    if (o) r.opts = *o;
+    r.best_val = INFINITY;
+    snprintf(r.dir, sizeof r.dir, "%s", run_dir);
+    char p[PATHBUF];
+    int status = -1;
+    if (path2(p, run_dir, "run.json", err)) return -1;
+    if (!resume && kd_file_exists(p))
+        return kd_errf(err, "%s already holds a run (use --resume, or another --out)", run_dir);
+    if (kd_graph_init(&r.g, 0, err) || load_student(&r, err) || open_loaders(&r, err)) goto done;
+    r.lo = kd_loss_opts_default();
+    r.lo.alpha = (float)rc->alpha;
+    r.lo.temperature = (float)rc->temperature;
+    r.lo.chunk_rows = rc->lm_chunk;
+    r.lo.grad_into_params = 0;
+    if (kd_teacher_mode_parse(rc->kd_mode, &r.lo.mode, err) || kd_divergence_parse(rc->divergence, &r.lo.div, err) ||
+        kd_loss_opts_check(&r.lo, err))
+        goto done;
+    r.ao = (kd_adamw_opts){(float)rc->beta1, (float)rc->beta2, (float)rc->eps, (float)rc->weight_decay};
+    if (kd_adamw_init(&r.opt, r.m.params, r.m.n_params, rc->decay_embeddings, err)) goto done;
+    if (dist->rank == 0) {
+        if (kd_mkdirs(run_dir, err)) goto done;
+        if (!resume) {
+            cJSON *j = kd_run_config_to_json(rc);
+            int bad = kd_json_write_atomic(p, j, err);
+            cJSON_Delete(j);
+            if (bad) goto done;
+        }
+        char mp[PATHBUF];
+        if (path2(mp, run_dir, "metrics.jsonl", err)) goto done;
+        if (!(r.metrics = fopen(mp, "a"))) {
+            kd_errf(err, "%s: cannot open for appending", mp);
+            goto done;
+        }
+    }
+    if (resume && load_checkpoint(&r, err)) goto done;
+    int64_t first = r.step;
+    r.t_start = now_s();
+    if (!r.opts.quiet && dist->rank == 0)
+        fprintf(stderr, "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s\n",
+                (double)kd_config_n_params(&r.m.cfg) * 1e-6, (long long)r.total_steps, (long long)r.tokens_per_step,
+                rc->alpha, rc->temperature, rc->kd_mode, dist->world, resume ? ", resumed" : "");
+    while (r.step < r.total_steps) {
+        double loss = 0, gnorm = 0;
+        float lr = 0;
+        if (train_step(&r, &loss, &gnorm, &lr, err)) goto done;
+        progress(&r, first, loss, lr);
+        int last = r.step == r.total_steps;
+        if (rc->eval_every && r.step % rc->eval_every == 0 && !last && eval_and_log(&r, err)) goto done;
+        int stop = r.opts.stop_after && r.step - first >= r.opts.stop_after;
+        if (((rc->save_every && r.step % rc->save_every == 0) || stop) && !last && save_checkpoint(&r, err)) goto done;
+        if (stop && !last) {
+            status = 0;
+            goto done;
+        }
+    }
+    if (!r.opts.quiet && dist->rank == 0 && isatty(2)) fputc('\n', stderr);
+    /* the end: final weights, final evaluation, a checkpoint to resume or extend from */
+    kd_eval_result e;
+    if (evaluate(&r, &e, err)) goto done;
+    if (dist->rank == 0) {
+        char fin[PATHBUF];
+        if (path2(fin, run_dir, "final", err) || save_model_swap(&r, fin, err) || save_checkpoint(&r, err)) goto done;
+        if (r.val && e.ce < r.best_val) {
+            r.best_val = e.ce;
+            char best[PATHBUF];
+            if (path2(best, run_dir, "best", err) || save_model_swap(&r, best, err)) goto done;
+        }
+        cJSON *j = eval_json(&e);
+        int bad = path2(p, run_dir, "final_eval.json", err) || kd_json_write_atomic(p, j, err);
+        cJSON *line = cJSON_CreateObject();
+        cJSON_AddNumberToObject(line, "step", (double)r.step);
+        cJSON_AddItemToObject(line, "final_eval", j);
+        log_json(&r, line);
+        if (bad) goto done;
+        if (!r.opts.quiet)
+            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f kl %.4f top1 %.3f -> %s/final\n", e.ce, e.ppl,
+                    e.kl, e.top1, run_dir);
+    }
+    status = 0;
+done:
+    run_free(&r);
+    return status;
+}
