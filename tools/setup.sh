@@ -16,7 +16,9 @@ BUILD_PKGS=(build-essential cmake pkg-config
   libopenmpi-dev openmpi-bin # data-parallel training
 )
 # Tests and tools: PyTorch/numpy/h5py references, h5dump, plots, corpus.
-TEST_PKGS=(python3 python3-torch python3-numpy python3-h5py hdf5-tools gnuplot-nox fortunes)
+TEST_PKGS=(python3 python3-torch python3-numpy python3-h5py hdf5-tools gnuplot-nox fortunes
+  python3-venv              # test_export: a venv with llama.cpp's gguf-py reader
+)
 
 want=("${BUILD_PKGS[@]}")
 case "${1:-all}" in
@@ -28,11 +30,23 @@ esac
 # node/npm (for llama.cpp via node-llama-cpp) only when no node is present at all.
 [ "${1:-all}" = all ] && ! command -v npm >/dev/null && want+=(nodejs npm)
 
+# llama.cpp for the GGUF export tests: node-llama-cpp's prebuilt CPU binaries in
+# tests/node (pinned by its package-lock.json; node_modules is not committed).
+# Installed only when missing; without the npm registry the tests that need it skip.
+node_deps() {
+  [ "${1:-all}" = all ] && command -v npm >/dev/null || return 0
+  local dir; dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/node"
+  [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules/node-llama-cpp" ] || return 0
+  echo "tools/setup.sh: npm ci in tests/node (node-llama-cpp, CPU build only)" >&2
+  (cd "$dir" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error >&2) ||
+    echo "tools/setup.sh: warning: npm ci in $dir failed; the llama.cpp checks will be skipped" >&2
+}
+
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then node_deps "${1:-all}"; exit 0; fi
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
@@ -43,3 +57,4 @@ echo "tools/setup.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+node_deps "${1:-all}"

@@ -396,6 +396,9 @@ static int eval_and_log(run *r, kd_err *err) {
 
 static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
     kd_model_zero_grad(&r->m);
+    /* fault injection for tests: KD_TRAIN_POISON_STEP=N puts a NaN into the weights before step N */
+    const char *poison = getenv("KD_TRAIN_POISON_STEP");
+    if (poison && atoll(poison) == r->step + 1) r->m.params[r->m.n_params - 1]->data[0] = NAN;
     kd_tensor *head = kd_model_head(&r->m);
     double sums[5] = {0, 0, 0, 0, 0};   /* loss·n, ce·n, kl·n, agree, n */
     for (int64_t a = 0; a < r->rc->grad_accum; a++) {
