@@ -10,3 +10,13 @@ fast=$(env -u OPENBLAS_CORETYPE "$B/bench_gemm" | tee /dev/stderr | awk '/^overa
 awk -v s="$slow" -v f="$fast" 'BEGIN{printf "kernel selection speed-up: %.1fx (%.1f -> %.1f GFLOP/s)\n", f/s, s, f}'
 echo "== loader: batches/s and tokens/s from a 1M-token k=64 dump (target >= 2M tokens/s)"
 "$B/bench_loader"
+echo "== training: kd vs PyTorch $(/usr/bin/python3 -c 'import torch;print(torch.__version__)' 2>/dev/null), same architecture, KD loss, batch, threads"
+core=$("$B/kd" --version | sed -n "s/.*kernels '\([A-Za-z]*\)'.*/\1/p")
+for spec in "student-tiny.json 8 256 3" "student-15m.json 8 256 2" "student-125m.json 4 512 1"; do
+  set -- $spec
+  cfg="$(dirname "$0")/../configs/$1"
+  kd_line=$("$B/bench_train" "$cfg" "$2" "$3" "$4"); echo "$kd_line"
+  th_line=$(OPENBLAS_CORETYPE=$core /usr/bin/python3 "$(dirname "$0")/torch_train.py" "$cfg" "$2" "$3" "$4"); echo "$th_line"
+  awk -v a="$kd_line" -v b="$th_line" 'BEGIN{split(a,x,"tokens/s"); n=split(x[1],y," "); split(b,p,"tokens/s"); m=split(p[1],q," ");
+       printf "   kd / PyTorch = %.2fx\n", y[n]/q[m]}'
+done
