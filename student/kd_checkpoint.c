@@ -12,6 +12,7 @@
 #include "core/kd_json.h"
 #include "core/kd_log.h"
 #include "core/kd_safetensors.h"
+#include "student/kd_gguf_model.h"
 #include "student/kd_llama2c.h"
 
 #include <sys/stat.h>
@@ -137,7 +138,6 @@ int kd_model_load(kd_model *m, const char *path, kd_err *err) {
     char magic[4] = {0};
     size_t got = fread(magic, 1, 4, f);
     fclose(f);
-    if (got == 4 && !memcmp(magic, "GGUF", 4))
-        return kd_errf(err, "%s: GGUF models are not supported as training/teacher models yet", path);
+    if (got == 4 && !memcmp(magic, "GGUF", 4)) return kd_model_load_gguf(m, path, NULL, err);
     return kd_llama2c_load(m, path, err);
 }

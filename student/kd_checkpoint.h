@@ -23,7 +23,7 @@ int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err);
 
 
 
-/* Load any model kd can read: a checkpoint directory or a llama2.c .bin file
- * (GGUF files once the inference engine lands). */
+/* Load any model kd can read: a checkpoint directory, a GGUF llama file
+ * (dequantized to F32, see kd_gguf_model.h) or a llama2.c .bin file. */
 int kd_model_load(kd_model *m, const char *path, kd_err *err);
 #endif

@@ -1,0 +1,136 @@
+/*
+ * kd_gguf_model.c — load a GGUF llama model as an F32 kd_model (see
+ * kd_gguf_model.h). Tensor names and shapes follow formats-and-algorithms A.8.
+ */
+#include "student/kd_gguf_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/kd_tokenizer.h"
+#include "student/kd_gguf.h"
+#include "student/kd_llama2c.h"
+#include "student/kd_quant.h"
+
+static int get_u32(const kd_gguf *g, const char *key, int required, int64_t *out, kd_err *err) {
+    if (kd_gguf_find_key(g, key) < 0) return required ? kd_errf(err, "%s: key '%s' is missing", kd_gguf_name(g), key) : 0;
+    uint32_t v;
+    if (kd_gguf_get_u32(g, key, &v, err)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* GGUF tensor name of parameter p (HF name), or -1 when it has none. */
+static int gguf_name(const char *hf, char *out, size_t n) {
+    int l;
+    char rest[96];
+    if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight") < 0;
+    if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight") < 0;
+    if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight") < 0;
+    if (sscanf(hf, "model.layers.%d.%95s", &l, rest) != 2) return -1;
+    static const char *map[][2] = {
+        {"input_layernorm.weight", "attn_norm"},   {"self_attn.q_proj.weight", "attn_q"},
+        {"self_attn.k_proj.weight", "attn_k"},     {"self_attn.v_proj.weight", "attn_v"},
+        {"self_attn.o_proj.weight", "attn_output"}, {"post_attention_layernorm.weight", "ffn_norm"},
+        {"mlp.gate_proj.weight", "ffn_gate"},      {"mlp.up_proj.weight", "ffn_up"},
+        {"mlp.down_proj.weight", "ffn_down"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+        if (!strcmp(rest, map[i][0])) return snprintf(out, n, "blk.%d.%s.weight", l, map[i][1]) < 0;
+    return -1;
+}
+
+int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok, kd_err *err) {
+    memset(m, 0, sizeof *m);
+    if (tok) *tok = NULL;
+    kd_gguf *g = kd_gguf_open(path, err);
+    if (!g) return -1;
+    int rc = -1, have_model = 0;
+    const char *arch;
+    size_t alen;
+    if (kd_gguf_get_str(g, "general.architecture", &arch, &alen, err)) goto done;
+    if (alen != 5 || memcmp(arch, "llama", 5)) {
+        kd_errf(err, "%s: general.architecture is '%.*s', kd loads \"llama\" models", path, (int)alen, arch);
+        goto done;
+    }
+    kd_config c;
+    kd_config_defaults(&c);
+    int64_t rot = 0;
+    if (get_u32(g, "llama.embedding_length", 1, &c.hidden_size, err) ||
+        get_u32(g, "llama.feed_forward_length", 1, &c.intermediate_size, err) ||
+        get_u32(g, "llama.block_count", 1, &c.num_hidden_layers, err) ||
+        get_u32(g, "llama.attention.head_count", 1, &c.num_attention_heads, err) ||
+        get_u32(g, "llama.context_length", 1, &c.max_position_embeddings, err))
+        goto done;
+    c.num_key_value_heads = c.num_attention_heads;
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+    if (get_u32(g, "llama.attention.head_count_kv", 0, &c.num_key_value_heads, err) ||
+        get_u32(g, "llama.attention.key_length", 0, &c.head_dim, err) ||
+        get_u32(g, "llama.rope.dimension_count", 0, &rot, err))
+        goto done;
+    if (rot && rot != c.head_dim) {
+        kd_errf(err, "%s: llama.rope.dimension_count %lld differs from the head dimension %lld (partial RoPE is not "
+                "supported)", path, (long long)rot, (long long)c.head_dim);
+        goto done;
+    }
+    float f;
+    if (kd_gguf_find_key(g, "llama.rope.freq_base") >= 0) {
+        if (kd_gguf_get_f32(g, "llama.rope.freq_base", &f, err)) goto done;
+        c.rope_theta = f;
+    }
+    if (kd_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f, err)) goto done;
+    c.rms_norm_eps = f;
+    const kd_gguf_tensor *embd = kd_gguf_find_tensor(g, "token_embd.weight");
+    if (!embd) {
+        kd_errf(err, "%s: tensor 'token_embd.weight' is missing", path);
+        goto done;
+    }
+    c.vocab_size = embd->ne[1];
+    c.tie_word_embeddings = kd_gguf_find_tensor(g, "output.weight") == NULL;
+    int64_t id;
+    if (!get_u32(g, "tokenizer.ggml.bos_token_id", 0, &id, NULL) && kd_gguf_find_key(g, "tokenizer.ggml.bos_token_id") >= 0)
+        c.bos_token_id = id;
+    if (!get_u32(g, "tokenizer.ggml.eos_token_id", 0, &id, NULL) && kd_gguf_find_key(g, "tokenizer.ggml.eos_token_id") >= 0)
+        c.eos_token_id = id;
+    if (kd_model_new(m, &c, err)) {
+        kd_err_prefix(err, "%s", path);
+        goto done;
+    }
+    have_model = 1;
+    for (int i = 0; i < m->n_params; i++) {
+        kd_tensor *p = m->params[i];
+        char name[96];
+        if (gguf_name(p->name, name, sizeof name)) {
+            kd_errf(err, "%s: no GGUF name for '%s'", path, p->name);
+            goto done;
+        }
+        const kd_gguf_tensor *t = kd_gguf_find_tensor(g, name);
+        if (!t) {
+            kd_errf(err, "%s: tensor '%s' is missing", path, name);
+            goto done;
+        }
+        int64_t cols = p->ndim == 2 ? p->shape[1] : p->shape[0], rows = p->ndim == 2 ? p->shape[0] : 1;
+        if (t->ne[0] != cols || t->ne[1] * t->ne[2] * t->ne[3] != rows) {
+            kd_errf(err, "%s: tensor '%s' has ne [%lld, %lld], expected [%lld, %lld]", path, name, (long long)t->ne[0],
+                    (long long)t->ne[1], (long long)cols, (long long)rows);
+            goto done;
+        }
+        if (!kd_quant_supported(t->type)) {
+            kd_errf(err, "%s: tensor '%s' has type %s, which kd cannot dequantize", path, name, kd_ggml_type_name(t->type));
+            goto done;
+        }
+        if (kd_dequantize_rows(t->type, t->data, p->data, rows, cols, err)) {
+            kd_err_prefix(err, "%s: tensor '%s'", path, name);
+            goto done;
+        }
+        if (strstr(p->name, "q_proj")) kd_rope_permute_rows(p->data, c.num_attention_heads, c.head_dim, cols, 1);
+        if (strstr(p->name, "k_proj")) kd_rope_permute_rows(p->data, c.num_key_value_heads, c.head_dim, cols, 1);
+    }
+    if (tok && kd_gguf_find_key(g, "tokenizer.ggml.tokens") >= 0 && !(*tok = kd_tokenizer_from_gguf(g, err))) goto done;
+    rc = 0;
+done:
+    if (rc && have_model) kd_model_free(m);
+    kd_gguf_close(g);
+    return rc;
+}

@@ -1,0 +1,18 @@
+/*
+ * kd_gguf_model.h — a GGUF llama-architecture file as a trainable kd_model:
+ * the config from the llama.* metadata, every tensor dequantized to F32 and
+ * q/k rows permuted back from GGUF's adjacent-pair RoPE layout to the Hugging
+ * Face layout kd trains in. Lets a GGUF model be a teacher (kd teacher dump),
+ * a student to start from, or an FP32 reference.
+ */
+#ifndef KD_GGUF_MODEL_H
+#define KD_GGUF_MODEL_H
+
+#include "student/kd_model.h"
+
+struct kd_tokenizer;
+
+/* Load path into a new model; with tok non-NULL, also its tokenizer (NULL if the file has none). */
+int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok, kd_err *err);
+
+#endif
