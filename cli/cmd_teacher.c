@@ -3,6 +3,7 @@
  * (docs/dump-format.md). Subcommands are rows of TEACHER_COMMANDS; each parses
  * its own arguments and calls teacher/kd_dump.h.
  *
+ *   kd teacher dump --teacher MODEL ...       run a teacher, write a dump
  *   kd teacher info DUMP.h5 [--no-check]   summary + full validation
  */
 #include <inttypes.h>
@@ -12,6 +13,7 @@
 
 #include "cli/kd_cli.h"
 #include "teacher/kd_dump.h"
+#include "teacher/kd_teacher_dump.h"
 
 /* ---- kd teacher info ------------------------------------------------------------ */
 
@@ -96,9 +98,121 @@ static int teacher_info(int argc, char **argv) {
     return rc;
 }
 
+/* ---- kd teacher dump ------------------------------------------------------------ */
+
+static int teacher_dump(int argc, char **argv) {
+    kd_teacher_dump_opts o;
+    kd_teacher_dump_opts_init(&o);
+    const char *out = NULL, *texts[256];
+    int n_text = 0, full = 0;
+    if (kd_cli_wants_help(argc, argv)) {
+        printf("usage: kd teacher dump --teacher MODEL (--text FILE... | --generate N) --seq-len T\n"
+               "                       [--topk K | --full] --out DUMP.h5 [options]\n\n"
+               "Runs a teacher kd can load (a checkpoint directory or a llama2.c .bin) and writes\n"
+               "its distribution at every position to an HDF5 dump (docs/dump-format.md):\n"
+               "  --text FILE...      tokenize the files with the teacher's tokenizer; each document\n"
+               "                      becomes BOS + text + EOS; documents are concatenated and cut\n"
+               "                      into sequences of T+1 tokens (the last one padded and masked)\n"
+               "  --doc-sep STRING    split files into documents at STRING (e.g. $'\\n%%\\n' for\n"
+               "                      fortune files); default: one document per file\n"
+               "  --generate N        instead, sample N sequences from the teacher, starting at BOS\n"
+               "  --temperature TAU   sampling temperature for --generate (1.0; 0 = greedy)\n"
+               "  --seed S            sampling seed (1234); sequence i uses seed and i\n"
+               "  --seq-len T         positions with a teacher distribution per sequence (128; at\n"
+               "                      most the teacher's max_position_embeddings)\n"
+               "  --topk K            store the top K log-probs at temperature 1 (64; at most the\n"
+               "                      teacher's vocabulary and 4096)\n"
+               "  --full              store the full logits instead of the top K\n"
+               "  --dtype f16|f32     storage of log-probs/logits (f16)\n"
+               "  --val-out VAL.h5 --val-fraction F   send a fraction F of sequences to VAL.h5\n"
+               "  --tokenizer FILE    tokenizer (default: MODEL/tokenizer.bin)\n"
+               "  --batch B           sequences per teacher forward (16)\n"
+               "  --max-sequences N   stop after N sequences\n"
+               "  --quiet             no progress\n"
+               "Progress (a bar, tokens/s and ETA) goes to stderr. An interrupted dump resumes\n"
+               "where it stopped when run again with the same arguments: DUMP.h5.partial (and\n"
+               "VAL.h5.partial) hold the sequences written so far; a rerun checks k, T, the\n"
+               "vocabulary, the dtype and the teacher against them and appends the rest.\n");
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        double f;
+        int64_t n;
+#define VAL() if (!(v = kd_cli_value("teacher dump", argc, argv, &i))) return 2
+        if (!strcmp(argv[i], "--teacher")) { VAL(); o.teacher = v; }
+        else if (!strcmp(argv[i], "--tokenizer")) { VAL(); o.tokenizer = v; }
+        else if (!strcmp(argv[i], "--out")) { VAL(); out = v; }
+        else if (!strcmp(argv[i], "--val-out")) { VAL(); o.val_out = v; }
+        else if (!strcmp(argv[i], "--doc-sep")) { VAL(); o.doc_sep = v; }
+        else if (!strcmp(argv[i], "--text")) {
+            int before = n_text;
+            while (i + 1 < argc && argv[i + 1][0] != '-') {
+                if (n_text == 256) { fprintf(stderr, "kd teacher dump: --text: at most 256 files\n"); return 2; }
+                texts[n_text++] = argv[++i];
+            }
+            if (n_text == before) { fprintf(stderr, "kd teacher dump: --text needs at least one file\n"); return 2; }
+        } else if (!strcmp(argv[i], "--generate")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, INT64_MAX, &n)) return 2; o.generate = n; }
+        else if (!strcmp(argv[i], "--seq-len")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1 << 20, &n)) return 2; o.seq_len = n; }
+        else if (!strcmp(argv[i], "--topk")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1 << 20, &n)) return 2; o.topk = n; }
+        else if (!strcmp(argv[i], "--batch")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1024, &n)) return 2; o.batch = n; }
+        else if (!strcmp(argv[i], "--max-sequences")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, INT64_MAX, &n)) return 2; o.max_sequences = n; }
+        else if (!strcmp(argv[i], "--seed")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 0, INT64_MAX, &n)) return 2; o.seed = (uint64_t)n; }
+        else if (!strcmp(argv[i], "--temperature")) {
+            VAL();
+            if (kd_cli_float("teacher dump", argv[i - 1], v, &f) || !(f >= 0)) {
+                fprintf(stderr, "kd teacher dump: --temperature must be ≥ 0 (0 = greedy), not '%s'\n", v);
+                return 2;
+            }
+            o.gen_temperature = f;
+        }
+        else if (!strcmp(argv[i], "--val-fraction")) {
+            VAL();
+            if (kd_cli_float("teacher dump", argv[i - 1], v, &f) || f < 0 || f >= 1) {
+                fprintf(stderr, "kd teacher dump: --val-fraction must be in [0, 1)\n");
+                return 2;
+            }
+            o.val_fraction = f;
+        } else if (!strcmp(argv[i], "--dtype")) {
+            VAL();
+            if (!strcmp(v, "f16")) o.dtype = KD_DUMP_F16;
+            else if (!strcmp(v, "f32")) o.dtype = KD_DUMP_F32;
+            else { fprintf(stderr, "kd teacher dump: --dtype is f16 or f32, not '%s'\n", v); return 2; }
+        } else if (!strcmp(argv[i], "--full")) full = 1;
+        else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
+        else {
+            fprintf(stderr, "kd teacher dump: unknown argument '%s' (see kd teacher dump --help)\n", argv[i]);
+            return 2;
+        }
+#undef VAL
+    }
+    if (full) o.topk = 0;
+    o.text = texts;
+    o.n_text = n_text;
+    if (!o.teacher || !out || (!n_text && !o.generate)) {
+        fprintf(stderr, "kd teacher dump: --teacher, --out and --text or --generate are required (see --help)\n");
+        return 2;
+    }
+    if (n_text && o.generate) {
+        fprintf(stderr, "kd teacher dump: --text and --generate exclude each other (see --help)\n");
+        return 2;
+    }
+    if ((o.val_out != NULL) != (o.val_fraction > 0)) {
+        fprintf(stderr, "kd teacher dump: --val-out and --val-fraction go together\n");
+        return 2;
+    }
+    kd_err err;
+    if (kd_teacher_dump(&o, out, &err)) {
+        fprintf(stderr, "kd teacher dump: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- dispatch --------------------------------------------------------------------- */
 
 static const kd_command TEACHER_COMMANDS[] = {
+    {"dump", teacher_dump, "run a teacher over text (or its own samples) and write DUMP.h5"},
     {"info", teacher_info, "summarise and validate a teacher dump (DUMP.h5)"},
 };
 #define N_TEACHER (sizeof TEACHER_COMMANDS / sizeof TEACHER_COMMANDS[0])

@@ -32,6 +32,7 @@ int kd_cmd_logits(int argc, char **argv);
 int kd_cmd_teacher(int argc, char **argv);
 int kd_cmd_plan(int argc, char **argv);
 int kd_cmd_train(int argc, char **argv);
+int kd_cmd_sweep(int argc, char **argv);
 int kd_cmd_export(int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const kd_command COMMANDS[] = {
     {"teacher", kd_cmd_teacher, "inspect and validate teacher-logit dumps (kd teacher info)"},
     {"tokenize", kd_cmd_tokenize, "encode text with a GGUF or llama2.c tokenizer, print the ids"},
     {"train", kd_cmd_train, "distill a student from teacher dumps (alpha, temperature, AdamW, MPI)"},
+    {"sweep", kd_cmd_sweep, "train one student per point of a hyper-parameter grid, compare them"},
     {"plan", kd_cmd_plan, "predict (and measure) training and inference memory for a config"},
     {"version", kd_cmd_version, "print the version, BLAS kernels, CPU features and threads"},
 };

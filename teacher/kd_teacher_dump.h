@@ -1,0 +1,69 @@
+/*
+ * kd_teacher_dump.h — producing teacher dumps by running a teacher kd can
+ * load (a kd/HF checkpoint directory or a llama2.c .bin) over
+ *   (a) text files: each document (a file, or the pieces between --doc-sep
+ *       separators; empty pieces are skipped, the text is used byte for byte)
+ *       is tokenized as BOS + text + EOS (the tokenizer's space prefix
+ *       applies, control-token texts are not parsed), the documents are
+ *       concatenated and cut into consecutive, non-overlapping sequences of
+ *       T+1 tokens; the last partial sequence is padded with EOS and its
+ *       padding masked out (loss_mask 0 where the label is padding); or
+ *   (b) sequences sampled from the teacher itself (sequence-level KD data):
+ *       each starts at BOS and is sampled at temperature τ (0 = greedy) with a
+ *       per-sequence seed (seed and index), so a resumed run produces the same
+ *       sequences.
+ * and storing, per position, the teacher's top-k log-probabilities (or full
+ * logits) at temperature 1. k must not exceed the teacher's vocabulary (an
+ * error, not a silent clamp: every dump a loader combines must share k) nor
+ * KD_DUMP_MAX_K; T must not exceed the teacher's max_position_embeddings.
+ * Sequences go to a validation file instead when a hash of their index falls
+ * below val_fraction.
+ *
+ * Resuming: an interrupted dump leaves OUT.partial (and VAL.partial), holding
+ * every complete batch; running the same command again checks that the file
+ * has the same k, T, vocabulary, dtype and teacher name, skips the sequences
+ * it holds and appends the rest. An error during the run also leaves the
+ * .partial files (when they hold sequences). Options the file does not record
+ * (text files, --doc-sep, seed, temperature, val fraction) must be the same.
+ * Progress goes to stderr: a bar with sequences, tokens/s and ETA.
+ *
+ * Testing knob: the environment variable KD_DUMP_STOP_AFTER=N makes the
+ * process exit with status 75 immediately after its N-th append, without
+ * closing the writers — what a kill between two batches leaves behind
+ * (tests/test_teacher_dump.c).
+ */
+#ifndef KD_TEACHER_DUMP_H
+#define KD_TEACHER_DUMP_H
+
+#include <stdint.h>
+
+#include "core/kd_err.h"
+#include "teacher/kd_dump.h"
+
+typedef struct kd_teacher_dump_opts {
+    const char *teacher;          /* model path */
+    const char *tokenizer;        /* NULL: TEACHER/tokenizer.bin */
+    const char *const *text;      /* text files (mode a) */
+    int n_text;
+    const char *doc_sep;          /* NULL: every file is one document */
+    int64_t generate;             /* > 0: mode b, this many sequences */
+    double gen_temperature;       /* sampling temperature (mode b) */
+    uint64_t seed;
+    int64_t seq_len;              /* T */
+    int64_t topk;                 /* 0: full logits */
+    kd_dump_dtype dtype;
+    double val_fraction;          /* with val_out */
+    const char *val_out;          /* NULL: no validation file */
+    int64_t batch;                /* sequences per teacher forward */
+    int64_t max_sequences;        /* 0: all the text gives */
+    int quiet;
+} kd_teacher_dump_opts;
+
+void kd_teacher_dump_opts_init(kd_teacher_dump_opts *o);
+int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err);
+
+/* Top-k of one row of logits as log-probabilities at temperature 1, sorted
+ * descending (ties: smaller id first). ids/lp have room for k. */
+void kd_topk_logprobs(const float *logits, int64_t V, int64_t k, int32_t *ids, float *lp);
+
+#endif
