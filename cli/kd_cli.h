@@ -26,6 +26,7 @@ const char *kd_cli_value(const char *cmd, int argc, char **argv, int *i);
 
 int kd_cmd_version(int argc, char **argv);
 int kd_cmd_tokenize(int argc, char **argv);
+int kd_cmd_tokenizer(int argc, char **argv);
 int kd_cmd_init(int argc, char **argv);
 int kd_cmd_import(int argc, char **argv);
 int kd_cmd_logits(int argc, char **argv);

@@ -17,6 +17,7 @@ static const kd_command COMMANDS[] = {
     {"logits", kd_cmd_logits, "write a model's raw logits for one token sequence"},
     {"teacher", kd_cmd_teacher, "inspect and validate teacher-logit dumps (kd teacher info)"},
     {"tokenize", kd_cmd_tokenize, "encode text with a GGUF or llama2.c tokenizer, print the ids"},
+    {"tokenizer", kd_cmd_tokenizer, "train a BPE tokenizer on text (kd tokenizer train)"},
     {"train", kd_cmd_train, "distill a student from teacher dumps (alpha, temperature, AdamW, MPI)"},
     {"sweep", kd_cmd_sweep, "train one student per point of a hyper-parameter grid, compare them"},
     {"plan", kd_cmd_plan, "predict (and measure) training and inference memory for a config"},

@@ -1,0 +1,292 @@
+/*
+ * cmd_tokenizer.c — `kd tokenizer <subcommand>`: make tokenizers. Subcommands
+ * are rows of TOKENIZER_COMMANDS.
+ *
+ *   kd tokenizer train --text FILE... --vocab-size N --out tok.bin
+ *       train a BPE vocabulary (data/kd_bpe_train.h), write it as a llama2.c
+ *       tokenizer.bin, print a summary measured with the real encoder.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/kd_cli.h"
+#include "core/kd_file.h"
+#include "data/kd_bpe_train.h"
+#include "data/kd_tokenizer.h"
+
+/* ---- kd tokenizer train ------------------------------------------------------------ */
+
+static void train_help(void) {
+    printf("usage: kd tokenizer train --text FILE... [--doc-sep STRING] --vocab-size N --out tok.bin\n"
+           "                          [--min-frequency F] [--character-coverage C] [--max-piece-len L]\n"
+           "                          [--merge-digits] [--quiet]\n"
+           "\n"
+           "Trains a BPE vocabulary for kd's SentencePiece-style tokenizer (byte fallback,\n"
+           "\"\xE2\x96\x81\" for spaces, merges by score) and writes it as a llama2.c tokenizer.bin,\n"
+           "the form kd checkpoints store. Ids: 0 <unk>, 1 <s>, 2 </s>, 3..258 the byte\n"
+           "pieces <0x00>..<0xFF>, 259 \"\xE2\x96\x81\", then the other characters, then merged\n"
+           "pieces in merge order.\n"
+           "Merges stay inside words: a letter run, a punctuation run or a digit, with at\n"
+           "most one leading space; whitespace runs (spaces, newlines, tabs) merge among\n"
+           "themselves only.\n"
+           "\n"
+           "  --text FILE...          training text (all following arguments up to the next\n"
+           "                          option; may be repeated). A file given twice, also via\n"
+           "                          a symlink, is read once; files with NUL bytes (e.g. the\n"
+           "                          .dat indexes next to fortune files) are skipped\n"
+           "  --doc-sep STRING        a line holding only STRING ends a document (the line is\n"
+           "                          dropped); e.g. --doc-sep %% for fortune files. Without it\n"
+           "                          each file is one document. Each document gets its own\n"
+           "                          space prefix, as when encoded alone\n"
+           "  --vocab-size N          total pieces, the 260 fixed ones included (fewer when\n"
+           "                          no pair occurs --min-frequency times any more)\n"
+           "  --out FILE              where to write tokenizer.bin\n"
+           "  --min-frequency F       merge a pair only when it occurs F times or more (2)\n"
+           "  --character-coverage C  keep the most frequent characters covering this share\n"
+           "                          of character occurrences; rarer ones use byte\n"
+           "                          fallback (0.9995)\n"
+           "  --max-piece-len L       longest merged piece in characters (16)\n"
+           "  --merge-digits          let digit runs merge (default: each digit alone)\n"
+           "  --quiet                 no progress on stderr\n"
+           "\n"
+           "Example (Debian's fortunes corpus):\n"
+           "  kd tokenizer train --text /usr/share/games/fortunes/* --doc-sep %% \\\n"
+           "     --vocab-size 4096 --out tok4096.bin\n");
+}
+
+typedef struct corpus {
+    char **bufs;              /* file contents */
+    int n_bufs;
+    const char **texts;       /* documents, pointing into bufs */
+    size_t *lens;
+    int n_texts, cap;
+    int skipped, dups;        /* files with NUL bytes; files given twice */
+} corpus;
+
+static void corpus_free(corpus *c) {
+    for (int i = 0; i < c->n_bufs; i++) free(c->bufs[i]);
+    free(c->bufs);
+    free(c->texts);
+    free(c->lens);
+}
+
+static int add_doc(corpus *c, const char *p, size_t n) {
+    if (!n) return 0;
+    if (c->n_texts == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 1024;
+        const char **t = realloc(c->texts, (size_t)cap * sizeof *t);
+        if (t) c->texts = t;
+        size_t *l = realloc(c->lens, (size_t)cap * sizeof *l);
+        if (l) c->lens = l;
+        if (!t || !l) return -1;
+        c->cap = cap;
+    }
+    c->texts[c->n_texts] = p;
+    c->lens[c->n_texts++] = n;
+    return 0;
+}
+
+/* Split buf[0..n) into documents at lines equal to sep (or keep it whole). */
+static int split_docs(corpus *c, const char *buf, size_t n, const char *sep) {
+    if (!sep) return add_doc(c, buf, n);
+    size_t sl = strlen(sep), doc = 0;
+    for (size_t line = 0; line < n;) {
+        const char *nl = memchr(buf + line, '\n', n - line);
+        size_t end = nl ? (size_t)(nl - buf) : n, next = nl ? end + 1 : n;
+        size_t ll = end - line - (end > line && buf[end - 1] == '\r');
+        if (ll == sl && !memcmp(buf + line, sep, sl)) {
+            if (add_doc(c, buf + doc, line - doc) < 0) return -1;
+            doc = next;
+        }
+        line = next;
+    }
+    return add_doc(c, buf + doc, n - doc);
+}
+
+static int read_corpus(corpus *c, char **files, int n_files, const char *sep) {
+    struct stat *seen = calloc((size_t)n_files + 1, sizeof *seen);
+    int n_seen = 0, rc = -1;
+    if (!seen || !(c->bufs = calloc((size_t)n_files + 1, sizeof *c->bufs))) goto oom;
+    for (int i = 0; i < n_files; i++) {
+        struct stat st;
+        if (stat(files[i], &st) < 0) {
+            fprintf(stderr, "kd tokenizer train: %s: %s\n", files[i], strerror(errno));
+            goto done;
+        }
+        int dup = 0;
+        for (int k = 0; k < n_seen && !dup; k++) dup = seen[k].st_dev == st.st_dev && seen[k].st_ino == st.st_ino;
+        if (dup) {
+            c->dups++;
+            continue;
+        }
+        seen[n_seen++] = st;
+        kd_err err;
+        size_t n;
+        char *buf = kd_read_file(files[i], &n, &err);
+        if (!buf) {
+            fprintf(stderr, "kd tokenizer train: %s\n", err.msg);
+            goto done;
+        }
+        if (memchr(buf, '\0', n)) {
+            if (!c->skipped)
+                fprintf(stderr, "kd tokenizer train: skipping files with NUL bytes (not text): %s", files[i]);
+            else if (c->skipped < 4) fprintf(stderr, ", %s", files[i]);
+            else if (c->skipped == 4) fprintf(stderr, ", ...");
+            free(buf);
+            c->skipped++;
+            continue;
+        }
+        c->bufs[c->n_bufs++] = buf;
+        if (split_docs(c, buf, n, sep) < 0) goto oom;
+    }
+    if (c->skipped) fprintf(stderr, " (%d)\n", c->skipped);
+    rc = 0;
+    goto done;
+oom:
+    fprintf(stderr, "kd tokenizer train: out of memory reading the corpus\n");
+done:
+    free(seen);
+    return rc;
+}
+
+static void progress(void *ctx, int32_t vocab, int32_t vocab_size, int64_t count) {
+    (void)ctx;
+    fprintf(stderr, "\rkd tokenizer train: %" PRId32 "/%" PRId32 " pieces, last pair count %" PRId64 "   ", vocab,
+            vocab_size, count);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int tokenizer_train(int argc, char **argv) {
+    if (kd_cli_wants_help(argc, argv)) {
+        train_help();
+        return 0;
+    }
+    const char *C = "tokenizer train", *out = NULL, *sep = NULL, *v;
+    char **files = calloc((size_t)argc + 1, sizeof *files);
+    int n_files = 0, quiet = 0;
+    kd_bpe_stats st = {0};
+    kd_bpe_opts o = {.stats = &st};
+    int64_t x;
+    double d;
+    if (!files) return 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int ok = 1;
+        if (!strcmp(a, "--text")) {
+            int k = i;
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) files[n_files++] = argv[++i];
+            if (i == k) ok = !!kd_cli_value(C, argc, argv, &i);   /* prints "needs a value" */
+        } else if (!strcmp(a, "--doc-sep")) {
+            ok = (sep = kd_cli_value(C, argc, argv, &i)) != NULL;
+        } else if (!strcmp(a, "--out")) {
+            ok = (out = kd_cli_value(C, argc, argv, &i)) != NULL;
+        } else if (!strcmp(a, "--vocab-size")) {
+            ok = (v = kd_cli_value(C, argc, argv, &i)) && !kd_cli_int(C, a, v, KD_BPE_MIN_VOCAB, KD_TOK_MAX_VOCAB, &x);
+            if (ok) o.vocab_size = (int32_t)x;
+        } else if (!strcmp(a, "--min-frequency")) {
+            ok = (v = kd_cli_value(C, argc, argv, &i)) && !kd_cli_int(C, a, v, 1, INT64_MAX, &x);
+            if (ok) o.min_frequency = x;
+        } else if (!strcmp(a, "--max-piece-len")) {
+            ok = (v = kd_cli_value(C, argc, argv, &i)) && !kd_cli_int(C, a, v, 2, 1 << 20, &x);
+            if (ok) o.max_piece_len = (int32_t)x;
+        } else if (!strcmp(a, "--character-coverage")) {
+            ok = (v = kd_cli_value(C, argc, argv, &i)) && !kd_cli_float(C, a, v, &d);
+            if (ok && !(d > 0 && d <= 1)) {
+                fprintf(stderr, "kd %s: --character-coverage: %g is not in (0, 1]\n", C, d);
+                ok = 0;
+            }
+            if (ok) o.character_coverage = d;
+        } else if (!strcmp(a, "--merge-digits")) {
+            o.merge_digits = 1;
+        } else if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+        } else {
+            fprintf(stderr, "kd %s: unknown argument '%s' (see 'kd tokenizer train --help')\n", C, a);
+            ok = 0;
+        }
+        if (!ok) {
+            free(files);
+            return 2;
+        }
+    }
+    if (!n_files || !out || !o.vocab_size) {
+        fprintf(stderr, "kd %s: needs --text FILE..., --vocab-size N and --out FILE (see --help)\n", C);
+        free(files);
+        return 2;
+    }
+    corpus c = {0};
+    int rc = read_corpus(&c, files, n_files, sep);
+    free(files);
+    if (rc < 0) {
+        corpus_free(&c);
+        return 1;
+    }
+    if (!quiet && isatty(2)) o.progress = progress;
+    kd_err err;
+    kd_tokenizer *tok = kd_bpe_train(c.texts, c.lens, c.n_texts, &o, &err);
+    if (o.progress) fputc('\n', stderr);
+    if (!tok || kd_tokenizer_write_llama2c(tok, out, &err) < 0) {
+        fprintf(stderr, "kd %s: %s\n", C, err.msg);
+        kd_tokenizer_free(tok);
+        corpus_free(&c);
+        return 1;
+    }
+    /* Compression with the real encoder, each document alone, no BOS. */
+    double t0 = now_s();
+    int64_t tokens = 0;
+    rc = kd_bpe_count_tokens(tok, c.texts, c.lens, c.n_texts, &tokens, &err);
+    double enc_s = now_s() - t0;
+    if (rc < 0) {
+        fprintf(stderr, "kd %s: %s\n", C, err.msg);
+        kd_tokenizer_free(tok);
+        corpus_free(&c);
+        return 1;
+    }
+    printf("corpus       %d files (skipped: %d with NUL bytes, %d given twice), %d documents, %.2f MB\n", c.n_bufs,
+           c.skipped, c.dups, c.n_texts, (double)st.n_bytes / 1e6);
+    printf("vocabulary   %" PRId32 " pieces = 259 fixed + %" PRId32 " characters + %" PRId32 " merges%s\n",
+           kd_tokenizer_n_vocab(tok), st.n_chars, st.n_merges,
+           st.stop == KD_BPE_STOP_FREQ ? " (stopped early: no pair left with the minimum frequency)" : "");
+    printf("characters   %" PRId32 " of %" PRId32 " distinct (the rest use byte fallback)\n", st.n_chars,
+           st.n_chars_seen);
+    printf("compression  %.3f bytes/token (%" PRId64 " tokens; the trainer's own count %" PRId64 ")\n",
+           tokens ? (double)st.n_bytes / (double)tokens : 0.0, tokens, st.n_tokens);
+    printf("time         %.2f s training (%" PRId64 " unique words), %.2f s encoding\n", st.seconds, st.n_words,
+           enc_s);
+    printf("wrote        %s\n", out);
+    kd_tokenizer_free(tok);
+    corpus_free(&c);
+    return fflush(stdout) ? 1 : 0;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+
+static const kd_command TOKENIZER_COMMANDS[] = {
+    {"train", tokenizer_train, "train a BPE vocabulary on text, write a llama2.c tokenizer.bin"},
+};
+#define N_TOKENIZER (sizeof TOKENIZER_COMMANDS / sizeof TOKENIZER_COMMANDS[0])
+
+int kd_cmd_tokenizer(int argc, char **argv) {
+    int help = argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help");
+    if (!help)
+        for (size_t i = 0; i < N_TOKENIZER; i++)
+            if (!strcmp(argv[1], TOKENIZER_COMMANDS[i].name)) return TOKENIZER_COMMANDS[i].run(argc - 1, argv + 1);
+    FILE *f = help && argc >= 2 ? stdout : stderr;
+    if (!help) fprintf(stderr, "kd tokenizer: '%s' is not a tokenizer subcommand\n\n", argv[1]);
+    fprintf(f, "usage: kd tokenizer <subcommand> [<args>]\n\nMake tokenizers (use one with 'kd tokenize').\n\n"
+               "subcommands:\n");
+    for (size_t i = 0; i < N_TOKENIZER; i++)
+        fprintf(f, "  %-8s %s\n", TOKENIZER_COMMANDS[i].name, TOKENIZER_COMMANDS[i].summary);
+    return help && argc >= 2 ? 0 : 2;
+}
