@@ -20,3 +20,5 @@ for spec in "student-tiny.json 8 256 3" "student-15m.json 8 256 2" "student-125m
   awk -v a="$kd_line" -v b="$th_line" 'BEGIN{split(a,x,"tokens/s"); n=split(x[1],y," "); split(b,p,"tokens/s"); m=split(p[1],q," ");
        printf "   kd / PyTorch = %.2fx\n", y[n]/q[m]}'
 done
+echo "== inference: kd's engine vs llama.cpp (node-llama-cpp), 15M and 125M students, F32/Q8_0/Q4_0/Q4_K_M (target: decode >= 0.8x llama.cpp)"
+"$B/bench_infer" --src "$(cd "$(dirname "$0")/.." && pwd)" --threads 1,2

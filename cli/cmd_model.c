@@ -8,6 +8,7 @@
 #include "cli/kd_cli.h"
 #include "core/kd_file.h"
 #include "student/kd_checkpoint.h"
+#include "student/kd_infer.h"
 #include "student/kd_llama2c.h"
 
 /* ---- kd init ------------------------------------------------------------------ */
@@ -124,11 +125,21 @@ static int parse_tokens(const char *s, int32_t **out, int64_t *n) {
     return 0;
 }
 
+static int is_gguf(const char *path) {
+    char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int ok = fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
+    fclose(f);
+    return ok;
+}
+
 int kd_cmd_logits(int argc, char **argv) {
     const char *model = NULL, *tokens = NULL, *out = NULL;
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd logits --model M --tokens \"1 5 9 ...\" --out FILE\n\n"
-               "Runs one sequence through model M (a checkpoint directory or a llama2.c .bin)\n"
+               "Runs one sequence through model M (a checkpoint directory or a llama2.c .bin,\n"
+               "through the training forward; a GGUF file, through the inference engine)\n"
                "and writes the raw logits as float32 [n_tokens, vocab], little-endian,\n"
                "row-major: row t holds the logits predicting token t+1.\n");
         return 0;
@@ -153,6 +164,20 @@ int kd_cmd_logits(int argc, char **argv) {
         return 2;
     }
     kd_err err;
+    if (is_gguf(model)) {   /* the inference engine runs GGUF files in their own types */
+        kd_infer_opts o;
+        kd_infer_opts_init(&o);
+        o.n_ctx = n;
+        kd_infer *e = kd_infer_open(model, &o, &err);
+        float *lg = e ? malloc((size_t)n * (size_t)e->V * sizeof *lg) : NULL;
+        int bad = !e || (!lg && kd_errf(&err, "out of memory")) || kd_infer_eval(e, ids, n, lg, 1, NULL, &err) ||
+                  kd_write_file_atomic(out, lg, (size_t)n * (size_t)e->V * sizeof *lg, &err);
+        if (bad) fprintf(stderr, "kd logits: %s\n", err.msg);
+        free(lg);
+        kd_infer_close(e);
+        free(ids);
+        return bad ? 1 : 0;
+    }
     kd_model m;
     if (kd_model_load(&m, model, &err)) {
         fprintf(stderr, "kd logits: %s\n", err.msg);

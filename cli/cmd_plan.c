@@ -1,6 +1,7 @@
 /*
  * cmd_plan.c — `kd plan`: predicted memory of training and inference for a
- * config, and (--measure) the peak RSS of a real training step to check it.
+ * config, and (--measure) the peak RSS of a real training step to check it, in
+ * FP32 + AdamW or in the lean memory mode (train/kd_lean.h).
  */
 #include <omp.h>
 #include <stdio.h>
@@ -13,6 +14,8 @@
 #include "core/kd_rng.h"
 #include "student/kd_model.h"
 #include "student/kd_plan.h"
+#include "train/kd_lean.h"
+#include "train/kd_loss.h"
 #include "train/kd_optim.h"
 
 static void row(const char *what, int64_t bytes) {
@@ -62,20 +65,74 @@ static int measure(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, k
     return 0;
 }
 
+/* Two real lean steps: storage + state, recomputing backward with per-layer updates,
+ * chunked CE loss (alpha 0) on random tokens. */
+static int measure_lean(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, kd_err *err) {
+    kd_lean_opts lo;
+    kd_lean_opts_init(&lo);
+    lo.weights = o->lean_weights_fp32 ? KD_LEAN_F32 : KD_LEAN_BF16;
+    lo.m = o->lean_m_fp32 ? KD_LEAN_F32 : KD_LEAN_BF16;
+    lo.v_factored = !o->lean_v_full;
+    lo.exact_clip = o->lean_clip_exact;
+    kd_lean l;
+    if (kd_lean_new(&l, cfg, &lo, err)) return -1;
+    kd_lean_init(&l, 1);
+    int64_t N = o->batch * o->seq;
+    int32_t *tok = malloc((size_t)N * sizeof *tok), *tgt = malloc((size_t)N * sizeof *tgt);
+    kd_rng r;
+    kd_rng_seed(&r, 5);
+    for (int64_t i = 0; tok && tgt && i < N; i++) {
+        tok[i] = (int32_t)kd_rng_below(&r, (uint64_t)cfg->vocab_size);
+        tgt[i] = (int32_t)kd_rng_below(&r, (uint64_t)cfg->vocab_size);
+    }
+    kd_loss_opts lso = kd_loss_opts_default();
+    lso.alpha = 0.0f;
+    lso.chunk_rows = o->lm_chunk > 0 ? o->lm_chunk : KD_LOSS_DEFAULT_CHUNK;
+    kd_loss_batch b = {tgt, NULL, NULL, NULL, 0};
+    kd_graph g;
+    int rc = tok && tgt ? kd_graph_init(&g, 0, err) : kd_errf(err, "out of memory");
+    for (int step = 0; !rc && step < 2; step++) {
+        kd_lean_result res;
+        rc = kd_lean_step(&l, &g, tok, o->batch, o->seq, &b, &lso, 1e-4f, 1.0, NULL, &res, err);
+    }
+    *peak = peak_rss_bytes();
+    if (tok && tgt) kd_graph_free(&g);
+    free(tok);
+    free(tgt);
+    kd_lean_free(&l);
+    return rc;
+}
+
+static int flag_choice(const char *flag, const char *v, const char *a, const char *b, int *is_b) {
+    if (!strcmp(v, a) || !strcmp(v, b)) {
+        *is_b = !strcmp(v, b);
+        return 0;
+    }
+    fprintf(stderr, "kd plan: %s '%s': expected %s or %s\n", flag, v, a, b);
+    return 2;
+}
+
 int kd_cmd_plan(int argc, char **argv) {
     const char *config = NULL;
     int64_t batch = 1, seq = 512, ranks = 1, chunk = 0, topk = 0;
-    int do_measure = 0;
+    int do_measure = 0, lean = 0, w32 = 0, m32 = 0, vfull = 0, cexact = 0;
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd plan --config C.json [--batch B] [--seq T] [--ranks N] [--lm-chunk R]\n"
-               "               [--topk K] [--measure]\n\n"
+               "               [--topk K] [--memory-mode fp32|lean] [--lean-weights bf16|fp32]\n"
+               "               [--lean-m bf16|fp32] [--lean-v factored|full] [--lean-clip previous|exact]\n"
+               "               [--measure]\n\n"
                "Predicts the memory of one training step (FP32 weights, gradients, AdamW moments,\n"
                "activations, LM head + loss, batch) and of inference (weights + KV cache for T\n"
                "positions), from the config alone. --ranks N shards the optimizer state over N\n"
                "data-parallel ranks. --lm-chunk R plans the chunked LM-head loss (0 = full logits).\n"
-               "--measure also runs two real training steps (full-logits CE loss, random tokens)\n"
-               "and prints the measured peak RSS next to the prediction.\n"
-               "Defaults: --batch 1 --seq 512 --ranks 1 --lm-chunk 0.\n");
+               "--memory-mode lean plans the lean mode of kd train (memory_mode \"lean\": BF16\n"
+               "weights, BF16 first moment, factored second moment, per-layer recompute and\n"
+               "update; the --lean-* flags are its lean_* run-config keys) at its peak, the loss\n"
+               "phase; lean always runs the chunked loss (--lm-chunk 0 plans 256 rows).\n"
+               "--measure also runs two real training steps (CE loss, random tokens; full logits\n"
+               "in fp32 mode, chunked in lean mode) and prints the measured peak RSS next to the\n"
+               "prediction.\n"
+               "Defaults: --batch 1 --seq 512 --ranks 1 --lm-chunk 0 --memory-mode fp32.\n");
         return 0;
     }
     for (int i = 1; i < argc; i++) {
@@ -91,6 +148,16 @@ int kd_cmd_plan(int argc, char **argv) {
         INTFLAG("--lm-chunk", chunk, 0, 1 << 24)
         INTFLAG("--topk", topk, 0, 1 << 20)
         else if (!strcmp(argv[i], "--measure")) do_measure = 1;
+#define CHOICE(flag, a, b, var)                                                                          \
+    else if (!strcmp(argv[i], flag)) {                                                                    \
+        if (!(v = kd_cli_value("plan", argc, argv, &i)) || flag_choice(flag, v, a, b, &var)) return 2;    \
+    }
+        CHOICE("--memory-mode", "fp32", "lean", lean)
+        CHOICE("--lean-weights", "bf16", "fp32", w32)
+        CHOICE("--lean-m", "bf16", "fp32", m32)
+        CHOICE("--lean-v", "factored", "full", vfull)
+        CHOICE("--lean-clip", "previous", "exact", cexact)
+#undef CHOICE
         else {
             fprintf(stderr, "kd plan: unknown argument '%s' (see kd plan --help)\n", argv[i]);
             return 2;
@@ -107,18 +174,36 @@ int kd_cmd_plan(int argc, char **argv) {
         fprintf(stderr, "kd plan: %s\n", err.msg);
         return 1;
     }
-    kd_plan_opts o = {batch, seq, omp_get_max_threads(), chunk, topk, (int)ranks};
+    if (lean && ranks > 1) {
+        fprintf(stderr, "kd plan: --memory-mode lean does not shard its state over ranks yet (--ranks 1)\n");
+        return 2;
+    }
+    kd_plan_opts o = {.batch = batch, .seq = seq, .threads = omp_get_max_threads(), .lm_chunk = chunk,
+                      .topk = topk, .ranks = (int)ranks, .lean = lean, .lean_weights_fp32 = w32,
+                      .lean_m_fp32 = m32, .lean_v_full = vfull, .lean_clip_exact = cexact};
     kd_plan p;
     kd_plan_compute(&cfg, &o, &p);
     printf("%s: %.2fM parameters (%lld layers, hidden %lld, vocab %lld)\n", config, (double)p.n_params * 1e-6,
            (long long)cfg.num_hidden_layers, (long long)cfg.hidden_size, (long long)cfg.vocab_size);
-    printf("training, batch %lld x seq %lld, %lld rank(s), FP32 + AdamW:\n", (long long)batch, (long long)seq,
-           (long long)ranks);
-    row("weights", p.weights);
-    row("gradients", p.grads);
-    row(ranks > 1 ? "AdamW state (per rank)" : "AdamW state", p.optimizer);
-    row("activations", p.activations);
-    row(chunk ? "LM head + loss (chunk)" : "LM head + loss (full)", p.loss);
+    if (lean) {
+        printf("training, batch %lld x seq %lld, lean (weights %s, m %s, v %s, clip %s; per-layer recompute +\n"
+               "update):\n", (long long)batch, (long long)seq, w32 ? "FP32" : "BF16", m32 ? "FP32" : "BF16",
+               vfull ? "full FP32" : "factored", cexact ? "exact" : "previous");
+        row("weights (storage)", p.weights);
+        row("optimizer (m + v)", p.optimizer);
+        row("FP32 layer + LM head", p.working);
+        row("gradients (layer+head)", p.grads);
+        row("activations (saved+1)", p.activations);
+        row("loss (chunk scratch)", p.loss);
+    } else {
+        printf("training, batch %lld x seq %lld, %lld rank(s), FP32 + AdamW:\n", (long long)batch, (long long)seq,
+               (long long)ranks);
+        row("weights", p.weights);
+        row("gradients", p.grads);
+        row(ranks > 1 ? "AdamW state (per rank)" : "AdamW state", p.optimizer);
+        row("activations", p.activations);
+        row(chunk ? "LM head + loss (chunk)" : "LM head + loss (full)", p.loss);
+    }
     row("batch", p.batch);
     row("process baseline", p.baseline);
     row("peak (predicted)", p.train_peak);
@@ -135,7 +220,7 @@ int kd_cmd_plan(int argc, char **argv) {
             return 1;
         }
         int64_t peak;
-        if (measure(&cfg, &o, &peak, &err)) {
+        if (lean ? measure_lean(&cfg, &o, &peak, &err) : measure(&cfg, &o, &peak, &err)) {
             fprintf(stderr, "kd plan: %s\n", err.msg);
             return 1;
         }

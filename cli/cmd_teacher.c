@@ -4,6 +4,7 @@
  * its own arguments and calls teacher/kd_dump.h.
  *
  *   kd teacher dump --teacher MODEL ...       run a teacher, write a dump
+ *   kd teacher dump --tokens-only ...         pack text into a tokens-only dump
  *   kd teacher info DUMP.h5 [--no-check]   summary + full validation
  */
 #include <inttypes.h>
@@ -67,11 +68,12 @@ static int teacher_info(int argc, char **argv) {
     uint64_t bytes = kd_dump_storage_bytes(d);
     printf("file         %s (%.1f MB)\n", path, file_mb);
     printf("format       " KD_DUMP_FORMAT " version %d\n", KD_DUMP_VERSION);
-    printf("teacher      %s\n", m->teacher[0] ? m->teacher : "(unnamed)");
-    printf("sequences    %" PRId64 " x %d positions = %" PRId64 " tokens with a teacher distribution\n", m->n_seq,
-           m->seq_len, tokens);
+    printf("teacher      %s\n", m->teacher[0] ? m->teacher : m->tokens_only ? "(none)" : "(unnamed)");
+    printf("sequences    %" PRId64 " x %d positions = %" PRId64 " tokens %s\n", m->n_seq, m->seq_len, tokens,
+           m->tokens_only ? "(no teacher distribution)" : "with a teacher distribution");
     printf("vocabulary   %" PRId64 "\n", m->vocab_size);
-    if (m->k) printf("distribution top-%d: topk_ids %s, topk_logprobs %s\n", m->k, m->ids_dtype, m->values_dtype);
+    if (m->tokens_only) printf("distribution none (tokens only)\n");
+    else if (m->k) printf("distribution top-%d: topk_ids %s, topk_logprobs %s\n", m->k, m->ids_dtype, m->values_dtype);
     else printf("distribution full logits: logits %s\n", m->values_dtype);
     printf("tokens       %s; loss_mask %s\n", m->tokens_dtype, m->has_loss_mask ? "uint8" : "absent (all positions)");
     printf("bytes/token  %.1f (datasets %.1f MB)\n", tokens ? (double)bytes / (double)tokens : 0.0, (double)bytes / 1e6);
@@ -91,7 +93,8 @@ static int teacher_info(int argc, char **argv) {
         } else {
             printf("check        ok: %" PRId64 " positions (%" PRId64 " masked)", rep.n_positions, rep.n_masked);
             if (m->k) printf(", top-k mass mean %.4f min %.4f", rep.mean_topk_mass, rep.min_topk_mass);
-            printf(", mean top-1 p %.4f\n", rep.mean_top1_prob);
+            if (!m->tokens_only) printf(", mean top-1 p %.4f", rep.mean_top1_prob);
+            printf("\n");
         }
     }
     kd_dump_close(d);
@@ -104,10 +107,13 @@ static int teacher_dump(int argc, char **argv) {
     kd_teacher_dump_opts o;
     kd_teacher_dump_opts_init(&o);
     const char *out = NULL, *texts[256];
-    int n_text = 0, full = 0;
+    int n_text = 0, full = 0, batch_given = 0;
+    const char *teacher_only = NULL;   /* an option about the teacher's distribution (refused with --tokens-only) */
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd teacher dump --teacher MODEL (--text FILE... | --generate N) --seq-len T\n"
-               "                       [--topk K | --full] --out DUMP.h5 [options]\n\n"
+               "                       [--topk K | --full] --out DUMP.h5 [options]\n"
+               "       kd teacher dump --tokens-only --tokenizer TOK --text FILE... --seq-len T\n"
+               "                       --out DUMP.h5 [options]\n\n"
                "Runs a teacher kd can load (a checkpoint directory or a llama2.c .bin) and writes\n"
                "its distribution at every position to an HDF5 dump (docs/dump-format.md):\n"
                "  --text FILE...      tokenize the files with the teacher's tokenizer; each document\n"
@@ -126,7 +132,13 @@ static int teacher_dump(int argc, char **argv) {
                "  --dtype f16|f32     storage of log-probs/logits (f16)\n"
                "  --val-out VAL.h5 --val-fraction F   send a fraction F of sequences to VAL.h5\n"
                "  --tokenizer FILE    tokenizer (default: MODEL/tokenizer.bin)\n"
-               "  --batch B           sequences per teacher forward (16)\n"
+               "  --tokens-only       no teacher: pack the --text files as above (same sequences, same\n"
+               "                      loss_mask) into a dump of tokens only (distribution \"none\",\n"
+               "                      vocab_size = the tokenizer's), to train a model with plain\n"
+               "                      cross-entropy (alpha 0), e.g. a first teacher; needs --tokenizer,\n"
+               "                      takes no --teacher, --generate, --topk, --full or --dtype\n"
+               "  --batch B           sequences per teacher forward (16); with --tokens-only, per\n"
+               "                      append (default: up to 1024)\n"
                "  --max-sequences N   stop after N sequences\n"
                "  --quiet             no progress\n"
                "Progress (a bar, tokens/s and ETA) goes to stderr. An interrupted dump resumes\n"
@@ -154,8 +166,9 @@ static int teacher_dump(int argc, char **argv) {
             if (n_text == before) { fprintf(stderr, "kd teacher dump: --text needs at least one file\n"); return 2; }
         } else if (!strcmp(argv[i], "--generate")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, INT64_MAX, &n)) return 2; o.generate = n; }
         else if (!strcmp(argv[i], "--seq-len")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1 << 20, &n)) return 2; o.seq_len = n; }
-        else if (!strcmp(argv[i], "--topk")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1 << 20, &n)) return 2; o.topk = n; }
-        else if (!strcmp(argv[i], "--batch")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1024, &n)) return 2; o.batch = n; }
+        else if (!strcmp(argv[i], "--tokens-only")) o.tokens_only = 1;
+        else if (!strcmp(argv[i], "--topk")) { VAL(); teacher_only = "--topk"; if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1 << 20, &n)) return 2; o.topk = n; }
+        else if (!strcmp(argv[i], "--batch")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1024, &n)) return 2; o.batch = n; batch_given = 1; }
         else if (!strcmp(argv[i], "--max-sequences")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, INT64_MAX, &n)) return 2; o.max_sequences = n; }
         else if (!strcmp(argv[i], "--seed")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 0, INT64_MAX, &n)) return 2; o.seed = (uint64_t)n; }
         else if (!strcmp(argv[i], "--temperature")) {
@@ -175,10 +188,14 @@ static int teacher_dump(int argc, char **argv) {
             o.val_fraction = f;
         } else if (!strcmp(argv[i], "--dtype")) {
             VAL();
+            teacher_only = "--dtype";
             if (!strcmp(v, "f16")) o.dtype = KD_DUMP_F16;
             else if (!strcmp(v, "f32")) o.dtype = KD_DUMP_F32;
             else { fprintf(stderr, "kd teacher dump: --dtype is f16 or f32, not '%s'\n", v); return 2; }
-        } else if (!strcmp(argv[i], "--full")) full = 1;
+        } else if (!strcmp(argv[i], "--full")) {
+            full = 1;
+            teacher_only = "--full";
+        }
         else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
         else {
             fprintf(stderr, "kd teacher dump: unknown argument '%s' (see kd teacher dump --help)\n", argv[i]);
@@ -189,7 +206,19 @@ static int teacher_dump(int argc, char **argv) {
     if (full) o.topk = 0;
     o.text = texts;
     o.n_text = n_text;
-    if (!o.teacher || !out || (!n_text && !o.generate)) {
+    if (o.tokens_only) {
+        const char *bad = o.generate ? "--generate" : o.teacher ? "--teacher" : teacher_only;
+        if (bad) {
+            fprintf(stderr, "kd teacher dump: --tokens-only runs no teacher and stores no distribution: %s does not "
+                    "apply (see --help)\n", bad);
+            return 2;
+        }
+        if (!o.tokenizer || !out || !n_text) {
+            fprintf(stderr, "kd teacher dump: --tokens-only needs --tokenizer, --text and --out (see --help)\n");
+            return 2;
+        }
+        if (!batch_given) o.batch = 0;   /* the library's tokens-only default */
+    } else if (!o.teacher || !out || (!n_text && !o.generate)) {
         fprintf(stderr, "kd teacher dump: --teacher, --out and --text or --generate are required (see --help)\n");
         return 2;
     }

@@ -35,5 +35,8 @@ int kd_cmd_plan(int argc, char **argv);
 int kd_cmd_train(int argc, char **argv);
 int kd_cmd_sweep(int argc, char **argv);
 int kd_cmd_export(int argc, char **argv);
+int kd_cmd_quantize(int argc, char **argv);
+int kd_cmd_run(int argc, char **argv);
+int kd_cmd_eval(int argc, char **argv);
 
 #endif

@@ -13,7 +13,10 @@
 static const kd_command COMMANDS[] = {
     {"init", kd_cmd_init, "write a freshly initialised student checkpoint"},
     {"import", kd_cmd_import, "convert a llama2.c checkpoint into a kd checkpoint"},
+    {"quantize", kd_cmd_quantize, "AWQ (or RTN) for a GGUF target: scales and clips into a checkpoint"},
     {"export", kd_cmd_export, "write a checkpoint as a GGUF file for llama.cpp (f32 ... q4_k_m)"},
+    {"run", kd_cmd_run, "generate text with the inference engine (GGUF, checkpoint or llama2.c model)"},
+    {"eval", kd_cmd_eval, "perplexity of a model on text, or its KL and top-1 agreement with a teacher dump"},
     {"logits", kd_cmd_logits, "write a model's raw logits for one token sequence"},
     {"teacher", kd_cmd_teacher, "inspect and validate teacher-logit dumps (kd teacher info)"},
     {"tokenize", kd_cmd_tokenize, "encode text with a GGUF or llama2.c tokenizer, print the ids"},

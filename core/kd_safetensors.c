@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/kd_fp16.h"
 #include "core/kd_json.h"
@@ -353,6 +355,14 @@ void kd_st_close(kd_st_file *f) {
     free(f);
 }
 
+void kd_st_release(const kd_st_file *f, const kd_st_tensor *t) {
+    if (!f || !t || !f->map.data || !t->nbytes) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
+    uintptr_t lo = (a + page - 1) & ~(page - 1), hi = b & ~(page - 1);   /* whole pages only */
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 const kd_st_tensor *kd_st_find(const kd_st_file *f, const char *name) {
     if (!f || !name || !f->sorted) return NULL;
     int lo = 0, hi = f->count - 1;
@@ -386,10 +396,9 @@ int kd_st_meta_at(const kd_st_file *f, int i, const char **key, const char **val
     return 0;
 }
 
-int kd_st_read_f32(const kd_st_file *f, const char *name, float *out, int ndim, const int64_t *expected_shape,
-                   kd_err *err) {
-    const kd_st_tensor *t = kd_st_find(f, name);
-    if (!t) return kd_errf(err, "%s: tensor '%s' not found", f ? f->path : "<null>", name ? name : "<null>");
+int kd_st_check_float(const kd_st_file *f, const kd_st_tensor *t, int ndim, const int64_t *expected_shape,
+                      kd_err *err) {
+    const char *name = t->name;
     if (t->dtype != KD_ST_F32 && t->dtype != KD_ST_F16 && t->dtype != KD_ST_BF16)
         return kd_errf(err, "%s: tensor '%s': dtype '%s', expected F32/F16/BF16", f->path, name,
                        kd_st_dtype_name(t->dtype));
@@ -404,6 +413,14 @@ int kd_st_read_f32(const kd_st_file *f, const char *name, float *out, int ndim, 
             return kd_errf(err, "%s: tensor '%s': shape %s, expected %s", f->path, name, got, want);
         }
     }
+    return 0;
+}
+
+int kd_st_read_f32(const kd_st_file *f, const char *name, float *out, int ndim, const int64_t *expected_shape,
+                   kd_err *err) {
+    const kd_st_tensor *t = kd_st_find(f, name);
+    if (!t) return kd_errf(err, "%s: tensor '%s' not found", f ? f->path : "<null>", name ? name : "<null>");
+    if (kd_st_check_float(f, t, ndim, expected_shape, err)) return -1;
     const unsigned char *p = t->data;
     if (t->dtype == KD_ST_F32) {
         if (t->nbytes) memcpy(out, p, t->nbytes);

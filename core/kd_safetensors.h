@@ -93,6 +93,18 @@ int kd_st_meta_at(const kd_st_file *f, int i, const char **key, const char **val
 int kd_st_read_f32(const kd_st_file *f, const char *name, float *out, int ndim, const int64_t *expected_shape,
                    kd_err *err);
 
+/* The checks of kd_st_read_f32 on a found tensor: dtype F32/F16/BF16 and, when
+ * expected_shape is not NULL, exactly ndim dims equal to it. */
+int kd_st_check_float(const kd_st_file *f, const kd_st_tensor *t, int ndim, const int64_t *expected_shape,
+                      kd_err *err);
+
+/* Drop the resident pages of a tensor of a file opened with kd_st_open, once it
+ * has been copied out: a mapped file's pages count in the process's RSS, so
+ * loading a 6 GB checkpoint would otherwise hold it twice. The tensor stays
+ * readable (pages are read from the file again on access). No-op for
+ * kd_st_parse handles. */
+void kd_st_release(const kd_st_file *f, const kd_st_tensor *t);
+
 /* ---- writer ---- */
 typedef struct kd_st_writer kd_st_writer;
 

@@ -7,6 +7,7 @@
  * takes back the one it handed out before. Batch (epoch, index) is a pure
  * function of the options, the seed and that position, so restoring a cursor
  * only has to stop the reader, empty the ring and restart at the position.
+ * Tokens-only dumps fill tokens and labels only.
  */
 #include "data/kd_loader.h"
 
@@ -25,7 +26,7 @@ struct kd_loader {
     int n_dumps;
     kd_dump **dumps;
     kd_dump_meta meta;
-    int T, k;
+    int T, k, tokens_only;
     int64_t Vd, Vout;         /* the dumps' vocab_size; the delivered width / id bound */
     int64_t n_split, per_rank, bpe;
     int32_t *split_dump;      /* [n_split] */
@@ -98,7 +99,9 @@ static void pad_row(kd_loader *L, kd_batch *b, int row) {
     size_t T = (size_t)L->T, o = (size_t)row * T;
     memset(b->tokens + o, 0, T * 4);
     for (size_t t = 0; t < T; t++) b->labels[o + t] = -100;
-    if (L->k) {
+    if (L->tokens_only) {
+        /* no teacher data */
+    } else if (L->k) {
         memset(b->topk_ids + o * (size_t)L->k, 0, T * (size_t)L->k * 4);
         for (size_t i = 0; i < T * (size_t)L->k; i++) b->topk_logprobs[o * (size_t)L->k + i] = -INFINITY;
     } else {
@@ -113,7 +116,9 @@ static int fill_row(kd_loader *L, kd_batch *b, int row, int d, int64_t s, kd_err
     int T = L->T, k = L->k;
     size_t o = (size_t)row * (size_t)T;
     kd_dump_rows rows = {.tokens = L->stage_tok, .loss_mask = L->stage_mask};
-    if (k) {
+    if (L->tokens_only) {
+        /* tokens and labels only */
+    } else if (k) {
         rows.topk_ids = b->topk_ids + o * (size_t)k;
         rows.topk_logprobs = b->topk_logprobs + o * (size_t)k;
     } else {
@@ -300,7 +305,14 @@ static int open_dumps(kd_loader *L, kd_err *err) {
         L->n_dumps++;
         const kd_dump_meta *m = kd_dump_get_meta(d);
         if (i == 0) L->meta = *m;
-        else if (m->seq_len != L->meta.seq_len || m->k != L->meta.k || m->vocab_size != L->meta.vocab_size) {
+        else if (m->tokens_only != L->meta.tokens_only) {
+            const char *only = m->tokens_only ? o->paths[i] : o->paths[0], *with = m->tokens_only ? o->paths[0] : o->paths[i];
+            const kd_dump_meta *wm = m->tokens_only ? &L->meta : m;
+            rc = kd_errf(err, "%s holds tokens only (no teacher distribution) but %s holds the teacher's %s: one loader "
+                         "does not mix the two (train on text with alpha 0 from tokens-only dumps, distill from "
+                         "teacher dumps)", only, with, wm->k ? "top-k" : "full logits");
+            break;
+        } else if (m->seq_len != L->meta.seq_len || m->k != L->meta.k || m->vocab_size != L->meta.vocab_size) {
             rc = kd_errf(err, "%s: seq_len %d, k %d, vocab_size %" PRId64 " differ from %s (%d, %d, %" PRId64 ")",
                          o->paths[i], m->seq_len, m->k, m->vocab_size, o->paths[0], L->meta.seq_len, L->meta.k,
                          L->meta.vocab_size);
@@ -336,10 +348,10 @@ static int check_vocab(kd_loader *L, kd_err *err) {
     L->Vd = V;
     L->Vout = sv > 0 ? sv : V;
     if (sv > 0 && sv != V && L->o.vocab_policy != KD_VOCAB_PADDED)
-        return kd_errf(err, "%s: the teacher's vocab_size %" PRId64 " differs from the student's %" PRId64
+        return kd_errf(err, "%s: the %s vocab_size %" PRId64 " differs from the student's %" PRId64
                        "; if one of them is padded past the tokenizer (e.g. 152064 vs 151936), allow it with the "
                        "padded-vocabulary policy (vocab_policy KD_VOCAB_PADDED, docs/dump-format.md)",
-                       L->o.paths[0], V, sv);
+                       L->o.paths[0], L->meta.tokens_only ? "dump's" : "teacher's", V, sv);
     if (L->o.student_tokenizer && L->o.student_tokenizer->n > L->Vout)
         return kd_errf(err, "the student's tokenizer has %d pieces, more than its vocabulary %" PRId64,
                        L->o.student_tokenizer->n, L->Vout);
@@ -351,13 +363,16 @@ static int alloc_batch(kd_loader *L, kd_batch *b, kd_err *err) {
     b->B = (int)B;
     b->T = (int)T;
     b->k = (int)k;
+    b->tokens_only = L->tokens_only;
     b->V = L->Vout;
     b->tokens = kd_alloc(B * T * 4, err);
     b->labels = kd_alloc(B * T * 4, err);
     b->dump = kd_alloc(B * 4, err);
     b->seq = kd_alloc(B * 8, err);
     int ok = b->tokens && b->labels && b->dump && b->seq;
-    if (k) {
+    if (L->tokens_only) {
+        /* no teacher buffers */
+    } else if (k) {
         b->topk_ids = kd_alloc(B * T * k * 4, err);
         b->topk_logprobs = kd_alloc(B * T * k * 4, err);
         ok = ok && b->topk_ids && b->topk_logprobs;
@@ -394,6 +409,7 @@ kd_loader *kd_loader_new(const kd_loader_opts *o, kd_err *err) {
     if (!L->dumps || open_dumps(L, err) || check_vocab(L, err)) goto fail;
     L->T = L->meta.seq_len;
     L->k = L->meta.k;
+    L->tokens_only = L->meta.tokens_only;
     /* the split */
     int64_t total = 0;
     for (int i = 0; i < L->n_dumps; i++) total += kd_dump_get_meta(L->dumps[i])->n_seq;
@@ -426,6 +442,7 @@ kd_loader *kd_loader_new(const kd_loader_opts *o, kd_err *err) {
                          (uint64_t)o->split, vf, o->split_seed, (uint64_t)L->n_dumps};
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) h = fnv(h, fields[i]);
     for (int i = 0; i < L->n_dumps; i++) h = fnv(h, (uint64_t)kd_dump_get_meta(L->dumps[i])->n_seq);
+    if (L->tokens_only) h = fnv(h, 0x6e6f6e65);   /* "none": only here, so older cursors stay valid */
     L->hash = h;
     /* buffers and the ring */
     L->n_slots = o->prefetch > 0 ? o->prefetch + 1 : 1;

@@ -8,7 +8,8 @@
  * Sequences. The loader's universe is the concatenation of the dumps, in the
  * order given; sequence s of dump d has the global id (d, s). All dumps must
  * share seq_len, k (top-k or full) and vocab_size (and their tokenizers, when
- * present, must agree).
+ * present, must agree), and either all hold a teacher distribution or all
+ * hold tokens only (distribution "none"): a loader does not mix the two.
  *
  * Split. Sequence (d, s) belongs to the validation split when
  * splitmix64(split_seed ^ (d << 40) ^ s) < val_fraction · 2^64: a fixed,
@@ -37,7 +38,12 @@
  * columns or padded with −inf; a token or label ≥ student_vocab is an error
  * in both policies. With a student tokenizer, a dump tokenizer must equal it.
  *
- * Memory: prefetch + 1 batch buffers; a full-logits batch is B·T·V·4 bytes.
+ * Tokens only. Batches of tokens-only dumps carry tokens and labels and no
+ * teacher data: k = 0, tokens_only = 1, topk_ids, topk_logprobs and logits
+ * NULL (train them with alpha = 0, plain cross-entropy).
+ *
+ * Memory: prefetch + 1 batch buffers; a full-logits batch is B·T·V·4 bytes
+ * (nothing of the kind for tokens-only dumps).
  *
  * Cursor. kd_loader_cursor_get() returns the position of the next batch; a loader
  * built with the same options and kd_loader_restore()d to it returns exactly
@@ -82,7 +88,8 @@ typedef struct kd_loader_opts {
 void kd_loader_opts_init(kd_loader_opts *o);
 
 typedef struct kd_batch {
-    int B, T, k;           /* k = 0: full logits */
+    int B, T, k;           /* k = 0: full logits, or tokens only */
+    int tokens_only;       /* no teacher data: topk_ids, topk_logprobs and logits are NULL */
     int64_t V;             /* row width of logits (student_vocab, or the dumps' vocab_size) */
     int64_t epoch, index;  /* the batch's place: batch `index` of epoch `epoch` on this rank */
     int n_rows;            /* rows holding sequences; the rest are padding */
@@ -91,7 +98,7 @@ typedef struct kd_batch {
     int32_t *labels;       /* [B, T] next token or −100 */
     int32_t *topk_ids;     /* [B, T, k] (NULL when k = 0) */
     float *topk_logprobs;  /* [B, T, k] log p at temperature 1, descending */
-    float *logits;         /* [B, T, V] (NULL when k > 0) */
+    float *logits;         /* [B, T, V] (NULL when k > 0 or tokens_only) */
     int32_t *dump;         /* [B] index of the dump of each row, −1 for padding */
     int64_t *seq;          /* [B] sequence index within that dump, −1 for padding */
 } kd_batch;
@@ -121,7 +128,7 @@ const kd_batch *kd_loader_next(kd_loader *L, kd_err *err);
 
 int64_t kd_loader_n_sequences(const kd_loader *L);      /* in the split, all ranks */
 int64_t kd_loader_batches_per_epoch(const kd_loader *L); /* per rank */
-const kd_dump_meta *kd_loader_meta(const kd_loader *L);  /* of the first dump */
+const kd_dump_meta *kd_loader_meta(const kd_loader *L);  /* of the first dump (tokens_only: of all) */
 
 kd_loader_cursor kd_loader_cursor_get(const kd_loader *L);
 /* Continue at the cursor (drops read-ahead batches). -1 when it was saved by a

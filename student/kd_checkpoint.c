@@ -41,15 +41,18 @@ static int ignorable(const char *name, const kd_model *m) {
     return 0;
 }
 
-/* Load every parameter found in one safetensors file; marks found[i]. */
-static int load_file(kd_model *m, const char *path, int *found, kd_err *err) {
+/* Hand every parameter found in one safetensors file to put; marks found[i]. */
+static int read_file(const kd_model *m, const char *path, int *found, kd_checkpoint_put_fn put, void *ctx,
+                     kd_err *err) {
     kd_st_file *f = kd_st_open(path, err);
     if (!f) return -1;
     int rc = 0;
     for (int i = 0; i < m->n_params && !rc; i++) {
-        kd_tensor *p = m->params[i];
-        if (!kd_st_find(f, p->name)) continue;
-        rc = kd_st_read_f32(f, p->name, p->data, p->ndim, p->shape, err);
+        const kd_tensor *p = m->params[i];
+        const kd_st_tensor *t = kd_st_find(f, p->name);
+        if (!t) continue;
+        rc = kd_st_check_float(f, t, p->ndim, p->shape, err) || put(ctx, i, f, t, err) ? -1 : 0;
+        kd_st_release(f, t);
         found[i] = 1;
     }
     for (int j = 0; j < f->count && !rc; j++) {
@@ -61,14 +64,14 @@ static int load_file(kd_model *m, const char *path, int *found, kd_err *err) {
     return rc;
 }
 
-int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err) {
+int kd_checkpoint_read(const kd_model *m, const char *dir, kd_checkpoint_put_fn put, void *ctx, kd_err *err) {
     char path[4096];
     int *found = calloc((size_t)m->n_params, sizeof *found);
     if (!found) return kd_errf(err, "out of memory");
     int rc = -1;
     if (kd_path_join(path, sizeof path, dir, "model.safetensors", err)) goto done;
     if (kd_file_exists(path)) {
-        if (load_file(m, path, found, err)) goto done;
+        if (read_file(m, path, found, put, ctx, err)) goto done;
     } else {
         /* sharded: model.safetensors.index.json {"weight_map": {name: shard file}} */
         if (kd_path_join(path, sizeof path, dir, "model.safetensors.index.json", err)) goto done;
@@ -98,7 +101,8 @@ int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err) {
                 if (cJSON_IsString(p) && !strcmp(p->valuestring, e->valuestring)) seen = 1;
             if (seen) continue;
             char shard[4096];
-            if (kd_path_join(shard, sizeof shard, dir, e->valuestring, err) || load_file(m, shard, found, err)) {
+            if (kd_path_join(shard, sizeof shard, dir, e->valuestring, err) ||
+                read_file(m, shard, found, put, ctx, err)) {
                 bad = 1;
                 break;
             }
@@ -115,6 +119,16 @@ int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err) {
 done:
     free(found);
     return rc;
+}
+
+/* kd_checkpoint_load_weights: convert into the FP32 parameter */
+static int put_f32(void *ctx, int i, const kd_st_file *f, const kd_st_tensor *t, kd_err *err) {
+    const kd_tensor *p = ((const kd_model *)ctx)->params[i];
+    return kd_st_read_f32(f, t->name, p->data, p->ndim, p->shape, err);
+}
+
+int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err) {
+    return kd_checkpoint_read(m, dir, put_f32, m, err);
 }
 
 int kd_checkpoint_load(kd_model *m, const char *dir, kd_err *err) {

@@ -12,6 +12,7 @@
 #ifndef KD_CHECKPOINT_H
 #define KD_CHECKPOINT_H
 
+#include "core/kd_safetensors.h"
 #include "student/kd_model.h"
 
 /* Write config.json and model.safetensors into dir (created if needed); each file atomically. */
@@ -20,6 +21,15 @@ int kd_checkpoint_save(const kd_model *m, const char *dir, kd_err *err);
 int kd_checkpoint_load(kd_model *m, const char *dir, kd_err *err);
 /* Load only the weights of dir into an existing model of the same shape. */
 int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err);
+
+/* The walk behind kd_checkpoint_load_weights, for storage other than FP32
+ * parameters (train/kd_lean.c): put(ctx, i, t, err) is called once for each
+ * parameter m->params[i] (m may be a shell model) with its tensor t in file f,
+ * checked by kd_st_check_float against the parameter's shape; the tensor's mapped
+ * pages are released after put returns. Unknown tensors and missing
+ * parameters are errors, as for kd_checkpoint_load_weights. */
+typedef int (*kd_checkpoint_put_fn)(void *ctx, int i, const kd_st_file *f, const kd_st_tensor *t, kd_err *err);
+int kd_checkpoint_read(const kd_model *m, const char *dir, kd_checkpoint_put_fn put, void *ctx, kd_err *err);
 
 
 

@@ -121,6 +121,10 @@ int64_t kd_config_n_params(const kd_config *c) {
 }
 
 int kd_config_save(const kd_config *c, const char *path, kd_err *err) {
+    return kd_config_save_dtype(c, path, "float32", err);
+}
+
+int kd_config_save_dtype(const kd_config *c, const char *path, const char *torch_dtype, kd_err *err) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return kd_errf(err, "%s: out of memory", path);
     cJSON *arch = cJSON_AddArrayToObject(o, "architectures");
@@ -146,7 +150,7 @@ int kd_config_save(const kd_config *c, const char *path, kd_err *err) {
     cJSON_AddBoolToObject(o, "mlp_bias", 0);
     cJSON_AddNumberToObject(o, "initializer_range", 0.02);
     cJSON_AddNullToObject(o, "rope_scaling");
-    cJSON_AddStringToObject(o, "torch_dtype", "float32");
+    cJSON_AddStringToObject(o, "torch_dtype", torch_dtype);
     int rc = kd_json_write_atomic(path, o, err);
     cJSON_Delete(o);
     return rc;

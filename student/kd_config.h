@@ -36,6 +36,8 @@ int kd_config_parse(kd_config *c, const char *text, size_t len, const char *name
 int kd_config_validate(const kd_config *c, const char *name, kd_err *err);
 /* Write a config.json that transformers' LlamaForCausalLM accepts. */
 int kd_config_save(const kd_config *c, const char *path, kd_err *err);
+/* The same with another torch_dtype ("bfloat16" for BF16 weights; kd_config_save says "float32"). */
+int kd_config_save_dtype(const kd_config *c, const char *path, const char *torch_dtype, kd_err *err);
 
 /* Parameter count (embedding counted once when tied). */
 int64_t kd_config_n_params(const kd_config *c);

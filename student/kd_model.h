@@ -41,21 +41,37 @@ typedef struct kd_model {
     kd_tensor *lm_head;       /* [V, C]  lm_head (NULL when tied) */
     kd_tensor **params;       /* every parameter, in checkpoint order */
     int n_params;
+    int shell;                /* kd_model_new_shell: parameters have no storage of their own */
 } kd_model;
 
 /* Allocate parameters (zeroed) for a validated config. */
 int kd_model_new(kd_model *m, const kd_config *cfg, kd_err *err);
+/* The same parameter list (names, shapes, order) with no storage: every data and
+ * grad pointer is NULL. Who owns the numbers (train/kd_lean.c keeps them in BF16)
+ * points a parameter at FP32 buffers while it computes with it, and back to NULL
+ * before kd_model_free. */
+int kd_model_new_shell(kd_model *m, const kd_config *cfg, kd_err *err);
 void kd_model_free(kd_model *m);
 /* Fresh initialisation (docs/checkpoints.md): linear and embedding weights
  * ~ N(0, 0.02²), with the residual-output projections (o_proj, down_proj)
  * scaled by 1/sqrt(2L); RMSNorm weights 1. Deterministic in the seed. */
 void kd_model_init(kd_model *m, uint64_t seed);
+/* The same rule one parameter at a time, for storage other than p->data: parameter
+ * index i (checkpoint order) draws from the stream kd_model_init_seed(seed, i)
+ * values kd_model_init_std(m, p)·N(0, 1) in element order; std 0 means "all 1"
+ * (RMSNorm weights). */
+uint64_t kd_model_init_seed(uint64_t seed, int i);
+float kd_model_init_std(const kd_model *m, const kd_tensor *p);
 /* Look a parameter up by checkpoint name. */
 kd_tensor *kd_model_param(const kd_model *m, const char *name);
 /* The LM head matrix (the embedding when tied). */
 kd_tensor *kd_model_head(const kd_model *m);
 void kd_model_zero_grad(kd_model *m);
 
+/* One transformer block (layer l) on x [B, T, C] with positions pos[T]: the
+ * residual stream after the layer, same shape. kd_model_hidden is the
+ * embedding, L of these and the final norm. */
+kd_tensor *kd_model_block(kd_graph *g, kd_model *m, int64_t l, kd_tensor *x, const int32_t *pos);
 /* Final hidden states [B, T, C] for tokens [B·T]; positions 0..T−1 in every row. */
 kd_tensor *kd_model_hidden(kd_graph *g, kd_model *m, const int32_t *tokens, int64_t B, int64_t T);
 /* Full logits [B, T, V] (small vocabularies and tests; training uses the chunked loss). */

@@ -6,7 +6,10 @@
 
 #define F4 ((int64_t)sizeof(float))
 
+static void plan_lean(const kd_config *c, const kd_plan_opts *o, kd_plan *p);
+
 void kd_plan_compute(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
+    p->working = 0;
     int64_t B = o->batch, T = o->seq, N = B * T;
     int64_t C = c->hidden_size, F = c->intermediate_size, L = c->num_hidden_layers, V = c->vocab_size;
     int64_t D = c->head_dim, H = c->num_attention_heads, qd = H * D, kvd = c->num_key_value_heads * D;
@@ -48,4 +51,52 @@ void kd_plan_compute(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
     /* inference: weights, KV cache (K and V, every layer, T positions), a few [C]/[F]/[V] buffers */
     p->kv_cache = 2 * L * T * kvd * F4;
     p->infer_peak = p->weights + p->kv_cache + (4 * C + 2 * F + 2 * V + H * T) * F4 + p->baseline;
+    if (o->lean) plan_lean(c, o, p);
+}
+
+/*
+ * Lean mode (train/kd_lean.c). Persistent: weights and optimizer state in their
+ * storage dtypes (1-D parameters: FP32 weight, m and v), one layer's FP32
+ * gradients and (BF16 storage) weights, the saved layer inputs [L+1, N, C] and
+ * the backward's dx [N, C] (exact clipping: and dL/dx_L for the second walk), the tape's arena (its largest graph: one layer's
+ * recomputed forward + backward from a leaf copy of the input). The peak adds the
+ * loss phase: the FP32 LM head (BF16 storage only), its dense FP32 gradient and
+ * the loss chunk scratch (which is larger than the backward walk's head gradient
+ * alone and than the untied embedding gradient at the end).
+ */
+static void plan_lean(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
+    int64_t B = o->batch, T = o->seq, N = B * T;
+    int64_t C = c->hidden_size, F = c->intermediate_size, L = c->num_hidden_layers, V = c->vocab_size;
+    int64_t D = c->head_dim, H = c->num_attention_heads, qd = H * D, kvd = c->num_key_value_heads * D;
+    int64_t wb = o->lean_weights_fp32 ? 4 : 2, mb = o->lean_m_fp32 ? 4 : 2;
+    int64_t one_d = (2 * L + 1) * C;                         /* RMSNorm weights */
+    int64_t two_d = p->n_params - one_d;
+    int64_t layer = 2 * qd * C + 2 * kvd * C + 3 * F * C;    /* one layer's matrices */
+    int64_t layer_all = layer + 2 * C;
+    int64_t heads = c->tie_word_embeddings ? 1 : 2;
+    /* v factors: row + column means of every matrix */
+    int64_t factors = L * (qd + C + 2 * (kvd + C) + C + qd + 2 * (F + C) + C + F) + heads * (V + C);
+
+    p->weights = two_d * wb + one_d * F4;
+    p->optimizer = two_d * mb + (o->lean_v_full ? two_d * F4 : factors * F4) + 2 * one_d * F4;
+    int64_t head = V * C * F4;
+    p->working = (o->lean_weights_fp32 ? 0 : layer_all * F4 + head);
+    /* lean_clip "exact" keeps an untied embedding's gradient beside the head's through the walk */
+    p->grads = layer_all * F4 + head * (o->lean_clip_exact && !c->tie_word_embeddings ? 2 : 1);
+    /* tape of one recomputed layer: the FP32 plan's per-layer forward + backward, plus the
+     * leaf input and its gradient, plus the attention scratch */
+    int64_t fwd_layer = N * (6 * C + 3 * qd + 3 * kvd + 3 * F) + 2 * N + B * H * T + 2 * T * D;
+    int64_t bwd_layer = N * (6 * C + 3 * qd + 3 * kvd + 3 * F) + N * (qd + kvd);
+    int64_t att_scratch = (int64_t)o->threads * 2 * 64 * T * 2;
+    int64_t arena = fwd_layer + bwd_layer + 2 * N * C + att_scratch;
+    p->activations = ((L + 1) * N * C + (o->lean_clip_exact ? 2 : 1) * N * C + arena) * F4;   /* + dx (+ dL/dx_L) */
+    int64_t ch = o->lm_chunk > 0 ? o->lm_chunk : 256;         /* lean always runs the chunked loss */
+    if (ch > N) ch = N;
+    p->loss = ch * (V + 2 * C + 2 * o->topk) * F4 + ch * 32 + N * 8;
+    /* OpenBLAS packs the whole transposed dlogits chunk [ch, V] for the head's gradient
+     * (dW += dlogitsᵀ·h), up to its per-thread buffers (measured: 0.3.21, SkylakeX) */
+    int64_t pack = ch * V * F4, cap = (int64_t)o->threads * KD_PLAN_BLAS_BUFFER_BYTES;
+    p->baseline = KD_PLAN_BASELINE_BYTES + (pack < cap ? pack : cap);
+    p->train_peak = p->weights + p->optimizer + p->working + p->grads + p->activations + p->loss + p->batch +
+                    p->baseline;
 }

@@ -20,12 +20,24 @@ typedef struct kd_plan_opts {
     int64_t lm_chunk;          /* rows per LM-head/loss chunk; 0 = full [B·T, V] logits */
     int64_t topk;              /* teacher top-k per position (0: none) */
     int ranks;                 /* data-parallel ranks sharing the optimizer state (≥ 1) */
+    /* memory_mode "lean" (train/kd_lean.h); zero values are lean's defaults */
+    int lean;                  /* plan lean mode instead of FP32 + AdamW */
+    int lean_weights_fp32;     /* lean_weights "fp32" (default BF16) */
+    int lean_m_fp32;           /* lean_m "fp32" (default BF16) */
+    int lean_v_full;           /* lean_v "full" (default factored) */
+    int lean_clip_exact;       /* lean_clip "exact" (default previous) */
 } kd_plan_opts;
 
 typedef struct kd_plan {
     int64_t n_params;
-    /* training, bytes */
+    /* training, bytes. FP32 mode: FP32 weights, gradients, AdamW m + v, every layer's
+     * activations and their gradients, LM head + loss scratch.
+     * Lean mode, at its peak (the loss phase): weights in storage, m + v (factored),
+     * `working` = FP32 copies (one layer's weights + the LM head), `grads` = FP32
+     * gradients alive (one layer's + the dense LM-head gradient), `activations` =
+     * saved layer inputs + one layer's recomputed tape, `loss` = the chunk scratch. */
     int64_t weights, grads, optimizer, activations, loss, batch, baseline, train_peak;
+    int64_t working;
     /* inference (F32 weights, KV cache for `seq` positions, one sequence), bytes */
     int64_t kv_cache, infer_peak;
 } kd_plan;
@@ -37,6 +49,9 @@ typedef struct kd_plan {
 #define KD_PLAN_BASELINE_BYTES ((int64_t)8 << 20)
 #define KD_PLAN_BLAS_BYTES_PER_COL ((int64_t)1792)
 #define KD_PLAN_BLAS_MAX_COLS ((int64_t)8192)
+/* Lean mode's chunked head gradient instead: OpenBLAS packs the transposed dlogits
+ * chunk, chunk × V floats, up to this many bytes per thread. */
+#define KD_PLAN_BLAS_BUFFER_BYTES ((int64_t)64 << 20)
 
 void kd_plan_compute(const kd_config *c, const kd_plan_opts *o, kd_plan *p);
 

@@ -337,7 +337,7 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
     snprintf(d->path, sizeof d->path, "%s", path);
     kd_dump_meta *m = &d->meta;
     int64_t ver = 0, v = 0, k = 0, T = 0, nseq = -1;
-    char fmt[64] = "";
+    char fmt[64] = "", dist[32] = "";
     if (access(path, F_OK) != 0) {
         kd_errf(err, "%s: no such file", path);
         goto fail;
@@ -366,29 +366,62 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
         kdd_attr_int(d->file, path, "seq_len", 1, 1, KD_DUMP_MAX_SEQ_LEN, &T, err) ||
         attr_double(d->file, path, "temperature", &m->temperature, err) ||
         kdd_attr_string(d->file, path, "teacher", 1, m->teacher, sizeof m->teacher, err) ||
-        kdd_attr_int(d->file, path, "n_seq", 0, 0, INT64_MAX, &nseq, err))
+        kdd_attr_int(d->file, path, "n_seq", 0, 0, INT64_MAX, &nseq, err) ||
+        kdd_attr_string(d->file, path, "distribution", 0, dist, sizeof dist, err))
         goto fail;
     if (m->temperature != 1.0) {
         kd_errf(err, "%s: attribute 'temperature' = %g, expected 1 (version 1 stores temperature-1 distributions)",
                 path, m->temperature);
         goto fail;
     }
+    /* the kind of dump: attribute 'distribution' when present, else inferred from k */
+    if (dist[0] && strcmp(dist, "topk") && strcmp(dist, "logits") && strcmp(dist, "none")) {
+        kd_errf(err, "%s: attribute 'distribution' = \"%s\", expected \"topk\", \"logits\" or \"none\" (tokens only)",
+                path, dist);
+        goto fail;
+    }
+    if (dist[0] && (!strcmp(dist, "topk") ? k == 0 : k != 0)) {
+        kd_errf(err, "%s: attribute 'k' = %" PRId64 ", but attribute 'distribution' = \"%s\" needs %s", path, k, dist,
+                !strcmp(dist, "topk") ? "k ≥ 1" : !strcmp(dist, "none") ? "k = 0 (a dump of tokens only)" : "k = 0");
+        goto fail;
+    }
     m->vocab_size = v;
     m->k = (int32_t)k;
     m->seq_len = (int32_t)T;
+    m->tokens_only = !strcmp(dist, "none");
+    static const char *const teacher_ds[] = {"topk_ids", "topk_logprobs", "logits"};
+    for (int i = 0; i < 3; i++) {
+        int exists = H5Lexists(d->file, teacher_ds[i], H5P_DEFAULT) > 0, wanted = !m->tokens_only && (i == 2) == (k == 0);
+        /* a full dump with a stray topk_logprobs was always accepted (ignored): it still is */
+        if (exists && !wanted && (m->tokens_only || i != 1)) {
+            if (m->tokens_only)
+                kd_errf(err, "%s: dataset '%s' present although attribute 'distribution' = \"none\" says the dump "
+                        "holds tokens only (no teacher distribution)", path, teacher_ds[i]);
+            else
+                kd_errf(err, "%s: dataset '%s' present although attribute 'k' = %" PRId64 " says this is a %s dump",
+                        path, teacher_ds[i], k, k ? "top-k" : "full-logits");
+            goto fail;
+        }
+        if (!exists && wanted) {
+            if (dist[0])
+                kd_errf(err, "%s: dataset '%s' is missing, but attribute 'distribution' = \"%s\" says the dump holds "
+                        "the teacher's %s", path, teacher_ds[i], dist, k ? "top-k" : "full logits");
+            else
+                kd_errf(err, "%s: dataset '%s' is missing (attribute 'k' = %" PRId64 " says this is a %s dump%s)", path,
+                        teacher_ds[i], k, k ? "top-k" : "full-logits",
+                        k ? "" : "; a dump of tokens only needs attribute 'distribution' = \"none\"");
+            goto fail;
+        }
+    }
     const char *id_exp = v <= 65536 ? "uint16 (or int32)" : "int32";
     int64_t t1[1] = {T + 1}, t0[1] = {T}, t3[2] = {T, k ? k : v};
     int r;
     if (open_dataset(d, D_TOKENS, 1, 2, t1, "int32", err) < 0) goto fail;
     if ((r = open_dataset(d, D_MASK, 0, 2, t0, "uint8", err)) < 0) goto fail;
     m->has_loss_mask = r;
-    if (k > 0 && open_dataset(d, D_IDS, 1, 3, t3, id_exp, err) < 0) goto fail;
-    if (open_dataset(d, D_VALUES, 1, 3, t3, "float16 or float32", err) < 0) goto fail;
-    const char *other = k ? "logits" : "topk_ids";
-    if (H5Lexists(d->file, other, H5P_DEFAULT) > 0) {
-        kd_errf(err, "%s: dataset '%s' present although attribute 'k' = %" PRId64 " says this is a %s dump", path,
-                other, k, k ? "top-k" : "full-logits");
-        goto fail;
+    if (!m->tokens_only) {
+        if (k > 0 && open_dataset(d, D_IDS, 1, 3, t3, id_exp, err) < 0) goto fail;
+        if (open_dataset(d, D_VALUES, 1, 3, t3, "float16 or float32", err) < 0) goto fail;
     }
     m->n_seq = d->dims0[D_TOKENS];
     for (int i = 0; i < D_COUNT; i++) {
@@ -533,6 +566,9 @@ static int read_locked(kd_dump *d, int64_t first, int64_t count, const kd_dump_r
     if (first < 0 || count < 0 || first + count > m->n_seq)
         return kd_errf(err, "%s: sequences [%" PRId64 ", %" PRId64 ") requested, the dump has %" PRId64, d->path,
                        first, first + count, m->n_seq);
+    if ((o->topk_ids || o->topk_logprobs || o->logits) && m->tokens_only)
+        return kd_errf(err, "%s: %s requested from a dump of tokens only (attribute 'distribution' = \"none\": no "
+                       "teacher distribution)", d->path, o->logits ? "logits" : "top-k");
     if ((o->topk_ids || o->topk_logprobs) && m->k == 0)
         return kd_errf(err, "%s: top-k requested from a full-logits dump (k = 0)", d->path);
     if (o->logits && m->k > 0)

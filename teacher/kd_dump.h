@@ -10,11 +10,17 @@
  *
  * Root attributes: format="kd-teacher-dump", version=1, vocab_size, k (0 =
  * full logits), seq_len (T), temperature=1.0, teacher; n_seq (optional: the
- * commit marker kd's writer updates at every flush).
+ * commit marker kd's writer updates at every flush); distribution (optional:
+ * "topk", "logits" or "none"; inferred from k when absent).
  * Datasets: tokens [n_seq, T+1] int32; loss_mask [n_seq, T] uint8 (optional);
  * topk_ids [n_seq, T, k] uint16 (V ≤ 65536) or int32, topk_logprobs
  * [n_seq, T, k] float16 or float32 — or logits [n_seq, T, V] float16/float32.
  * Optional group "tokenizer": raw arrays other code builds a tokenizer from.
+ *
+ * Tokens-only dumps (distribution = "none", k = 0) hold tokens (+ loss_mask and
+ * tokenizer) and no teacher distribution: text for plain cross-entropy
+ * training (alpha = 0), e.g. of a first teacher. vocab_size then only bounds
+ * the token ids (the tokenizer's vocabulary).
  *
  * Values at masked positions (loss_mask 0) are not used and not validated,
  * but ids there must still lie in [0, V). Handles are not thread-safe: use one
@@ -50,6 +56,7 @@ typedef struct kd_dump_meta {
     char teacher[256];         /* the teacher's name, e.g. "Qwen/Qwen2.5-7B" */
     kd_dump_dtype value_dtype; /* storage of topk_logprobs or logits */
     int has_loss_mask;         /* the dataset loss_mask exists */
+    int tokens_only;           /* distribution "none": no topk/logits datasets (k must be 0) */
     /* Filled by the reader (ignored by the writer, which picks the narrowest id type): */
     int64_t n_seq;
     char tokens_dtype[32], ids_dtype[32], values_dtype[32];   /* "int32", "uint16", "float16", ... */
@@ -89,7 +96,8 @@ int kd_dump_tokenizer_compare(const kd_dump_tokenizer *a, const char *a_name, co
 typedef struct kd_dump_writer kd_dump_writer;
 
 /* meta: vocab_size, k, seq_len, temperature (must be 1.0), teacher, value_dtype,
- * has_loss_mask. tok may be NULL. An existing PATH.partial is replaced. */
+ * has_loss_mask, tokens_only (then k must be 0; value_dtype is ignored). tok
+ * may be NULL. An existing PATH.partial is replaced. */
 kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *meta, const kd_dump_tokenizer *tok,
                                       kd_err *err);
 /* Continue PATH.partial (or reopen a finished PATH as PATH.partial) after its
@@ -99,8 +107,9 @@ int64_t kd_dump_writer_n_seq(const kd_dump_writer *w);
 const kd_dump_meta *kd_dump_writer_meta(const kd_dump_writer *w);
 /* Append n sequences. tokens [n, T+1]; loss_mask [n, T] (NULL = all 1; only
  * when the dump has one); top-k dumps: ids [n, T, k] + values = log-probs
- * [n, T, k]; full dumps: ids NULL + values = logits [n, T, V]. The data is
- * checked as kd_dump_validate would check it before anything is written. */
+ * [n, T, k]; full dumps: ids NULL + values = logits [n, T, V]; tokens-only
+ * dumps: ids = values = NULL. The data is checked as kd_dump_validate would
+ * check it before anything is written. */
 int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, const uint8_t *loss_mask,
                           const int32_t *ids, const float *values, kd_err *err);
 /* Flush, close and rename PATH.partial → PATH. The writer is freed either way. */
@@ -134,7 +143,7 @@ typedef struct kd_dump_rows {
 } kd_dump_rows;
 
 /* Read sequences [first, first + count) (one hyperslab per dataset), converted
- * to int32 / float32. */
+ * to int32 / float32. Asking a tokens-only dump for top-k or logits is an error. */
 int kd_dump_read(kd_dump *d, int64_t first, int64_t count, const kd_dump_rows *out, kd_err *err);
 
 /* ---- validator ------------------------------------------------------------------- */
@@ -155,7 +164,8 @@ typedef struct kd_dump_report {
 } kd_dump_report;
 
 /* Check every sequence: token and id ranges, NaN/±Inf, sortedness of the
- * top-k, 0 < Σp ≤ 1 + tolerance, no duplicate ids. Returns 0 when the dump is
+ * top-k, 0 < Σp ≤ 1 + tolerance, no duplicate ids (tokens-only dumps: token
+ * ranges and loss_mask values only; the mass/top-1 statistics stay 0). Returns 0 when the dump is
  * valid; -1 otherwise, with the message naming the file, the dataset, the
  * sequence, position and slot and the file offset (and rep->bad set), or with
  * a structural error from kd_dump_open (rep->bad == 0). rep may be NULL. */

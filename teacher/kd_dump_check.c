@@ -2,7 +2,8 @@
  * kd_dump_check.c — validation of teacher dumps (kd_dump_check/kd_dump_validate,
  * see kd_dump.h): per-position checks shared with the writer, a scan of every
  * sequence, and the file offset of the first bad element (so it can be
- * inspected with a hex dump or h5dump).
+ * inspected with a hex dump or h5dump). Tokens-only dumps have their tokens
+ * and loss_mask checked, nothing else.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -135,6 +136,7 @@ static int report_bad(kd_dump *d, kd_dump_report *rep, int dsi, int64_t s, int64
 static int check_locked(kd_dump *d, kd_dump_report *rep, kd_err *err) {
     const kd_dump_meta *m = &d->meta;
     int64_t T = m->seq_len, k = m->k, V = m->vocab_size, N = m->n_seq;
+    const int teacher = !m->tokens_only;
     int64_t row = k ? k : V;   /* values per position */
     int64_t pb = (int64_t)CHECK_BLOCK / (row * 4), sb = (int64_t)CHECK_BLOCK / ((T + 1) * 4);
     if (pb < 1) pb = 1;
@@ -144,13 +146,13 @@ static int check_locked(kd_dump *d, kd_dump_report *rep, kd_err *err) {
     double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216;
     int32_t *tok = malloc((size_t)(sb * (T + 1)) * 4), *ids = k ? malloc((size_t)(pb * k) * 4) : NULL;
     uint8_t *mask = malloc((size_t)(sb * T));
-    float *val = malloc((size_t)(pb * row) * 4);
+    float *val = teacher ? malloc((size_t)(pb * row) * 4) : NULL;
     uint32_t *stamp = k ? calloc((size_t)V, 4) : NULL, mark = 0;
     int rc = 0;
     double mass = 0, top1 = 0;
     char what[160];
     int64_t slot;
-    if (!tok || !mask || !val || (k && (!ids || !stamp))) {
+    if (!tok || !mask || (teacher && !val) || (k && (!ids || !stamp))) {
         rc = kd_errf(err, "%s: out of memory", d->path);
         goto out;
     }
@@ -170,7 +172,8 @@ static int check_locked(kd_dump *d, kd_dump_report *rep, kd_err *err) {
                 snprintf(what, sizeof what, "loss_mask value %d, expected 0 or 1", mask[i]);
                 rc = report_bad(d, rep, D_MASK, s0 + i / T, i % T, -1, mask[i], what, err);
             }
-        for (int64_t s = s0; s < s0 + ns && !rc; s++)
+        for (int64_t i = 0; !teacher && i < ns * T && !rc; i++) rep->n_masked += !mask[i];
+        for (int64_t s = s0; teacher && s < s0 + ns && !rc; s++)
             for (int64_t p0 = 0; p0 < T && !rc; p0 += pb) {
                 int64_t np = p0 + pb <= T ? pb : T - p0;
                 if ((k && kdd_read_3d(d, D_IDS, s, 1, p0, np, ids, k, err)) ||
@@ -229,7 +232,7 @@ int kd_dump_check(kd_dump *d, kd_dump_report *rep, kd_err *err) {
     memset(rep, 0, sizeof *rep);
     rep->n_seq = d->meta.n_seq;
     rep->n_positions = d->meta.n_seq * d->meta.seq_len;
-    rep->min_topk_mass = d->meta.k ? INFINITY : 1;
+    rep->min_topk_mass = d->meta.tokens_only ? 0 : d->meta.k ? INFINITY : 1;
     rep->file_offset = -1;
     if (d->meta.has_tokenizer) {
         kd_dump_tokenizer tok;

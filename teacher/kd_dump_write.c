@@ -3,7 +3,8 @@
  * schema of docs/dump-format.md in PATH.partial, appends sequences to its
  * resizable datasets (checked first, as the validator would), flushes and
  * records n_seq after every append so an interrupted run can resume, and
- * renames the file to PATH at close.
+ * renames the file to PATH at close. A tokens-only dump (meta.tokens_only,
+ * attribute distribution = "none") gets no topk/logits datasets.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -100,12 +101,15 @@ static int check_meta(const char *path, const kd_dump_meta *m, const kd_dump_tok
         return kd_errf(err, "%s: vocab_size %" PRId64 ", expected [1, %d]", path, m->vocab_size, KD_DUMP_MAX_VOCAB);
     if (m->k < 0 || m->k > KD_DUMP_MAX_K || m->k > m->vocab_size)
         return kd_errf(err, "%s: k %d, expected [0, min(vocab_size, %d)]", path, m->k, KD_DUMP_MAX_K);
+    if (m->tokens_only && m->k != 0)
+        return kd_errf(err, "%s: k %d for a dump of tokens only (tokens_only, distribution \"none\"), expected 0", path,
+                       m->k);
     if (m->seq_len < 1 || m->seq_len > KD_DUMP_MAX_SEQ_LEN)
         return kd_errf(err, "%s: seq_len %d, expected [1, %d]", path, m->seq_len, KD_DUMP_MAX_SEQ_LEN);
     if (m->temperature != 1.0)
         return kd_errf(err, "%s: temperature %g, expected 1 (version 1 stores temperature-1 distributions)", path,
                        m->temperature);
-    if (m->value_dtype != KD_DUMP_F16 && m->value_dtype != KD_DUMP_F32)
+    if (!m->tokens_only && m->value_dtype != KD_DUMP_F16 && m->value_dtype != KD_DUMP_F32)
         return kd_errf(err, "%s: value_dtype %d, expected KD_DUMP_F16 or KD_DUMP_F32", path, (int)m->value_dtype);
     if (tok && (tok->n < 0 || tok->n > m->vocab_size || !tok->piece_offsets || tok->piece_offsets[0] != 0 ||
                 (tok->n_merges && !tok->merge_offsets)))
@@ -140,14 +144,15 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
     if (kdd_attr_write_str(f, "format", KD_DUMP_FORMAT) || kdd_attr_write_i64(f, "version", KD_DUMP_VERSION) ||
         kdd_attr_write_i64(f, "vocab_size", m->vocab_size) || kdd_attr_write_i64(f, "k", m->k) ||
         kdd_attr_write_i64(f, "seq_len", m->seq_len) || kdd_attr_write_i64(f, "n_seq", 0) ||
-        kdd_attr_write_str(f, "teacher", m->teacher) || kdd_attr_write_f64(f, "temperature", m->temperature)) {
+        kdd_attr_write_str(f, "teacher", m->teacher) || kdd_attr_write_f64(f, "temperature", m->temperature) ||
+        kdd_attr_write_str(f, "distribution", m->tokens_only ? "none" : m->k ? "topk" : "logits")) {
         kdd_h5_fail(err, "%s: cannot write the root attributes", w->partial);
         goto out;
     }
     if (create_ds(f, w->partial, "tokens", H5T_STD_I32LE, 2, t1, err) ||
         (m->has_loss_mask && create_ds(f, w->partial, "loss_mask", H5T_STD_U8LE, 2, t0, err)) ||
         (m->k && create_ds(f, w->partial, "topk_ids", m->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE, 3, t3, err)) ||
-        create_ds(f, w->partial, m->k ? "topk_logprobs" : "logits", vt, 3, t3, err) ||
+        (!m->tokens_only && create_ds(f, w->partial, m->k ? "topk_logprobs" : "logits", vt, 3, t3, err)) ||
         (tok && write_tokenizer(f, w->partial, tok, err)))
         goto out;
     if (H5Fclose(f) < 0) {
@@ -229,7 +234,7 @@ static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, con
         if (mask[i] > 1)
             return kd_errf(err, "%s: append: dataset 'loss_mask': sequence %" PRId64 ", position %" PRId64
                            ": value %d, expected 0 or 1", w->partial, i / T, i % T, mask[i]);
-    for (int64_t p = 0; p < n * T; p++) {
+    for (int64_t p = 0; !m->tokens_only && p < n * T; p++) {
         int masked = mask && !mask[p], bad = 0;
         kdd_pos_stats st;
         if (k) {
@@ -280,9 +285,12 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
                           const int32_t *ids, const float *values, kd_err *err) {
     kd_dump *d = w->d;
     const kd_dump_meta *m = &d->meta;
-    if (n < 0 || (n > 0 && (!tokens || !values || (m->k > 0) != (ids != NULL))))
+    if (m->tokens_only && (ids || values))
+        return kd_errf(err, "%s: append: the dump holds tokens only (distribution \"none\"): pass ids = values = NULL, "
+                       "not teacher data", w->partial);
+    if (n < 0 || (n > 0 && (!tokens || (!m->tokens_only && (!values || (m->k > 0) != (ids != NULL))))))
         return kd_errf(err, "%s: append: need tokens, %s for %" PRId64 " sequences", w->partial,
-                       m->k ? "topk ids and log-probs" : "logits (and no ids)", n);
+                       m->tokens_only ? "and nothing else" : m->k ? "topk ids and log-probs" : "logits (and no ids)", n);
     if (loss_mask && !m->has_loss_mask)
         return kd_errf(err, "%s: append: a loss_mask given but the dump was created without one", w->partial);
     if (check_append(w, n, tokens, loss_mask, ids, values, err)) return -1;
@@ -305,7 +313,7 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
              kdd_io_block(d, D_MASK, 1, old, n, 0, -1, T, H5T_NATIVE_UINT8, loss_mask ? (void *)loss_mask : ones, err);
     }
     if (!rc && m->k) rc = write_3d(d, D_IDS, old, n, ids, m->k, err);
-    if (!rc) rc = write_3d(d, D_VALUES, old, n, values, m->k ? m->k : m->vocab_size, err);
+    if (!rc && !m->tokens_only) rc = write_3d(d, D_VALUES, old, n, values, m->k ? m->k : m->vocab_size, err);
     if (!rc) rc = set_n_seq(w, old + n, err);
     else set_n_seq(w, old, NULL);   /* best effort: drop the half-written sequences */
     kdd_leave(&g);

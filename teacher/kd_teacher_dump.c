@@ -1,6 +1,7 @@
 /*
  * kd_teacher_dump.c — run a teacher over text or its own samples and write a
- * dump (see kd_teacher_dump.h).
+ * dump, or pack text into a tokens-only dump without a teacher (see
+ * kd_teacher_dump.h).
  */
 #define _GNU_SOURCE   /* memmem */
 #include "teacher/kd_teacher_dump.h"
@@ -176,7 +177,10 @@ static kd_dump_writer *open_writer(const char *path, const kd_dump_meta *meta, c
     *resumed = w;   /* on a mismatch the caller closes it and keeps the file */
     const kd_dump_meta *h = kd_dump_writer_meta(w);
     char have[300] = "", want[300] = "";
-    if (h->k != meta->k) {
+    if (h->tokens_only != meta->tokens_only) {
+        snprintf(have, sizeof have, "%s", h->tokens_only ? "tokens only" : "a teacher distribution");
+        snprintf(want, sizeof want, "%s", meta->tokens_only ? "tokens only (--tokens-only)" : "a teacher distribution");
+    } else if (h->k != meta->k) {
         snprintf(have, sizeof have, "k %d", h->k);
         snprintf(want, sizeof want, "k %d", meta->k);
     } else if (h->seq_len != meta->seq_len) {
@@ -247,6 +251,15 @@ static void progress_show(progress *p, int64_t done, int64_t total, int64_t comp
 }
 
 int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err) {
+    const int only = o->tokens_only;
+    if (only && o->generate > 0)
+        return kd_errf(err, "--generate samples from a teacher, --tokens-only runs none: give text files (--text "
+                       "FILE...) with --tokens-only");
+    if (only && o->teacher)
+        return kd_errf(err, "--tokens-only runs no teacher (%s): drop --teacher and give the tokenizer with "
+                       "--tokenizer FILE", o->teacher);
+    if (only && !o->tokenizer) return kd_errf(err, "--tokens-only needs the tokenizer: give --tokenizer FILE");
+    if (!only && !o->teacher) return kd_errf(err, "give the teacher (--teacher MODEL), or --tokens-only");
     if (o->n_text > 0 && o->generate > 0)
         return kd_errf(err, "--text and --generate exclude each other: dump the teacher on text files or on "
                        "its own samples, not both");
@@ -266,7 +279,8 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
                        "start over", has, lacks, has);
     }
     kd_model m;
-    if (kd_model_load(&m, o->teacher, err)) return kd_err_prefix(err, "teacher");
+    memset(&m, 0, sizeof m);
+    if (!only && kd_model_load(&m, o->teacher, err)) return kd_err_prefix(err, "teacher");
     int status = -1, started = 0;
     kd_tokenizer *tok = NULL;
     kd_dump_writer *wt = NULL, *wv = NULL, *bad = NULL;   /* bad: a resumed writer whose shape differs */
@@ -282,12 +296,14 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     g.no_grad = 1;
 
     int64_t T = o->seq_len, T1 = T + 1, V = m.cfg.vocab_size;
-    if (o->topk > V) {
+    if (only) {
+        /* no teacher: the tokenizer sets the vocabulary, nothing limits T */
+    } else if (o->topk > V) {
         kd_errf(err, "--topk %lld exceeds the teacher's vocabulary (%s: %lld logits); use --topk %lld or less, or "
                 "--full", (long long)o->topk, o->teacher, (long long)V, (long long)V);
         goto done;
     }
-    if (T > m.cfg.max_position_embeddings) {
+    if (!only && T > m.cfg.max_position_embeddings) {
         kd_errf(err, "--seq-len %lld exceeds the teacher's context (%s: max_position_embeddings %lld)",
                 (long long)T, o->teacher, (long long)m.cfg.max_position_embeddings);
         goto done;
@@ -311,6 +327,7 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
         kd_err_prefix(err, "tokenizer");
         goto done;
     }
+    if (only) V = kd_tokenizer_n_vocab(tok);
     if (kd_tokenizer_n_vocab(tok) > V) {
         kd_errf(err, "%s: the tokenizer has %d pieces, the teacher only %lld logits", tp, kd_tokenizer_n_vocab(tok),
                 (long long)V);
@@ -318,7 +335,7 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     }
     if (kd_dump_tokenizer_from(tok, &dt, err)) goto done;
 
-    int64_t k = o->topk;
+    int64_t k = only ? 0 : o->topk;
     int64_t n_total;
     if (o->n_text) {
         if (text_stream(o, tok, &stream, err)) goto done;
@@ -334,24 +351,27 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     meta.k = (int32_t)k;
     meta.seq_len = (int32_t)T;
     meta.temperature = 1.0;
-    teacher_name(o->teacher, meta.teacher, sizeof meta.teacher);
-    meta.value_dtype = o->dtype;
+    if (!only) teacher_name(o->teacher, meta.teacher, sizeof meta.teacher);   /* tokens only: "" */
+    meta.value_dtype = only ? KD_DUMP_F16 : o->dtype;   /* tokens only: unused, as a reader reports it */
     meta.has_loss_mask = 1;
+    meta.tokens_only = only;
     bad_path = out;
     if (!(wt = open_writer(out, &meta, &dt, &bad, err))) goto done;
     bad_path = o->val_out;
     if (o->val_out && o->val_fraction > 0 && !(wv = open_writer(o->val_out, &meta, &dt, &bad, err))) goto done;
     started = 1;
 
-    int64_t B = o->batch > 0 ? o->batch : 16;
+    /* tokens only: by default as many sequences per append as fit 4M tokens (at most 1024) */
+    int64_t B = o->batch > 0 ? o->batch : only ? ((int64_t)1 << 22) / T1 : 16;
+    if (B < 1) B = 1;
     if (B > 1024) B = 1024;
     seqs = malloc((size_t)(B * T1) * sizeof *seqs);
     inputs = malloc((size_t)(B * T) * sizeof *inputs);
     mask = malloc((size_t)(B * T));
     int64_t vals_per_seq = k ? T * k : T * V;
-    lp = malloc((size_t)(B * vals_per_seq) * sizeof *lp);
+    lp = only ? NULL : malloc((size_t)(B * vals_per_seq) * sizeof *lp);
     ids = k ? malloc((size_t)(B * T * k) * sizeof *ids) : NULL;
-    if (!seqs || !inputs || !mask || !lp || (k && !ids)) {
+    if (!seqs || !inputs || !mask || (!only && !lp) || (k && !ids)) {
         kd_errf(err, "out of memory for a batch of %lld sequences", (long long)B);
         goto done;
     }
@@ -403,16 +423,19 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
                 }
                 memset(mask, 1, (size_t)(n * T));
             }
-            for (int64_t i = 0; i < n; i++) memcpy(inputs + i * T, seqs + i * T1, (size_t)T * sizeof *inputs);
-            kd_graph_reset(&g);
-            kd_tensor *lg = kd_model_logits(&g, &m, inputs, n, T);
-            if (k) {
+            if (!only) {   /* the teacher's distribution at every position */
+                for (int64_t i = 0; i < n; i++) memcpy(inputs + i * T, seqs + i * T1, (size_t)T * sizeof *inputs);
+                kd_graph_reset(&g);
+                kd_tensor *lg = kd_model_logits(&g, &m, inputs, n, T);
+                if (k) {
 #pragma omp parallel for
-                for (int64_t r = 0; r < n * T; r++) kd_topk_logprobs(lg->data + r * V, V, k, ids + r * k, lp + r * k);
-            } else {
-                memcpy(lp, lg->data, (size_t)(n * T * V) * sizeof *lp);
+                    for (int64_t r = 0; r < n * T; r++)
+                        kd_topk_logprobs(lg->data + r * V, V, k, ids + r * k, lp + r * k);
+                } else {
+                    memcpy(lp, lg->data, (size_t)(n * T * V) * sizeof *lp);
+                }
+                kd_graph_reset(&g);
             }
-            kd_graph_reset(&g);
             if (kd_dump_writer_append(w, n, seqs, mask, k ? ids : NULL, lp, err)) goto done;
             written += n;
             if (!o->quiet) progress_show(&pg, written + skipped, n_total, written, T, 0);

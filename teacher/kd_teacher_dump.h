@@ -19,10 +19,19 @@
  * Sequences go to a validation file instead when a hash of their index falls
  * below val_fraction.
  *
+ * Tokens only (tokens_only): no teacher at all. Text files are packed exactly
+ * as in (a), with the tokenizer given (required), and the dump holds the
+ * tokens and loss_mask only (attribute distribution = "none", k = 0,
+ * vocab_size = the tokenizer's vocabulary, teacher ""): text to train a model
+ * with plain cross-entropy (alpha = 0), e.g. a first teacher. No forward pass,
+ * so it runs at tokenizer speed; batch defaults to 1024 sequences per append
+ * (fewer when they would exceed 4M tokens).
+ * --generate is an error (there is no teacher to sample).
+ *
  * Resuming: an interrupted dump leaves OUT.partial (and VAL.partial), holding
  * every complete batch; running the same command again checks that the file
- * has the same k, T, vocabulary, dtype and teacher name, skips the sequences
- * it holds and appends the rest. An error during the run also leaves the
+ * has the same kind (tokens only or not), k, T, vocabulary, dtype and teacher
+ * name, skips the sequences it holds and appends the rest. An error during the run also leaves the
  * .partial files (when they hold sequences). Options the file does not record
  * (text files, --doc-sep, seed, temperature, val fraction) must be the same.
  * Progress goes to stderr: a bar with sequences, tokens/s and ETA.
@@ -41,8 +50,9 @@
 #include "teacher/kd_dump.h"
 
 typedef struct kd_teacher_dump_opts {
-    const char *teacher;          /* model path */
-    const char *tokenizer;        /* NULL: TEACHER/tokenizer.bin */
+    const char *teacher;          /* model path (NULL with tokens_only) */
+    const char *tokenizer;        /* NULL: TEACHER/tokenizer.bin (required with tokens_only) */
+    int tokens_only;              /* no teacher: pack the text into a tokens-only dump */
     const char *const *text;      /* text files (mode a) */
     int n_text;
     const char *doc_sep;          /* NULL: every file is one document */
@@ -54,7 +64,7 @@ typedef struct kd_teacher_dump_opts {
     kd_dump_dtype dtype;
     double val_fraction;          /* with val_out */
     const char *val_out;          /* NULL: no validation file */
-    int64_t batch;                /* sequences per teacher forward */
+    int64_t batch;                /* sequences per teacher forward (and append); 0: 16, tokens only up to 1024 */
     int64_t max_sequences;        /* 0: all the text gives */
     int quiet;
 } kd_teacher_dump_opts;

@@ -49,7 +49,7 @@ static void test_plan_3b(void **state) {
     char path[600];
     snprintf(path, sizeof path, "%s/configs/student-3b.json", kd_test_env("KD_SOURCE_DIR"));
     assert_int_equal(kd_config_load(&c, path, NULL), 0);
-    kd_plan_opts o = {1, 512, 2, 256, 64, 1};
+    kd_plan_opts o = {.batch = 1, .seq = 512, .threads = 2, .lm_chunk = 256, .topk = 64, .ranks = 1};
     kd_plan p;
     kd_plan_compute(&c, &o, &p);
     /* Llama-3.2-3B: 3,212,749,824 parameters with tied embeddings */

@@ -15,7 +15,8 @@ static const char *KNOWN[] = {
     "student", "train_data", "val_data", "alpha", "temperature", "kd_mode", "divergence", "batch_size", "seq_len",
     "grad_accum", "steps", "tokens", "lr", "lr_min", "warmup", "beta1", "beta2", "eps", "weight_decay",
     "decay_embeddings", "grad_clip", "eval_every", "eval_batches", "save_every", "keep_last", "log_every", "seed",
-    "lm_chunk", "vocab_policy", "description",
+    "lm_chunk", "vocab_policy", "memory_mode", "lean_weights", "lean_m", "lean_v", "lean_clip",
+    "description",
 };
 
 static int known_key(const char *k) {
@@ -93,6 +94,11 @@ int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *nam
     c->seed = 1234;
     c->lm_chunk = 256;
     snprintf(c->vocab_policy, sizeof c->vocab_policy, "strict");
+    snprintf(c->memory_mode, sizeof c->memory_mode, "fp32");
+    snprintf(c->lean_weights, sizeof c->lean_weights, "bf16");
+    snprintf(c->lean_m, sizeof c->lean_m, "bf16");
+    snprintf(c->lean_v, sizeof c->lean_v, "factored");
+    snprintf(c->lean_clip, sizeof c->lean_clip, "previous");
 
     if (get_path(root, "student", name, 1, c->student, err) || get_path(root, "val_data", name, 0, c->val_data, err))
         return -1;
@@ -137,12 +143,34 @@ int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *nam
         kd_json_get_int(root, "log_every", name, 0, 1, (int64_t)1 << 40, &c->log_every, err) ||
         kd_json_get_int(root, "seed", name, 0, 0, INT64_MAX / 2, &c->seed, err) ||
         kd_json_get_int(root, "lm_chunk", name, 0, 1, 1 << 20, &c->lm_chunk, err) ||
-        kd_json_get_string(root, "vocab_policy", name, 0, c->vocab_policy, sizeof c->vocab_policy, err))
+        kd_json_get_string(root, "vocab_policy", name, 0, c->vocab_policy, sizeof c->vocab_policy, err) ||
+        kd_json_get_string(root, "memory_mode", name, 0, c->memory_mode, sizeof c->memory_mode, err) ||
+        kd_json_get_string(root, "lean_weights", name, 0, c->lean_weights, sizeof c->lean_weights, err) ||
+        kd_json_get_string(root, "lean_m", name, 0, c->lean_m, sizeof c->lean_m, err) ||
+        kd_json_get_string(root, "lean_v", name, 0, c->lean_v, sizeof c->lean_v, err) ||
+        kd_json_get_string(root, "lean_clip", name, 0, c->lean_clip, sizeof c->lean_clip, err))
         return -1;
     if (one_of(name, "kd_mode", c->kd_mode, "full", "topk_zero", "topk_tail", err) ||
         one_of(name, "divergence", c->divergence, "forward", "reverse", NULL, err) ||
-        one_of(name, "vocab_policy", c->vocab_policy, "strict", "pad", NULL, err))
+        one_of(name, "vocab_policy", c->vocab_policy, "strict", "pad", NULL, err) ||
+        one_of(name, "memory_mode", c->memory_mode, "fp32", "lean", NULL, err) ||
+        one_of(name, "lean_weights", c->lean_weights, "bf16", "fp32", NULL, err) ||
+        one_of(name, "lean_m", c->lean_m, "bf16", "fp32", NULL, err) ||
+        one_of(name, "lean_v", c->lean_v, "factored", "full", NULL, err) ||
+        one_of(name, "lean_clip", c->lean_clip, "previous", "exact", NULL, err))
         return -1;
+    if (!strcmp(c->memory_mode, "fp32")) {
+        const char *set = cJSON_GetObjectItemCaseSensitive(root, "lean_weights") ? "lean_weights"
+                          : cJSON_GetObjectItemCaseSensitive(root, "lean_m")     ? "lean_m"
+                          : cJSON_GetObjectItemCaseSensitive(root, "lean_v")     ? "lean_v"
+                          : cJSON_GetObjectItemCaseSensitive(root, "lean_clip")  ? "lean_clip"
+                                                                                 : NULL;
+        if (set) return kd_errf(err, "%s: '%s' applies only to memory_mode \"lean\" (memory_mode is \"fp32\")", name, set);
+    } else if (c->grad_accum != 1) {
+        return kd_errf(err, "%s: memory_mode \"lean\" needs grad_accum 1, got %lld (each layer is updated as soon as "
+                            "its gradient is complete, so micro-batch gradients cannot be summed first; raise "
+                            "batch_size instead)", name, (long long)c->grad_accum);
+    }
     if (c->steps == 0 && c->tokens == 0) return kd_errf(err, "%s: set 'steps' or 'tokens' (both are 0)", name);
     if (c->lr_min > c->lr) return kd_errf(err, "%s: 'lr_min' %g is above 'lr' %g", name, c->lr_min, c->lr);
     return 0;
@@ -184,5 +212,12 @@ cJSON *kd_run_config_to_json(const kd_run_config *c) {
     NUM(seed); NUM(lm_chunk);
 #undef NUM
     cJSON_AddStringToObject(o, "vocab_policy", c->vocab_policy);
+    cJSON_AddStringToObject(o, "memory_mode", c->memory_mode);
+    if (!strcmp(c->memory_mode, "lean")) {   /* only where they apply (an fp32 run.json stays as it was) */
+        cJSON_AddStringToObject(o, "lean_weights", c->lean_weights);
+        cJSON_AddStringToObject(o, "lean_m", c->lean_m);
+        cJSON_AddStringToObject(o, "lean_v", c->lean_v);
+        cJSON_AddStringToObject(o, "lean_clip", c->lean_clip);
+    }
     return o;
 }

@@ -12,6 +12,9 @@
  *   weight_decay (0.1)  decay_embeddings (false)  grad_clip (1.0)
  *   eval_every (50)  eval_batches (0 = whole validation set)  save_every (100)  keep_last (2)
  *   log_every (1)  seed (1234)  lm_chunk (256)  vocab_policy ("strict")
+ *   memory_mode ("fp32" | "lean", see train/kd_lean.h)  and, for lean only:
+ *   lean_weights ("bf16" | "fp32")  lean_m ("bf16" | "fp32")  lean_v ("factored" | "full")
+ *   lean_clip ("previous" | "exact")
  */
 #ifndef KD_RUN_CONFIG_H
 #define KD_RUN_CONFIG_H
@@ -41,6 +44,11 @@ typedef struct kd_run_config {
     double grad_clip;
     int64_t eval_every, eval_batches, save_every, keep_last, log_every, seed, lm_chunk;
     char vocab_policy[16];     /* strict | pad */
+    char memory_mode[16];      /* fp32 | lean */
+    char lean_weights[8];      /* bf16 | fp32 (lean) */
+    char lean_m[8];            /* bf16 | fp32 (lean) */
+    char lean_v[16];           /* factored | full (lean) */
+    char lean_clip[16];        /* previous | exact (lean) */
 } kd_run_config;
 
 /* Apply one "a.b=value" override to a JSON tree. value is parsed as JSON when

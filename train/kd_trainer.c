@@ -9,6 +9,12 @@
  *   all-reduce grads and token counts over ranks; grads /= global n_valid
  *   clip the global norm; AdamW at the scheduled learning rate
  * so the update equals the one of a single process on the whole global batch.
+ *
+ * memory_mode "lean" (train/kd_lean.h) replaces the model, the gradients and
+ * AdamW by kd_lean: BF16 storage, a recomputing backward that updates each
+ * layer as soon as its gradient is complete, clipping with the previous step's
+ * norm. The rest (data, schedule, evaluation, checkpoints, resume) is shared;
+ * checkpoints then hold BF16 weights and the lean optimizer state.
  */
 #include "train/kd_trainer.h"
 
@@ -30,6 +36,7 @@
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
 #include "teacher/kd_dump_tok.h"
+#include "train/kd_lean.h"
 #include "train/kd_loss.h"
 #include "train/kd_optim.h"
 
@@ -38,8 +45,10 @@ typedef struct run {
     const kd_dist *dist;
     kd_train_opts opts;
     char dir[KD_RUN_PATH];
-    kd_model m;
+    kd_model m;               /* fp32 mode; in lean mode only m.cfg is set (the model is lean.m) */
     int have_model;
+    int is_lean;
+    kd_lean lean;
     kd_tokenizer *tok;
     kd_adamw opt;
     kd_adamw_opts ao;
@@ -67,10 +76,43 @@ static int path2(char *out, const char *a, const char *b, kd_err *err) {
 
 /* ---- set-up ------------------------------------------------------------------------ */
 
+static int lean_opts(const kd_run_config *rc, kd_lean_opts *o, kd_err *err) {
+    kd_lean_opts_init(o);
+    o->adam = (kd_adamw_opts){(float)rc->beta1, (float)rc->beta2, (float)rc->eps, (float)rc->weight_decay};
+    o->decay_embeddings = rc->decay_embeddings;
+    o->seed = (uint64_t)rc->seed;
+    o->v_factored = !strcmp(rc->lean_v, "factored");
+    o->exact_clip = !strcmp(rc->lean_clip, "exact");
+    return kd_lean_dtype_parse(rc->lean_weights, &o->weights, err) || kd_lean_dtype_parse(rc->lean_m, &o->m, err);
+}
+
+/* Lean mode: the student straight into lean storage (a 3B model never exists in FP32). */
+static int load_student_lean(run *r, int is_dir, kd_err *err) {
+    const char *s = r->rc->student;
+    kd_config c;
+    kd_lean_opts o;
+    char cp[PATHBUF];
+    if (is_dir ? path2(cp, s, "config.json", err) : snprintf(cp, sizeof cp, "%s", s) < 0) return -1;
+    if (kd_config_load(&c, cp, err) || lean_opts(r->rc, &o, err) || kd_lean_new(&r->lean, &c, &o, err)) return -1;
+    r->is_lean = 1;
+    r->m.cfg = c;
+    if (is_dir) return kd_lean_load_weights(&r->lean, s, err);
+    kd_lean_init(&r->lean, (uint64_t)r->rc->seed);
+    return 0;
+}
+
 static int load_student(run *r, kd_err *err) {
     struct stat st;
     const char *s = r->rc->student;
     if (stat(s, &st) != 0) return kd_errf(err, "student '%s': no such file or directory", s);
+    if (!strcmp(r->rc->memory_mode, "lean")) {
+        if (load_student_lean(r, S_ISDIR(st.st_mode), err)) return -1;
+        char tp[PATHBUF];
+        if (S_ISDIR(st.st_mode) && (path2(tp, s, "tokenizer.bin", err) ||
+                                    (kd_file_exists(tp) && !(r->tok = kd_tokenizer_load(tp, err)))))
+            return -1;
+        return 0;
+    }
     if (S_ISDIR(st.st_mode)) {
         if (kd_checkpoint_load(&r->m, s, err)) return -1;
         char tp[PATHBUF];
@@ -127,7 +169,12 @@ static int open_loaders(run *r, kd_err *err) {
     if (rc->seq_len && rc->seq_len != meta->seq_len)
         return kd_errf(err, "seq_len %lld differs from the dump's %d positions per sequence (set seq_len to 0 or %d)",
                        (long long)rc->seq_len, meta->seq_len, meta->seq_len);
-    if (meta->k == 0 && strcmp(rc->kd_mode, "full"))
+    if (meta->tokens_only) {   /* text without a teacher: plain cross-entropy; kd_mode and temperature do not apply */
+        if (rc->alpha != 0)
+            return kd_errf(err, "%s%s holds tokens only (no teacher distribution), so \"alpha\" must be 0 (plain "
+                           "cross-entropy), not %g: set \"alpha\": 0, or give a teacher dump as train_data",
+                           rc->train_data[0], rc->n_train_data > 1 ? " ..." : "", rc->alpha);
+    } else if (meta->k == 0 && strcmp(rc->kd_mode, "full"))
         return kd_errf(err, "kd_mode \"%s\" needs a top-k dump, but %s holds full logits (use kd_mode \"full\")",
                        rc->kd_mode, rc->train_data[0]);
     if (meta->k > 0 && !strcmp(rc->kd_mode, "full"))
@@ -159,7 +206,7 @@ static int open_loaders(run *r, kd_err *err) {
 /* ---- checkpoints ------------------------------------------------------------------- */
 
 static int save_model_dir(run *r, const char *dir, kd_err *err) {
-    if (kd_checkpoint_save(&r->m, dir, err)) return -1;
+    if (r->is_lean ? kd_lean_save(&r->lean, dir, err) : kd_checkpoint_save(&r->m, dir, err)) return -1;
     if (r->tok) {
         char p[PATHBUF];
         if (path2(p, dir, "tokenizer.bin", err) || kd_tokenizer_write_llama2c(r->tok, p, err)) return -1;
@@ -179,8 +226,14 @@ static int save_model_swap(run *r, const char *dir, kd_err *err) {
     return kd_rmtree(old, err);
 }
 
+static int save_trainer_state(run *r, const char *dir, kd_err *err);
+
 static int save_state(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
+    if (r->is_lean) {
+        if (path2(p, dir, "optimizer.safetensors", err) || kd_lean_save_optimizer(&r->lean, p, err)) return -1;
+        return save_trainer_state(r, dir, err);
+    }
     kd_st_writer *w = kd_st_writer_new(err);
     if (!w) return -1;
     char (*names)[128] = malloc((size_t)r->m.n_params * 2 * sizeof *names);
@@ -196,10 +249,21 @@ static int save_state(run *r, const char *dir, kd_err *err) {
     kd_st_writer_free(w);
     free(names);
     if (rc) return -1;
+    return save_trainer_state(r, dir, err);
+}
+
+static int save_trainer_state(run *r, const char *dir, kd_err *err) {
+    char p[PATHBUF];
     kd_loader_cursor c = kd_loader_cursor_get(r->train);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "step", (double)r->step);
-    cJSON_AddNumberToObject(o, "adam_step", (double)r->opt.step);
+    cJSON_AddNumberToObject(o, "adam_step", (double)(r->is_lean ? r->lean.step : r->opt.step));
+    if (r->is_lean) {   /* clips the next step; %a text so that resume gets the same bits */
+        char nb[64];
+        snprintf(nb, sizeof nb, "%a", r->lean.last_grad_norm);
+        cJSON_AddStringToObject(o, "memory_mode", "lean");
+        cJSON_AddStringToObject(o, "last_grad_norm", nb);
+    }
     cJSON_AddNumberToObject(o, "best_val_ce", isfinite(r->best_val) ? r->best_val : 1e308);
     char buf[32];
     cJSON *cur = cJSON_AddObjectToObject(o, "cursor");
@@ -209,7 +273,7 @@ static int save_state(run *r, const char *dir, kd_err *err) {
     cJSON_AddNumberToObject(cur, "batch", (double)c.batch);
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)c.config_hash);
     cJSON_AddStringToObject(cur, "config_hash", buf);
-    rc = path2(p, dir, "trainer_state.json", err) || kd_json_write_atomic(p, o, err);
+    int rc = path2(p, dir, "trainer_state.json", err) || kd_json_write_atomic(p, o, err);
     cJSON_Delete(o);
     return rc;
 }
@@ -255,6 +319,8 @@ static int save_checkpoint(run *r, kd_err *err) {
     return prune(r, ckdir, err);
 }
 
+static int load_trainer_state(run *r, const char *dir, kd_err *err);
+
 static int load_checkpoint(run *r, kd_err *err) {
     char ckdir[PATHBUF], latest[PATHBUF], dir[PATHBUF], p[PATHBUF];
     if (path2(ckdir, r->dir, "checkpoints", err) || path2(latest, ckdir, "latest", err)) return -1;
@@ -265,6 +331,12 @@ static int load_checkpoint(run *r, kd_err *err) {
     int bad_dir = path2(dir, ckdir, name, err);
     free(name);
     if (bad_dir) return -1;
+    if (r->is_lean) {
+        if (kd_lean_load_weights(&r->lean, dir, err) || path2(p, dir, "optimizer.safetensors", err) ||
+            kd_lean_load_optimizer(&r->lean, p, err))
+            return -1;
+        return load_trainer_state(r, dir, err);
+    }
     if (kd_checkpoint_load_weights(&r->m, dir, err)) return -1;
     if (path2(p, dir, "optimizer.safetensors", err)) return -1;
     kd_st_file *f = kd_st_open(p, err);
@@ -281,6 +353,11 @@ static int load_checkpoint(run *r, kd_err *err) {
         }
     }
     kd_st_close(f);
+    return load_trainer_state(r, dir, err);
+}
+
+static int load_trainer_state(run *r, const char *dir, kd_err *err) {
+    char p[PATHBUF];
     if (path2(p, dir, "trainer_state.json", err)) return -1;
     cJSON *o = kd_json_load(p, err);
     if (!o) return -1;
@@ -296,10 +373,21 @@ static int load_checkpoint(run *r, kd_err *err) {
              kd_json_get_string(cur, "config_hash", p, 1, hash_s, sizeof hash_s, err) ||
              kd_json_get_int(cur, "epoch", p, 1, 0, INT64_MAX / 2, &epoch, err) ||
              kd_json_get_int(cur, "batch", p, 1, 0, INT64_MAX / 2, &batch, err);
+    char mode[16] = "fp32", gn[64] = "0x0p+0";
+    if (!rc) rc = kd_json_get_string(o, "memory_mode", p, 0, mode, sizeof mode, err) ||
+                  kd_json_get_string(o, "last_grad_norm", p, 0, gn, sizeof gn, err);
     cJSON_Delete(o);
     if (rc) return kd_errf(err, "%s: bad trainer state: %s", p, err ? err->msg : "");
+    if (strcmp(mode, r->is_lean ? "lean" : "fp32"))
+        return kd_errf(err, "%s: the checkpoint was written in memory_mode \"%s\", this run is \"%s\"", p, mode,
+                       r->is_lean ? "lean" : "fp32");
     r->step = step;
-    r->opt.step = astep;
+    if (r->is_lean) {
+        r->lean.step = astep;
+        r->lean.last_grad_norm = strtod(gn, NULL);
+    } else {
+        r->opt.step = astep;
+    }
     r->best_val = best >= 1e300 ? INFINITY : best;
     kd_loader_cursor c = {strtoull(seed_s, NULL, 10), epoch, batch, strtoull(hash_s, NULL, 10)};
     if (kd_loader_restore(r->train, &c, err)) return kd_err_prefix(err, "%s", p);
@@ -312,30 +400,39 @@ static kd_loss_batch loss_batch(const kd_batch *b) {
     return (kd_loss_batch){b->labels, b->logits, b->topk_ids, b->topk_logprobs, b->k};
 }
 
+/* kl and top1 only when the validation dump has a teacher distribution: on a
+ * tokens-only dump they are NAN and left out of the JSON and the eval lines. */
 static int evaluate(run *r, kd_eval_result *out, kd_err *err) {
     memset(out, 0, sizeof *out);
     if (!r->val) return 0;
     if (kd_loader_restore(r->val, &r->val_start, err)) return -1;
     int64_t nb = kd_loader_batches_per_epoch(r->val);
     if (r->rc->eval_batches > 0 && r->rc->eval_batches < nb) nb = r->rc->eval_batches;
+    const kd_dump_meta *vm = kd_loader_meta(r->val);
     kd_loss_opts eo = r->lo;
-    eo.alpha = 1.0f;
+    eo.alpha = vm->tokens_only ? 0.0f : 1.0f;
     eo.temperature = 1.0f;
+    if (!vm->tokens_only && vm->k == 0) eo.mode = KD_TEACHER_FULL;   /* the validation dump's kind decides */
+    else if (!vm->tokens_only && eo.mode == KD_TEACHER_FULL) eo.mode = KD_TEACHER_TOPK_TAIL;
     if (eo.div == KD_DIV_REVERSE && eo.mode == KD_TEACHER_TOPK_ZERO) eo.div = KD_DIV_FORWARD;
     double sums[4] = {0, 0, 0, 0};   /* ce·n, kl·n, agree, n */
-    kd_tensor *head = kd_model_head(&r->m);
     for (int64_t i = 0; i < nb; i++) {
         const kd_batch *b = kd_loader_next(r->val, err);
         if (!b) return -1;
-        kd_graph_reset(&r->g);
-        r->g.no_grad = 1;
-        kd_tensor *h = kd_model_hidden(&r->g, &r->m, b->tokens, b->B, b->T);
         kd_loss_batch lb = loss_batch(b);
         kd_loss_stats st;
-        int rc = kd_distill_eval(h->data, head->data, (int64_t)b->B * b->T, r->m.cfg.hidden_size,
+        int rc;
+        if (r->is_lean) {
+            rc = kd_lean_eval(&r->lean, &r->g, b->tokens, b->B, b->T, &lb, &eo, &st, err);
+        } else {
+            kd_graph_reset(&r->g);
+            r->g.no_grad = 1;
+            kd_tensor *h = kd_model_hidden(&r->g, &r->m, b->tokens, b->B, b->T);
+            rc = kd_distill_eval(h->data, kd_model_head(&r->m)->data, (int64_t)b->B * b->T, r->m.cfg.hidden_size,
                                  r->m.cfg.vocab_size, &lb, &eo, &st, err);
-        r->g.no_grad = 0;
-        kd_graph_reset(&r->g);
+            r->g.no_grad = 0;
+            kd_graph_reset(&r->g);
+        }
         if (rc) return kd_err_prefix(err, "evaluation batch %lld", (long long)i);
         sums[0] += st.ce * (double)st.n_valid;
         sums[1] += st.kl_t1 * (double)st.n_valid;
@@ -346,8 +443,8 @@ static int evaluate(run *r, kd_eval_result *out, kd_err *err) {
     double n = sums[3] > 0 ? sums[3] : 1;
     out->ce = sums[0] / n;
     out->ppl = exp(out->ce);
-    out->kl = sums[1] / n;
-    out->top1 = sums[2] / n;
+    out->kl = vm->tokens_only ? NAN : sums[1] / n;
+    out->top1 = vm->tokens_only ? NAN : sums[2] / n;
     out->tokens = (int64_t)sums[3];
     return 0;
 }
@@ -356,8 +453,8 @@ static cJSON *eval_json(const kd_eval_result *e) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "ppl", e->ppl);
     cJSON_AddNumberToObject(o, "ce", e->ce);
-    cJSON_AddNumberToObject(o, "kl", e->kl);
-    cJSON_AddNumberToObject(o, "top1", e->top1);
+    if (isfinite(e->kl)) cJSON_AddNumberToObject(o, "kl", e->kl);   /* absent without a teacher */
+    if (isfinite(e->top1)) cJSON_AddNumberToObject(o, "top1", e->top1);
     cJSON_AddNumberToObject(o, "tokens", (double)e->tokens);
     return o;
 }
@@ -380,9 +477,12 @@ static int eval_and_log(run *r, kd_err *err) {
         cJSON_AddNumberToObject(o, "step", (double)r->step);
         cJSON_AddItemToObject(o, "eval", eval_json(&e));
         log_json(r, o);
-        if (!r->opts.quiet)
+        if (!r->opts.quiet && isfinite(e.kl))
             fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f kl %.4f top1 %.3f (%lld tokens)\n",
                     isatty(2) ? "\n" : "", (long long)r->step, e.ce, e.ppl, e.kl, e.top1, (long long)e.tokens);
+        else if (!r->opts.quiet)
+            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f (%lld tokens)\n", isatty(2) ? "\n" : "",
+                    (long long)r->step, e.ce, e.ppl, (long long)e.tokens);
     }
     if (e.ce < r->best_val) {
         r->best_val = e.ce;
@@ -394,7 +494,30 @@ static int eval_and_log(run *r, kd_err *err) {
 
 /* ---- one optimizer step ------------------------------------------------------------- */
 
+static void log_step(run *r, const double *sums, double loss, double gnorm, float lr);
+
+/* Lean mode: one batch, one kd_lean_step (forward, loss, recomputing backward with per-layer updates). */
+static int train_step_lean(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
+    const char *poison = getenv("KD_TRAIN_POISON_STEP");
+    if (poison && atoll(poison) == r->step + 1) kd_lean_set(&r->lean, r->lean.m.n_params - 1, 0, NAN);
+    const kd_batch *b = kd_loader_next(r->train, err);
+    if (!b) return -1;
+    kd_loss_batch lb = loss_batch(b);
+    *lr_out = kd_lr_schedule(r->step, r->rc->warmup, r->total_steps, (float)r->rc->lr, (float)r->rc->lr_min);
+    kd_lean_result res;
+    if (kd_lean_step(&r->lean, &r->g, b->tokens, b->B, b->T, &lb, &r->lo, *lr_out, r->rc->grad_clip, r->dist, &res,
+                     err))
+        return -1;
+    double n = res.sums[4];
+    *loss_out = n > 0 ? res.sums[0] / n : 0.0;
+    *gnorm_out = res.grad_norm;
+    r->step++;
+    log_step(r, res.sums, *loss_out, *gnorm_out, *lr_out);
+    return 0;
+}
+
 static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
+    if (r->is_lean) return train_step_lean(r, loss_out, gnorm_out, lr_out, err);
     kd_model_zero_grad(&r->m);
     /* fault injection for tests: KD_TRAIN_POISON_STEP=N puts a NaN into the weights before step N */
     const char *poison = getenv("KD_TRAIN_POISON_STEP");
@@ -443,21 +566,26 @@ static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out
     *lr_out = kd_lr_schedule(r->step, r->rc->warmup, r->total_steps, (float)r->rc->lr, (float)r->rc->lr_min);
     kd_adamw_step(&r->opt, &r->ao, *lr_out);
     r->step++;
-    if (r->dist->rank == 0) {
-        cJSON *o = cJSON_CreateObject();
-        double el = now_s() - r->t_start;
-        cJSON_AddNumberToObject(o, "step", (double)r->step);
-        cJSON_AddNumberToObject(o, "loss", *loss_out);
-        cJSON_AddNumberToObject(o, "ce", n > 0 ? sums[1] / n : 0);
-        cJSON_AddNumberToObject(o, "kl", n > 0 ? sums[2] / n : 0);
-        cJSON_AddNumberToObject(o, "top1", n > 0 ? sums[3] / n : 0);
-        cJSON_AddNumberToObject(o, "lr", *lr_out);
-        cJSON_AddNumberToObject(o, "grad_norm", *gnorm_out);
-        cJSON_AddNumberToObject(o, "tokens", (double)(r->step * r->tokens_per_step));
-        cJSON_AddNumberToObject(o, "elapsed_s", el);
-        log_json(r, o);
-    }
+    log_step(r, sums, *loss_out, *gnorm_out, *lr_out);
     return 0;
+}
+
+/* One metrics line; sums = loss·n, ce·n, kl·n, agreements, n over all ranks. */
+static void log_step(run *r, const double *sums, double loss, double gnorm, float lr) {
+    if (r->dist->rank != 0) return;
+    double n = sums[4];
+    cJSON *o = cJSON_CreateObject();
+    double el = now_s() - r->t_start;
+    cJSON_AddNumberToObject(o, "step", (double)r->step);
+    cJSON_AddNumberToObject(o, "loss", loss);
+    cJSON_AddNumberToObject(o, "ce", n > 0 ? sums[1] / n : 0);
+    cJSON_AddNumberToObject(o, "kl", n > 0 ? sums[2] / n : 0);
+    cJSON_AddNumberToObject(o, "top1", n > 0 ? sums[3] / n : 0);
+    cJSON_AddNumberToObject(o, "lr", lr);
+    cJSON_AddNumberToObject(o, "grad_norm", gnorm);
+    cJSON_AddNumberToObject(o, "tokens", (double)(r->step * r->tokens_per_step));
+    cJSON_AddNumberToObject(o, "elapsed_s", el);
+    log_json(r, o);
 }
 
 static void progress(run *r, int64_t first_step, double loss, float lr) {
@@ -498,6 +626,7 @@ static void run_free(run *r) {
     kd_graph_free(&r->g);
     kd_adamw_free(&r->opt);
     if (r->have_model) kd_model_free(&r->m);
+    if (r->is_lean) kd_lean_free(&r->lean);
     kd_tokenizer_free(r->tok);
 }
 
@@ -525,7 +654,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
         kd_loss_opts_check(&r.lo, err))
         goto done;
     r.ao = (kd_adamw_opts){(float)rc->beta1, (float)rc->beta2, (float)rc->eps, (float)rc->weight_decay};
-    if (kd_adamw_init(&r.opt, r.m.params, r.m.n_params, rc->decay_embeddings, err)) goto done;
+    if (!r.is_lean && kd_adamw_init(&r.opt, r.m.params, r.m.n_params, rc->decay_embeddings, err)) goto done;
     if (dist->rank == 0) {
         if (kd_mkdirs(run_dir, err)) goto done;
         if (!resume) {
@@ -545,9 +674,10 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     int64_t first = r.step;
     r.t_start = now_s();
     if (!r.opts.quiet && dist->rank == 0)
-        fprintf(stderr, "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s\n",
+        fprintf(stderr, "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s\n",
                 (double)kd_config_n_params(&r.m.cfg) * 1e-6, (long long)r.total_steps, (long long)r.tokens_per_step,
-                rc->alpha, rc->temperature, rc->kd_mode, dist->world, resume ? ", resumed" : "");
+                rc->alpha, rc->temperature, rc->kd_mode, dist->world, resume ? ", resumed" : "",
+                r.is_lean ? ", memory_mode lean" : "");
     while (r.step < r.total_steps) {
         double loss = 0, gnorm = 0;
         float lr = 0;
@@ -581,9 +711,11 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
         cJSON_AddItemToObject(line, "final_eval", j);
         log_json(&r, line);
         if (bad) goto done;
-        if (!r.opts.quiet)
+        if (!r.opts.quiet && isfinite(e.kl))
             fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f kl %.4f top1 %.3f -> %s/final\n", e.ce, e.ppl,
                     e.kl, e.top1, run_dir);
+        else if (!r.opts.quiet)
+            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f -> %s/final\n", e.ce, e.ppl, run_dir);
     }
     status = 0;
 done:

@@ -39,6 +39,8 @@ def read_kd(path, ref):
     k, t, v, n = int(a["k"]), int(a["seq_len"]), int(a["vocab_size"]), int(a["n_seq"])
     if a["teacher"] != "kd-test-teacher":
         fail("teacher %r" % a["teacher"])
+    if a.get("distribution") != ("topk" if k else "logits"):
+        fail("distribution %r for k = %d" % (a.get("distribution"), k))
     want = {"tokens": ("int32", (n, t + 1)), "loss_mask": ("uint8", (n, t))}
     if k:
         want["topk_ids"] = ("uint16" if v <= 65536 else "int32", (n, t, k))

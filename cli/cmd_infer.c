@@ -1,0 +1,337 @@
+/*
+ * cmd_infer.c — inference subcommands on the engine (student/kd_infer.h):
+ *   kd run   generate text from a prompt
+ *   kd eval  perplexity (and KL / top-1 agreement against a teacher dump)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/kd_kernels.h"
+#include "cli/kd_cli.h"
+#include "core/kd_file.h"
+#include "core/kd_mem.h"
+#include "student/kd_infer.h"
+#include "teacher/kd_dump.h"
+#include "train/kd_loss.h"
+
+/* ---- kd run ------------------------------------------------------------------------ */
+
+typedef struct run_out {
+    kd_infer *e;
+    int ids;          /* print ids instead of text */
+    int64_t count;
+} run_out;
+
+static int on_token(void *user, int32_t id) {
+    run_out *r = user;
+    if (r->ids) printf("%s%d", r->count ? " " : "", id);
+    else {
+        char buf[512];
+        int64_t n = kd_tokenizer_decode_token(r->e->tok, id, 0, buf, sizeof buf, NULL);
+        if (n > 0) fwrite(buf, 1, (size_t)n, stdout);
+    }
+    r->count++;
+    fflush(stdout);
+    return 0;
+}
+
+int kd_cmd_run(int argc, char **argv) {
+    const char *model = NULL, *prompt = NULL, *tokp = NULL, *v;
+    int64_t n_new = 256, top_k = 40, seed = 1234, ctx = 0;
+    double temp = 0.8, top_p = 0.95;
+    int ids = 0;
+    if (kd_cli_wants_help(argc, argv)) {
+        printf("usage: kd run --model FILE|DIR --prompt TEXT [-n N] [--temp T] [--top-k K] [--top-p P]\n"
+               "              [--seed S] [--ids] [--tokenizer FILE] [--ctx N]\n\n"
+               "Generates text with kd's inference engine from a GGUF file (any type kd exports,\n"
+               "weights used in place), a checkpoint directory or a llama2.c .bin. The prompt is\n"
+               "encoded with the model's tokenizer (GGUF metadata, DIR/tokenizer.bin, or --tokenizer)\n"
+               "after a BOS token; then up to N tokens (256) are sampled, stopping at EOS.\n\n"
+               "  --temp T      temperature (0.8; 0 = greedy: the most likely token)\n"
+               "  --top-k K     keep the K most likely tokens (40; 0 = all)\n"
+               "  --top-p P     then the smallest set reaching probability P (0.95; 1 = all)\n"
+               "  --seed S      sampling seed (1234): same seed, same text\n"
+               "  --ids         print the generated token ids instead of text\n"
+               "  --ctx N       KV cache size (default: the model's context, at most %d)\n\n"
+               "stdout: the prompt and its continuation (or the ids); stderr: speed.\n",
+               KD_INFER_MAX_CTX_DEFAULT);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define VAL() if (!(v = kd_cli_value("run", argc, argv, &i))) return 2
+        if (!strcmp(a, "--model")) { VAL(); model = v; }
+        else if (!strcmp(a, "--prompt")) { VAL(); prompt = v; }
+        else if (!strcmp(a, "--tokenizer")) { VAL(); tokp = v; }
+        else if (!strcmp(a, "-n")) { VAL(); if (kd_cli_int("run", a, v, 0, 1 << 24, &n_new)) return 2; }
+        else if (!strcmp(a, "--top-k")) { VAL(); if (kd_cli_int("run", a, v, 0, INT32_MAX, &top_k)) return 2; }
+        else if (!strcmp(a, "--seed")) { VAL(); if (kd_cli_int("run", a, v, 0, INT64_MAX, &seed)) return 2; }
+        else if (!strcmp(a, "--ctx")) { VAL(); if (kd_cli_int("run", a, v, 1, 1 << 24, &ctx)) return 2; }
+        else if (!strcmp(a, "--temp")) {
+            VAL();
+            if (kd_cli_float("run", a, v, &temp)) return 2;
+            if (temp < 0) { fprintf(stderr, "kd run: --temp must be >= 0\n"); return 2; }
+        } else if (!strcmp(a, "--top-p")) {
+            VAL();
+            if (kd_cli_float("run", a, v, &top_p)) return 2;
+            if (!(top_p > 0 && top_p <= 1)) { fprintf(stderr, "kd run: --top-p must be in (0, 1]\n"); return 2; }
+        } else if (!strcmp(a, "--ids")) ids = 1;
+        else {
+            fprintf(stderr, "kd run: unknown argument '%s' (see kd run --help)\n", a);
+            return 2;
+        }
+#undef VAL
+    }
+    if (!model || !prompt) {
+        fprintf(stderr, "kd run: --model and --prompt are required (see kd run --help)\n");
+        return 2;
+    }
+    kd_err err;
+    kd_infer_opts o;
+    kd_infer_opts_init(&o);
+    o.n_ctx = ctx;
+    o.tokenizer = tokp;
+    kd_infer *e = kd_infer_open(model, &o, &err);
+    if (!e) {
+        fprintf(stderr, "kd run: %s\n", err.msg);
+        return 1;
+    }
+    int rc = 1;
+    kd_tokens toks = {0};
+    kd_sampler s = {0};
+    if (!e->tok) {
+        fprintf(stderr, "kd run: %s has no tokenizer: pass --tokenizer FILE\n", model);
+        goto done;
+    }
+    if (kd_tokenizer_encode(e->tok, prompt, strlen(prompt), KD_TOK_ENC_ADD_SPECIAL, &toks, &err) ||
+        (toks.n == 0 && kd_tokens_push(&toks, e->bos >= 0 ? e->bos : 0, &err)) ||
+        kd_sampler_init(&s, e->V, (float)temp, top_k, (float)top_p, (uint64_t)seed, &err)) {
+        fprintf(stderr, "kd run: %s\n", err.msg);
+        goto done;
+    }
+    if ((int64_t)toks.n >= e->n_ctx) {
+        fprintf(stderr, "kd run: the prompt has %zu tokens, the context %lld\n", toks.n, (long long)e->n_ctx);
+        goto done;
+    }
+    run_out ro = {e, ids, 0};
+    if (!ids) fputs(prompt, stdout);
+    fflush(stdout);
+    int64_t n_out;
+    if (kd_infer_generate(e, toks.ids, (int64_t)toks.n, n_new, &s, NULL, &n_out, on_token, &ro, &err)) {
+        fprintf(stderr, "\nkd run: %s\n", err.msg);
+        goto done;
+    }
+    printf("\n");
+    char types[128];
+    kd_infer_describe_types(e, types, sizeof types);
+    const kd_infer_stats *st = &e->stats;
+    fprintf(stderr, "kd run: %s (%s, %s kernels): prompt %lld tokens at %.1f tokens/s, generated %lld at %.1f tokens/s\n",
+            model, types, kd_isa_name(kd_isa_get()), (long long)st->n_prompt,
+            st->prompt_s > 0 ? (double)st->n_prompt / st->prompt_s : 0.0, (long long)n_out,
+            st->decode_s > 0 ? (double)st->n_decode / st->decode_s : 0.0);
+    rc = 0;
+done:
+    kd_sampler_free(&s);
+    kd_tokens_free(&toks);
+    kd_infer_close(e);
+    return rc;
+}
+
+/* ---- kd eval ------------------------------------------------------------------------- */
+
+typedef struct eval_acc {
+    double ce, kl;          /* sums over scored tokens */
+    int64_t n, top1;
+    int tokens_only;        /* the dump has no teacher distribution: ce/ppl only */
+} eval_acc;
+
+/* Score a teacher dump: CE against the labels, KL(teacher ‖ model) at T = 1 and top-1 agreement. */
+static int eval_dump(kd_infer *e, const char *path, int64_t max_tokens, eval_acc *acc, kd_err *err) {
+    kd_dump *d = kd_dump_open(path, err);
+    if (!d) return -1;
+    const kd_dump_meta *m = kd_dump_get_meta(d);
+    const int64_t T = m->seq_len, k = m->k, V = e->V, C = e->C;
+    const int only = acc->tokens_only = m->tokens_only;   /* no teacher data to read */
+    int rc = -1;
+    int32_t *tokens = malloc((size_t)(T + 1) * sizeof *tokens), *labels = malloc((size_t)T * sizeof *labels);
+    uint8_t *mask = malloc((size_t)T);
+    int32_t *ids = k ? malloc((size_t)(T * k) * sizeof *ids) : NULL;
+    float *lp = k ? malloc((size_t)(T * k) * sizeof *lp) : NULL;
+    float *logits = k || only ? NULL : kd_alloc((size_t)(T * V) * sizeof(float), err);
+    float *hidden = kd_alloc((size_t)(T * C) * sizeof(float), err);
+    const float *head = kd_infer_head_f32(e, err);
+    if (!tokens || !labels || !mask || (k && (!ids || !lp)) || (!k && !only && !logits) || !hidden || !head) {
+        if (!head || !hidden || (!k && !only && !logits)) goto done;
+        kd_errf(err, "out of memory");
+        goto done;
+    }
+    if (T > e->n_ctx) {
+        kd_errf(err, "%s: sequences of %lld tokens exceed the context (%lld)", path, (long long)T, (long long)e->n_ctx);
+        goto done;
+    }
+    kd_loss_opts o = kd_loss_opts_default();
+    o.temperature = 1.0f;
+    o.mode = k ? KD_TEACHER_TOPK_TAIL : KD_TEACHER_FULL;
+    o.div = KD_DIV_FORWARD;
+    if (only) o.alpha = 0.0f;   /* cross-entropy only */
+    for (int64_t s = 0; s < m->n_seq && (max_tokens <= 0 || acc->n < max_tokens); s++) {
+        kd_dump_rows rows = {.tokens = tokens, .loss_mask = mask, .topk_ids = ids, .topk_logprobs = lp,
+                             .logits = logits, .logits_width = V};
+        if (kd_dump_read(d, s, 1, &rows, err)) goto done;
+        int64_t n_valid = acc->n;
+        for (int64_t t = 0; t < T; t++) {
+            labels[t] = mask[t] && (max_tokens <= 0 || n_valid < max_tokens) ? tokens[t + 1] : KD_IGNORE_INDEX;
+            if (labels[t] != KD_IGNORE_INDEX) n_valid++;
+            if (tokens[t] < 0 || tokens[t] >= V) {
+                kd_errf(err, "%s: sequence %lld, position %lld: token %d is outside the model's vocabulary (%lld)",
+                        path, (long long)s, (long long)t, tokens[t], (long long)V);
+                goto done;
+            }
+        }
+        kd_infer_reset(e);
+        if (kd_infer_eval(e, tokens, T, NULL, 0, hidden, err)) goto done;
+        kd_loss_batch b = {.labels = labels, .teacher_logits = logits, .topk_ids = ids, .topk_logprobs = lp, .k = k};
+        kd_loss_stats st;
+        if (kd_distill_eval(hidden, head, T, C, V, &b, &o, &st, err)) {
+            kd_err_prefix(err, "%s: sequence %lld", path, (long long)s);
+            goto done;
+        }
+        acc->ce += st.ce * (double)st.n_valid;
+        acc->kl += st.kl_t1 * (double)st.n_valid;
+        acc->top1 += st.top1_agree;
+        acc->n += st.n_valid;
+    }
+    rc = 0;
+done:
+    free(tokens);
+    free(labels);
+    free(mask);
+    free(ids);
+    free(lp);
+    kd_free(logits);
+    kd_free(hidden);
+    kd_dump_close(d);
+    return rc;
+}
+
+/* Score a text: BOS + its tokens, in windows of the context, each token predicted once. */
+static int eval_text(kd_infer *e, const char *path, int64_t max_tokens, eval_acc *acc, kd_err *err) {
+    size_t len;
+    char *text = kd_read_file(path, &len, err);
+    if (!text) return -1;
+    kd_tokens toks = {0};
+    float *logits = NULL;
+    int rc = -1;
+    if (!e->tok) {
+        kd_errf(err, "the model has no tokenizer: pass --tokenizer FILE");
+        goto done;
+    }
+    if (kd_tokenizer_encode(e->tok, text, len, KD_TOK_ENC_ADD_SPECIAL, &toks, err)) goto done;
+    if (toks.n < 2) {
+        kd_errf(err, "%s: fewer than 2 tokens to score", path);
+        goto done;
+    }
+    const int64_t nb = e->n_batch, V = e->V, N = (int64_t)toks.n;
+    if (!(logits = kd_alloc((size_t)(nb * V) * sizeof(float), err))) goto done;
+    for (int64_t w0 = 0; w0 < N - 1 && (max_tokens <= 0 || acc->n < max_tokens); w0 += e->n_ctx) {
+        kd_infer_reset(e);
+        const int64_t wn = N - 1 - w0 < e->n_ctx ? N - 1 - w0 : e->n_ctx;   /* inputs w0..w0+wn−1 */
+        for (int64_t c0 = 0; c0 < wn && (max_tokens <= 0 || acc->n < max_tokens); c0 += nb) {
+            const int64_t cn = wn - c0 < nb ? wn - c0 : nb;
+            if (kd_infer_eval(e, toks.ids + w0 + c0, cn, logits, 1, NULL, err)) goto done;
+            for (int64_t i = 0; i < cn && (max_tokens <= 0 || acc->n < max_tokens); i++) {
+                const float *z = logits + i * V;
+                acc->ce += (double)kd_logsumexp(z, V) - (double)z[toks.ids[w0 + c0 + i + 1]];
+                acc->n++;
+            }
+        }
+    }
+    rc = 0;
+done:
+    kd_free(logits);
+    kd_tokens_free(&toks);
+    free(text);
+    return rc;
+}
+
+int kd_cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *textf = NULL, *tokp = NULL, *v;
+    int64_t max_tokens = 0, ctx = 0;
+    if (kd_cli_wants_help(argc, argv)) {
+        printf("usage: kd eval --model FILE|DIR (--data DUMP.h5 | --text FILE) [--max-tokens N]\n"
+               "               [--tokenizer FILE] [--ctx N]\n\n"
+               "Scores a model (GGUF file, checkpoint directory or llama2.c .bin) with kd's\n"
+               "inference engine and prints one JSON object:\n"
+               "  tokens  predicted tokens scored\n"
+               "  ce      mean cross-entropy (nats) of the actual next token\n"
+               "  ppl     exp(ce)\n"
+               "with --data (a teacher dump: each sequence is one forward pass) also, when the\n"
+               "dump has a teacher distribution (not for a tokens-only dump)\n"
+               "  kl      mean KL(teacher || model) at temperature 1: against the dump's top-k with\n"
+               "          a tail bucket for the rest of the vocabulary, or its full logits\n"
+               "  top1    fraction of positions where the model's argmax is the teacher's\n"
+               "--text scores BOS + the file's tokens in windows of the context (each window\n"
+               "starts a fresh cache); --max-tokens stops after N scored tokens.\n");
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define VAL() if (!(v = kd_cli_value("eval", argc, argv, &i))) return 2
+        if (!strcmp(a, "--model")) { VAL(); model = v; }
+        else if (!strcmp(a, "--data")) { VAL(); data = v; }
+        else if (!strcmp(a, "--text")) { VAL(); textf = v; }
+        else if (!strcmp(a, "--tokenizer")) { VAL(); tokp = v; }
+        else if (!strcmp(a, "--max-tokens")) { VAL(); if (kd_cli_int("eval", a, v, 1, INT64_MAX, &max_tokens)) return 2; }
+        else if (!strcmp(a, "--ctx")) { VAL(); if (kd_cli_int("eval", a, v, 1, 1 << 24, &ctx)) return 2; }
+        else {
+            fprintf(stderr, "kd eval: unknown argument '%s' (see kd eval --help)\n", a);
+            return 2;
+        }
+#undef VAL
+    }
+    if (!model || !data == !textf) {
+        fprintf(stderr, "kd eval: --model and one of --data or --text are required (see kd eval --help)\n");
+        return 2;
+    }
+    kd_err err;
+    kd_infer_opts o;
+    kd_infer_opts_init(&o);
+    o.n_ctx = ctx;
+    o.tokenizer = tokp;
+    if (data && !ctx) {   /* room for the dump's sequences */
+        kd_dump *d = kd_dump_open(data, &err);
+        if (!d) {
+            fprintf(stderr, "kd eval: %s\n", err.msg);
+            return 1;
+        }
+        o.n_ctx = kd_dump_get_meta(d)->seq_len;
+        kd_dump_close(d);
+    }
+    kd_infer *e = kd_infer_open(model, &o, &err);
+    if (!e) {
+        fprintf(stderr, "kd eval: %s\n", err.msg);
+        return 1;
+    }
+    eval_acc acc = {0};
+    int rc = data ? eval_dump(e, data, max_tokens, &acc, &err) : eval_text(e, textf, max_tokens, &acc, &err);
+    if (!rc && acc.n == 0) rc = kd_errf(&err, "no tokens to score");
+    if (rc) {
+        fprintf(stderr, "kd eval: %s\n", err.msg);
+        kd_infer_close(e);
+        return 1;
+    }
+    const double ce = acc.ce / (double)acc.n;
+    printf("{\"model\": \"");
+    for (const char *c = model; *c; c++) {   /* a JSON string */
+        if (*c == '"' || *c == '\\') printf("\\%c", *c);
+        else if ((unsigned char)*c < 0x20) printf("\\u%04x", *c);
+        else putchar(*c);
+    }
+    printf("\", \"tokens\": %lld, \"ce\": %.9g, \"ppl\": %.9g", (long long)acc.n, ce, exp(ce));
+    if (data && !acc.tokens_only) printf(", \"kl\": %.9g, \"top1\": %.9g", acc.kl / (double)acc.n, (double)acc.top1 / (double)acc.n);
+    printf("}\n");
+    kd_infer_close(e);
+    return 0;
+}

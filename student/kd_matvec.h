@@ -1,0 +1,81 @@
+/*
+ * kd_matvec.h — products of float activations with weight matrices stored in
+ * any ggml type kd reads (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K), used
+ * in place: the inference engine's kernels.
+ *
+ * A kd_qmat is a [rows, cols] matrix whose rows are kd_quant_row_size(type,
+ * cols) bytes each, back to back — exactly a GGUF tensor {cols, rows}. The
+ * activations stay float: each kernel computes Σ_c dequant(W[r])[c]·x[c], with
+ * the dequantized weight formed exactly as kd_dequantize_row forms it (every
+ * quantized weight is an exact float product plus at most one rounded add, and
+ * the SIMD code rounds it identically), so a quantized matrix gives the
+ * products of its dequantized F32 copy up to float summation order.
+ * (llama.cpp instead rounds the activations to Q8_0/Q8_K or F16 first.)
+ *
+ * Kernels: the scalar reference (kd_vec_dot_q of kd_quant.h), AVX2 (+FMA,
+ * F16C) and AVX-512 (F, BW). The best the CPU supports is chosen at the first
+ * call (core/kd_cpu.h); KD_ISA=scalar|avx2|avx512 in the environment, or
+ * kd_isa_set(), choose a lower one (tests compare the paths). Products over
+ * many rows run in parallel over output rows (OpenMP).
+ *
+ * Batches (kd_qmatmul, n > 1 rows of activations): F32 weights go straight to
+ * a multithreaded sgemm; other types are dequantized KD_QMM_TILE rows at a
+ * time into a per-thread F32 tile, which a single-threaded sgemm multiplies
+ * with the whole batch (threads own tiles); few rows (n < KD_QMM_MIN_GEMM)
+ * use the dot kernels row by row instead.
+ */
+#ifndef KD_MATVEC_H
+#define KD_MATVEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/kd_err.h"
+
+typedef enum kd_isa {
+    KD_ISA_SCALAR = 0,
+    KD_ISA_AVX2 = 1,     /* AVX2 + FMA + F16C */
+    KD_ISA_AVX512 = 2,   /* AVX-512 F + BW */
+} kd_isa;
+
+/* The best path this CPU runs. */
+kd_isa kd_isa_best(void);
+/* The path in use (first call: the best, lowered by $KD_ISA when set). */
+kd_isa kd_isa_get(void);
+/* Use `isa`, or the best the CPU runs when that is lower; returns the path now in use. */
+kd_isa kd_isa_set(kd_isa isa);
+const char *kd_isa_name(kd_isa isa);   /* "scalar", "avx2", "avx512" */
+
+typedef struct kd_qmat {
+    int32_t type;          /* kd_ggml_type */
+    int64_t rows, cols;
+    size_t row_bytes;      /* kd_quant_row_size(type, cols) */
+    const void *data;      /* rows · row_bytes bytes, any alignment */
+} kd_qmat;
+
+/* A kd_qmat over data (checks the type and the row length against the block). */
+int kd_qmat_init(kd_qmat *m, int32_t type, int64_t rows, int64_t cols, const void *data, kd_err *err);
+/* Bytes of the matrix. */
+static inline size_t kd_qmat_bytes(const kd_qmat *m) { return (size_t)m->rows * m->row_bytes; }
+
+/* Σ_c dequant(row)[c]·x[c] over n elements, on the path in use. */
+float kd_qdot(int32_t type, const void *row, const float *x, int64_t n);
+
+/* y[i] += a·x[i] for i < n (F32, on the path in use; no threads). */
+void kd_axpy(int64_t n, float a, const float *x, float *y);
+
+/* y[r] = W[r]·x for every row of W (OpenMP over rows). */
+void kd_qmatvec(const kd_qmat *W, const float *x, float *y);
+/* The same for k matrices sharing x (k ≤ 4), in one parallel loop over all
+ * their rows: fewer thread fork/joins per token (q/k/v, gate/up). */
+void kd_qmatvec_multi(int k, const kd_qmat *const *W, const float *x, float *const *y);
+
+#define KD_QMM_TILE 64        /* weight rows dequantized at a time per thread */
+#define KD_QMM_MIN_GEMM 4     /* below this many activation rows, dot products per row */
+/* Floats of scratch kd_qmatmul needs for matrices of at most max_cols columns. */
+size_t kd_qmatmul_scratch(int64_t max_cols, int n_threads);
+/* Y[i, r] = W[r]·X[i] for i < n (X [n, cols], Y [n, ldy] with ldy ≥ rows).
+ * scratch: kd_qmatmul_scratch(cols, n_threads) floats; at most n_threads threads run. */
+void kd_qmatmul(const kd_qmat *W, const float *X, int64_t n, float *Y, int64_t ldy, float *scratch, int n_threads);
+
+#endif
