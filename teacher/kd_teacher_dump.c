@@ -250,6 +250,14 @@ static void progress_show(progress *p, int64_t done, int64_t total, int64_t comp
             p->tty && !last ? "   " : "\n");
 }
 
+static int is_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char magic[4] = {0};
+    int ok = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
+    if (f) fclose(f);
+    return ok;
+}
+
 int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err) {
     const int only = o->tokens_only;
     if (only && o->generate > 0)
@@ -312,12 +320,14 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     const char *tp = o->tokenizer;
     if (!tp) {
         struct stat st;
-        if (stat(o->teacher, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if (stat(o->teacher, &st) == 0 && !S_ISDIR(st.st_mode) && is_gguf(o->teacher)) {
+            tp = o->teacher;   /* a GGUF teacher carries its tokenizer in its metadata */
+        } else if (stat(o->teacher, &st) != 0 || !S_ISDIR(st.st_mode)) {
             kd_errf(err, "%s: a llama2.c .bin file holds no tokenizer: give --tokenizer FILE", o->teacher);
             goto done;
         }
-        snprintf(tpath, sizeof tpath, "%s/tokenizer.bin", o->teacher);
-        tp = tpath;
+        if (!tp) snprintf(tpath, sizeof tpath, "%s/tokenizer.bin", o->teacher);
+        if (!tp) tp = tpath;
         if (!kd_file_exists(tp)) {
             kd_errf(err, "%s: no tokenizer in the teacher's directory: give --tokenizer FILE", tp);
             goto done;

@@ -77,6 +77,24 @@ static void test_roundtrip(void **state) {
     free(lb_);
 }
 
+/* A GGUF file is a teacher too: its tokenizer comes from its metadata, and the F32 export's
+ * dump equals the checkpoint's (same weights, same tokenizer). */
+static void test_gguf_teacher(void **state) {
+    (void)state;
+    const char *tmp = kd_test_tmpdir(), *kd = kd_test_env("KD_BIN");
+    char txt[600];
+    snprintf(txt, sizeof txt, "%s/t.txt", tmp);
+    FILE *f = fopen(txt, "w");
+    fputs("The robot dreamed of stars and quiet circuits.\nA whisper of code in the night.\n", f);
+    fclose(f);
+    assert_int_equal(kd_test_sh("'%s' teacher dump --teacher '%s/f32.gguf' --text '%s' --seq-len 8 --topk 8 --dtype f32 "
+                                "--out '%s/g.h5' --quiet && '%s' teacher dump --teacher '%s/ck' --text '%s' --seq-len 8 "
+                                "--topk 8 --dtype f32 --out '%s/c.h5' --quiet && '%s' teacher info '%s/g.h5' >/dev/null",
+                                kd, tmp, txt, tmp, kd, tmp, txt, tmp, kd, tmp), 0);
+    assert_int_equal(kd_test_sh("h5dump -d topk_ids '%s/g.h5' | tail -n +5 > '%s/g.txt' && h5dump -d topk_ids '%s/c.h5' | "
+                                "tail -n +5 > '%s/c.txt' && grep -q DATA '%s/g.txt' && cmp -s '%s/g.txt' '%s/c.txt'", tmp, tmp, tmp, tmp, tmp, tmp, tmp), 0);
+}
+
 static void test_errors(void **state) {
     (void)state;
     char p[600];
@@ -92,6 +110,7 @@ static void test_errors(void **state) {
 
 int main(int argc, char **argv) {
     kd_test_init(argc, argv);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_errors)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_gguf_teacher),
+                                       cmocka_unit_test(test_errors)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
