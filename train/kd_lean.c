@@ -554,11 +554,10 @@ int kd_lean_eval(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
     return rc;
 }
 
-/* All-reduce a gradient (reduce), add its Σ g² to *ss and check that it is finite. */
-static int grad_ready(kd_lean *l, int i, float *grad, int reduce, const kd_dist *dist, int64_t t, double *ss,
-                      kd_err *err) {
+/* All-reduce a gradient over ranks, add its Σ g² to *ss and check that it is finite. */
+static int grad_ready(kd_lean *l, int i, float *grad, const kd_dist *dist, int64_t t, double *ss, kd_err *err) {
     const kd_tensor *p = l->m.params[i];
-    if (reduce && dist && kd_dist_allreduce_sum_f32(dist, grad, p->n, err)) return -1;
+    if (dist && kd_dist_allreduce_sum_f32(dist, grad, p->n, err)) return -1;
     double s = sum_sq(grad, p->n);
     if (!isfinite(s))
         return kd_errf(err, "step %lld: the gradient of '%s' is not finite; stopping (the last checkpoint is intact)",
@@ -591,7 +590,7 @@ static int walk(kd_lean *l, kd_graph *g, int64_t B, int64_t T, int upd, float cs
         kd_graph_reset(g);
         for (int k = 1; k <= 9; k++) {
             int i = (int)(9 * li) + k;
-            if (grad_ready(l, i, l->m.params[i]->grad, 1, dist, t, ss, err)) {
+            if (grad_ready(l, i, l->m.params[i]->grad, dist, t, ss, err)) {
                 layer_out(l, li);
                 return -1;
             }
@@ -702,11 +701,11 @@ int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
     if (exact) {
         /* first walk: every gradient's norm, nothing changes; then the true clip factor */
         memcpy(l->dx_top, l->dx, (size_t)(N * C) * sizeof(float));
-        if (grad_ready(l, i_norm, ng, 1, dist, t, &ss, err) || (!tied && grad_ready(l, i_head, hg, 1, dist, t, &ss, err)) ||
+        if (grad_ready(l, i_norm, ng, dist, t, &ss, err) || (!tied && grad_ready(l, i_head, hg, dist, t, &ss, err)) ||
             walk(l, g, B, T, 0, 1.0f, lr, t, dist, &ss, err))
             goto fail;
         scatter(eg, l->dx, tokens, N, C);
-        if (grad_ready(l, 0, eg, 1, dist, t, &ss, err)) goto fail;
+        if (grad_ready(l, 0, eg, dist, t, &ss, err)) goto fail;
         res->grad_norm = sqrt(ss);
         cs = clip_factor(grad_clip, res->grad_norm);
         update(l, i_norm, ng, cs, lr, t);
@@ -718,10 +717,10 @@ int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
     } else {
         /* one walk, clipping with the previous step's norm; each gradient is applied when complete */
         cs = clip_factor(grad_clip, l->last_grad_norm);
-        if (grad_ready(l, i_norm, ng, 1, dist, t, &ss, err)) goto fail;
+        if (grad_ready(l, i_norm, ng, dist, t, &ss, err)) goto fail;
         update(l, i_norm, ng, cs, lr, t);
         if (!tied) {
-            if (grad_ready(l, i_head, hg, 1, dist, t, &ss, err)) goto fail;
+            if (grad_ready(l, i_head, hg, dist, t, &ss, err)) goto fail;
             update(l, i_head, hg, cs, lr, t);
             kd_free(hg);
             hg = NULL;
@@ -732,7 +731,7 @@ int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
             goto fail;
         }
         scatter(eg, l->dx, tokens, N, C);
-        if (grad_ready(l, 0, eg, 1, dist, t, &ss, err)) goto fail;
+        if (grad_ready(l, 0, eg, dist, t, &ss, err)) goto fail;
         update(l, 0, eg, cs, lr, t);
         res->grad_norm = sqrt(ss);
     }

@@ -31,10 +31,13 @@
  * lean_v = "full" it is AdamW's arithmetic element for element.
  *
  * Gradient clipping needs the global norm before any update, which per-layer
- * updates never have: step t scales its gradient by
+ * updates never have. By default step t scales its gradient by
  * min(1, grad_clip / ‖g_{t−1}‖), the global norm measured during step t−1's
  * backward (the first step is not clipped: Adam's first update m̂/√v̂ = g/|g|
  * does not depend on the gradient's scale, so clipping it changes nothing).
+ * With exact_clip the backward walks the layers twice: the first walk only
+ * measures every gradient, the second recomputes them and applies the update
+ * with this step's own factor (about 1.5× the time, no extra memory).
  *
  * Randomness of stochastic rounding comes from a counter-based hash of
  * (seed, step, parameter index, field, element index): the result does not
