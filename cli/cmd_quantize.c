@@ -38,6 +38,9 @@ static void quantize_help(void) {
            "  --grid N            ratio grid and clip steps (20)\n"
            "  --no-clip           skip the clip search\n"
            "  --clip-tokens N     tokens the clip search samples (512)\n"
+           "  --clip-always       keep every clip the search picks (the reference); by default a\n"
+           "                      block's clips are undone when they raise its measured error\n"
+           "                      (--clip-guard forces that check in --group-size mode too)\n"
            "  --quiet             no progress bar\n\n"
            "kd quantize eval runs the FP32 reference and DIR's weights as the GGUF preset\n"
            "(f32, q4_0, q4_1, q4_k_m, ...) stores them (the dequantized values of kd export)\n"
@@ -134,6 +137,8 @@ int kd_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(argv[i], "--grid")) { VAL(); INT(1, 1000); o.awq.n_grid = (int)n; }
         else if (!strcmp(argv[i], "--clip-tokens")) { VAL(); INT(1, INT64_MAX); o.awq.clip_tokens = n; }
         else if (!strcmp(argv[i], "--no-clip")) o.awq.clip = 0;
+        else if (!strcmp(argv[i], "--clip-always")) o.awq.clip_guard = 0;
+        else if (!strcmp(argv[i], "--clip-guard")) o.awq.clip_guard = 1;
         else if (!strcmp(argv[i], "--quiet")) o.awq.quiet = 1;
         else {
             fprintf(stderr, "kd quantize: unknown argument '%s' (see kd quantize --help)\n", argv[i]);

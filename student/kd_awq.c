@@ -31,6 +31,7 @@ void kd_awq_opts_init(kd_awq_opts *o) {
     o->clip = 1;
     o->clip_tokens = 512;
     o->force_ratio = -1.0;
+    o->clip_guard = -1;
 }
 
 const char *kd_awq_preset(const char *format) {
@@ -551,6 +552,48 @@ static int clip_linear(awq_ws *w, kd_tensor *W, const char *short_name, const qz
     return 0;
 }
 
+/* The block loss of group g with its linears pseudo-quantized as they are now. */
+static double block_loss_now(awq_ws *w, const kd_layer *ly, const grp *g, float *const wq[3], float *y) {
+    for (int j = 0; j < g->n_lin; j++)
+        quant_scaled(&g->q[j], g->lin[j]->data, wq[j], g->lin[j]->shape[0], g->lin[j]->shape[1], NULL);
+    return group_loss(w, ly, g, wq, y);
+}
+
+/* Clip v, o, gate, up, down on their scaled inputs (q and k are not clipped). With the guard, the
+ * clips of a block's linears are undone when they raise that block's loss (measured as in the scale
+ * search): the per-group clip objective ignores that clipping errors of one row add up coherently
+ * over its groups, and on trained students they can (docs/quantization.md). */
+static int clip_layer(awq_ws *w, const kd_model *m, kd_layer *ly, grp g[4], const kd_awq_opts *o,
+                      float *const wq[3], float *y, float *const backup[5], cJSON *cl, kd_err *err) {
+    struct { kd_tensor *t; const char *n; float *in; int group; } cj[5] = {
+        {ly->wv, "v_proj", g[G_ATTN].x, G_ATTN}, {ly->wo, "o_proj", g[G_O].x, G_O},
+        {ly->w_gate, "gate_proj", g[G_MLP].x, G_MLP}, {ly->w_up, "up_proj", g[G_MLP].x, G_MLP},
+        {ly->w_down, "down_proj", g[G_DOWN].x, G_DOWN}};
+    const int guard = o->clip_guard < 0 ? o->group_size == 0 : o->clip_guard;
+    double before[4] = {0}, after[4] = {0};
+    int active[5];
+    for (int j = 0; j < 5; j++) {
+        active[j] = qz_for(m, o, cj[j].t->name).active;
+        memcpy(backup[j], cj[j].t->data, (size_t)cj[j].t->n * sizeof(float));
+    }
+    for (int k = 0; guard && k < 4; k++) before[k] = block_loss_now(w, ly, &g[k], wq, y);
+    for (int j = 0; j < 5; j++) {
+        qz q = qz_for(m, o, cj[j].t->name);
+        if (clip_linear(w, cj[j].t, cj[j].n, &q, cj[j].in, o, cl, err)) return -1;
+    }
+    for (int k = 0; guard && k < 4; k++) after[k] = block_loss_now(w, ly, &g[k], wq, y);
+    for (int j = 0; j < 5; j++) {
+        if (!active[j] || !guard) continue;
+        int keep = after[cj[j].group] <= before[cj[j].group];
+        if (!keep) memcpy(cj[j].t->data, backup[j], (size_t)cj[j].t->n * sizeof(float));
+        cJSON *e = cJSON_GetArrayItem(cl, cJSON_GetArraySize(cl) - 5 + j);
+        cJSON_AddNumberToObject(e, "block_loss_noclip", before[cj[j].group]);
+        cJSON_AddNumberToObject(e, "block_loss_clip", after[cj[j].group]);
+        cJSON_AddBoolToObject(e, "kept", keep);
+    }
+    return 0;
+}
+
 /* ---- progress ------------------------------------------------------------------------------ */
 
 static double now_s(void) {
@@ -607,8 +650,11 @@ int kd_awq_quantize(kd_model *m, const int32_t *tokens, int64_t n_seq, int64_t T
     const int64_t L = m->cfg.num_hidden_layers, wmax = max_linear(m), cmax = w.F > w.QD ? w.F : w.QD;
     float *x = falloc(w.n * w.C), *y = falloc(w.n * w.C), *s = falloc(cmax);
     float *wq[3] = {falloc(wmax), falloc(wmax), falloc(wmax)};
+    float *backup[5] = {0};
+    for (int j = 0; j < 5 && o->clip; j++) backup[j] = falloc(wmax);
     int rc = -1;
-    if (!x || !y || !s || !wq[0] || !wq[1] || !wq[2]) {
+    if (!x || !y || !s || !wq[0] || !wq[1] || !wq[2] || (o->clip && (!backup[0] || !backup[1] || !backup[2] ||
+                                                                    !backup[3] || !backup[4]))) {
         kd_errf(err, "out of memory for %" PRId64 " calibration tokens", w.n);
         goto done;
     }
@@ -634,14 +680,7 @@ int kd_awq_quantize(kd_model *m, const int32_t *tokens, int64_t n_seq, int64_t T
         }
         if (!bad && o->clip) {
             progress(o->quiet, t0, 5 * l + 4, 5 * L, l, L, "clip");
-            /* v, o, gate, up, down on their scaled inputs; q and k are not clipped */
-            struct { kd_tensor *t; const char *n; float *in; } cj[5] = {
-                {ly->wv, "v_proj", c.h1}, {ly->wo, "o_proj", c.a}, {ly->w_gate, "gate_proj", c.h2},
-                {ly->w_up, "up_proj", c.h2}, {ly->w_down, "down_proj", c.act}};
-            for (int j = 0; j < 5 && !bad; j++) {
-                qz q = qz_for(m, o, cj[j].t->name);
-                bad = clip_linear(&w, cj[j].t, cj[j].n, &q, cj[j].in, o, cl, err);
-            }
+            bad = clip_layer(&w, m, ly, g, o, wq, y, backup, cl, err);
         }
         if (!layers) cJSON_Delete(le);
         if (bad) {
@@ -654,6 +693,7 @@ int kd_awq_quantize(kd_model *m, const int32_t *tokens, int64_t n_seq, int64_t T
     rc = 0;
 done:
     free(x), free(y), free(s), free(wq[0]), free(wq[1]), free(wq[2]);
+    for (int j = 0; j < 5; j++) free(backup[j]);
     cache_free(&c);
     ws_free(&w);
     return rc;

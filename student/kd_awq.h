@@ -68,6 +68,8 @@ typedef struct kd_awq_opts {
     double max_shrink;       /* the clip search tries shrinks below this (0.5) */
     int clip;                /* run the clip search (1) */
     int64_t clip_tokens;     /* tokens the clip search samples (512) */
+    int clip_guard;          /* undo a block's clips when they raise its loss: 1, 0 (the reference), −1 auto:
+                                on for GGUF types, off for the reference int4 (group_size > 0) */
     double force_ratio;      /* ≥ 0: skip the search and use this ratio for every group (tests); −1: search */
     int quiet;               /* no progress bar */
 } kd_awq_opts;

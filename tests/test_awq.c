@@ -191,6 +191,17 @@ static void check_search(int64_t C, int64_t F, const char *format, int group_siz
         }
     }
     assert_true(improved >= 2);   /* salient channels: scaling helps somewhere */
+    /* the clip guard: a block keeps its clips only when they do not raise its loss */
+    for (int l = 0; clip && l < 2; l++) {
+        cJSON *cl = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rec, "layers"), l), "clips"), *c;
+        cJSON_ArrayForEach(c, cl) {
+            if (cJSON_GetObjectItem(c, "skipped")) continue;
+            assert_true(num(c, "err_clip") <= num(c, "err_noclip"));
+            cJSON *kept = cJSON_GetObjectItem(c, "kept");
+            assert_true(cJSON_IsBool(kept));
+            assert_true(cJSON_IsTrue(kept) == (num(c, "block_loss_clip") <= num(c, "block_loss_noclip")));
+        }
+    }
     free(tok);
     cJSON_Delete(rec);
     kd_model_free(&m), kd_model_free(&q);

@@ -68,7 +68,7 @@ if [ ! -f run/final/model.safetensors ]; then
 fi
 [ -f run/final/tokenizer.bin ] || cp teacher/tokenizer.bin run/final/
 
-# 4. RTN and AWQ for each model and format
+# 4. RTN and AWQ (plus two clip variants) for each model and format
 eval_to() {   # eval_to OUT.json REFERENCE MODEL
     [ -f "$1" ] || "$KD" quantize eval --reference "$2" --model "$3" --type f32 --data val.h5 > "$1"
 }
@@ -79,12 +79,18 @@ for model in teacher student; do
     for fmt in q4_0 q4_1 q4_k; do
         preset=$fmt
         [ $fmt = q4_k ] && preset=q4_k_m
-        for method in rtn awq; do
+        for method in rtn awq awq-noclip awq-clipalways; do
             out="$model.$method.$fmt"
+            case $method in
+                rtn) args="--method rtn" ;;
+                awq) args="--method awq" ;;
+                awq-noclip) args="--method awq --no-clip" ;;
+                awq-clipalways) args="--method awq --clip-always" ;;
+            esac
             if [ ! -f "$out.gguf" ]; then
                 stamp "$model: $method $fmt"
                 s=$(date +%s)
-                "$KD" quantize --model "$ref" --method $method --format $fmt --calib train.h5 --quiet --out "$out" >/dev/null
+                "$KD" quantize --model "$ref" $args --format $fmt --calib train.h5 --quiet --out "$out" >/dev/null
                 echo $(( $(date +%s) - s )) > "$out.seconds"
                 "$KD" export --model "$out" --type $preset --out "$out.gguf" >/dev/null 2>"$out.export.log"
             fi
@@ -92,23 +98,39 @@ for model in teacher student; do
         done
     done
 done
+# the GGUF's numbers are the checkpoint's as the preset stores them (kd's pseudo-quantization)
+[ -f check.json ] || "$KD" quantize eval --reference run/final --model student.awq.q4_0 --type q4_0 \
+    --data val.h5 > check.json
 
-# 5. the table
+# 5. the tables
 stamp "done"
 python3 - <<'EOF'
-import json, os
+import json
 def load(p): return json.load(open(p))
+models = (("teacher", "aidreams260K teacher (dim 64)"), ("student", "3.5M student (dim 256)"))
+fmts = (("q4_0", "Q4_0"), ("q4_1", "Q4_1"), ("q4_k", "Q4_K_M"))
 print("| model | format | method | ppl | KL to FP32 | top-1 agreement | AWQ ΔKL / RTN ΔKL | AWQ time |")
 print("|---|---|---|---|---|---|---|---|")
-for model, name in (("teacher", "aidreams260K teacher (dim 64)"), ("student", "3.5M student (dim 256)")):
+for model, name in models:
     fp = load(f"{model}.fp32.json")
     print(f"| {name} | FP32 | — | {fp['ppl']:.4f} | 0 | 1.0000 | | |")
-    for fmt, label in (("q4_0", "Q4_0"), ("q4_1", "Q4_1"), ("q4_k", "Q4_K_M")):
+    for fmt, label in fmts:
         r, a = load(f"{model}.rtn.{fmt}.json"), load(f"{model}.awq.{fmt}.json")
         t = open(f"{model}.awq.{fmt}.seconds").read().strip()
-        for method, e in (("RTN", r), ("AWQ", a)):
-            ratio = f"**{a['kl'] / r['kl']:.3f}**" if method == "AWQ" else ""
-            print(f"| {name} | {label} | {method} | {e['ppl']:.4f} | {e['kl']:.5f} | {e['top1']:.4f} | {ratio} |"
-                  f" {t + ' s' if method == 'AWQ' else ''} |")
-print(f"\nheld-out positions per evaluation: {fp['tokens']}")
+        print(f"| {name} | {label} | RTN | {r['ppl']:.4f} | {r['kl']:.3e} | {r['top1']:.4f} | | |")
+        print(f"| {name} | {label} | AWQ | {a['ppl']:.4f} | {a['kl']:.3e} | {a['top1']:.4f} |"
+              f" **{a['kl'] / r['kl']:.3f}** | {t} s |")
+print(f"\nheld-out positions per evaluation: {fp['tokens']}\n")
+print("| model | format | RTN KL | AWQ (default) | AWQ --no-clip | AWQ --clip-always (reference) |")
+print("|---|---|---|---|---|---|")
+for model, name in models:
+    for fmt, label in fmts:
+        r = load(f"{model}.rtn.{fmt}.json")["kl"]
+        cells = []
+        for m in ("awq", "awq-noclip", "awq-clipalways"):
+            k = load(f"{model}.{m}.{fmt}.json")["kl"]
+            cells.append(f"{k:.3e} ({k / r:.3f})")
+        print(f"| {name} | {label} | {r:.3e} | " + " | ".join(cells) + " |")
+c, g = load("check.json"), load("student.awq.q4_0.json")
+print(f"\ncheck: student AWQ q4_0 checkpoint pseudo-quantized by kd: KL {c['kl']:.8f}; its GGUF file: KL {g['kl']:.8f}")
 EOF
