@@ -17,6 +17,10 @@
  * repetitions each, in `rounds` alternating kd / llama.cpp rounds (best of all):
  * the machine is shared and its load changes by the second, compare ratios.
  *
+ * kd runs twice: exact (activations in F32, the default) and "fast" (kd run --fast:
+ * activations rounded like llama.cpp's and integer kernels for quantized weights,
+ * the same arithmetic as llama.cpp's). The ratios are kd / llama.cpp.
+ *
  * Bandwidth: a streaming read of a 1 GiB buffer with the same threads (best of
  * 5); "BW%" = bytes of weights read per decoded token × tokens/s / that rate
  * (above 100% when the weights fit in the caches).
@@ -114,10 +118,11 @@ static void prompt_ids(int32_t *t, int64_t n, int32_t bos) {
     for (int64_t i = 1; i < n; i++) t[i] = (int32_t)(3 + (i * 37) % 509);   /* as bench_llama.mjs */
 }
 
-static speed bench_kd(const char *path, int64_t P, int64_t N, int reps) {
+static speed bench_kd(const char *path, int64_t P, int64_t N, int reps, int fast) {
     kd_err err;
     kd_infer_opts o;
     kd_infer_opts_init(&o);
+    o.ggml_rounding = fast;
     o.n_ctx = P + N + 8;
     o.n_batch = P;
     kd_infer *e = kd_infer_open(path, &o, &err);
@@ -231,8 +236,11 @@ int main(int argc, char **argv) {
     printf("kd inference engine vs llama.cpp: prompt %lld tokens, decode %lld tokens, best of %d x %d rounds; kd's %s "
            "kernels; streaming read:", (long long)P, (long long)N, reps, rounds, kd_isa_name(kd_isa_get()));
     for (int ti = 0; ti < n_threads; ti++) printf(" %.1f GB/s with %d thread%s", bw[ti], threads[ti], threads[ti] > 1 ? "s" : "");
-    printf("\n%-5s %-7s %-16s %8s %3s | %9s %9s %5s | %9s %9s %5s | %5s %5s\n", "model", "type", "weights", "MB/tok",
-           "thr", "kd pp t/s", "ll pp t/s", "ratio", "kd tg t/s", "ll tg t/s", "ratio", "kdBW%", "llBW%");
+    printf("\n%-5s %-7s %-10s %6s %3s | %8s %8s %5s | %8s %8s %8s %5s %5s | %4s %4s %4s\n", "model", "type", "weights",
+           "MB/tok", "thr", "kd pp", "llama pp", "ratio", "kd tg", "kd-fast", "llama tg", "ratio", "fast", "kd", "fast",
+           "llam");
+    printf("%-5s %-7s %-10s %6s %3s | %8s %8s %5s | %8s %8s %8s %5s %5s | %14s\n", "", "", "", "", "", "tok/s", "tok/s",
+           "", "tok/s", "tok/s", "tok/s", "", "", "decode BW%");
     char sz_list[256], ty_list[256];
     snprintf(sz_list, sizeof sz_list, "%s", sizes);
     for (char *sv = NULL, *size = strtok_r(sz_list, ",", &sv); size; size = strtok_r(NULL, ",", &sv)) {
@@ -250,13 +258,14 @@ int main(int argc, char **argv) {
             if (run(cmd)) die(path, "kd export failed");
             for (int ti = 0; ti < n_threads; ti++) {
                 omp_set_num_threads(threads[ti]);
-                speed k = {0}, l = {0};
+                speed k = {0}, kf = {0}, l = {0};
                 int ll = have_llama;
                 for (int r = 0; r < rounds; r++) {
-                    speed kr = bench_kd(path, P, N, reps), lr = {0};
+                    speed kr = bench_kd(path, P, N, reps, 0), kfr = bench_kd(path, P, N, reps, 1), lr = {0};
                     if (r == 0) k = kr;
                     k.prompt_tps = fmax(k.prompt_tps, kr.prompt_tps);
                     k.decode_tps = fmax(k.decode_tps, kr.decode_tps);
+                    kf.decode_tps = fmax(kf.decode_tps, kfr.decode_tps);
                     if (ll && bench_llama(src, path, threads[ti], P, N, reps, &lr) == 0) {
                         l.prompt_tps = fmax(l.prompt_tps, lr.prompt_tps);
                         l.decode_tps = fmax(l.decode_tps, lr.decode_tps);
@@ -265,11 +274,12 @@ int main(int argc, char **argv) {
                         ll = 0;
                     }
                 }
-                printf("%-5s %-7s %-16s %8.1f %3d | %9.1f %9.1f %5.2f | %9.1f %9.1f %5.2f | %4.0f%% %4.0f%%\n", size,
-                       type, k.types, k.mb_per_token, threads[ti], k.prompt_tps, ll ? l.prompt_tps : NAN,
-                       ll ? k.prompt_tps / l.prompt_tps : NAN, k.decode_tps, ll ? l.decode_tps : NAN,
-                       ll ? k.decode_tps / l.decode_tps : NAN, 100 * k.mb_per_token * 1e-3 * k.decode_tps / bw[ti],
-                       ll ? 100 * k.mb_per_token * 1e-3 * l.decode_tps / bw[ti] : NAN);
+                const double gb = k.mb_per_token * 1e-3 * 100 / bw[ti];   /* BW% per token/s */
+                printf("%-5s %-7s %-10s %6.1f %3d | %8.1f %8.1f %5.2f | %8.1f %8.1f %8.1f %5.2f %5.2f | %4.0f %4.0f %4.0f\n",
+                       size, type, k.types, k.mb_per_token, threads[ti], k.prompt_tps, ll ? l.prompt_tps : NAN,
+                       ll ? k.prompt_tps / l.prompt_tps : NAN, k.decode_tps, kf.decode_tps, ll ? l.decode_tps : NAN,
+                       ll ? k.decode_tps / l.decode_tps : NAN, ll ? kf.decode_tps / l.decode_tps : NAN,
+                       gb * k.decode_tps, gb * kf.decode_tps, ll ? gb * l.decode_tps : NAN);
                 fflush(stdout);
             }
             unlink(path);

@@ -41,10 +41,10 @@ int kd_cmd_run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *tokp = NULL, *v;
     int64_t n_new = 256, top_k = 40, seed = 1234, ctx = 0;
     double temp = 0.8, top_p = 0.95;
-    int ids = 0;
+    int ids = 0, fast = 0;
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd run --model FILE|DIR --prompt TEXT [-n N] [--temp T] [--top-k K] [--top-p P]\n"
-               "              [--seed S] [--ids] [--tokenizer FILE] [--ctx N]\n\n"
+               "              [--seed S] [--ids] [--fast] [--tokenizer FILE] [--ctx N]\n\n"
                "Generates text with kd's inference engine from a GGUF file (any type kd exports,\n"
                "weights used in place), a checkpoint directory or a llama2.c .bin. The prompt is\n"
                "encoded with the model's tokenizer (GGUF metadata, DIR/tokenizer.bin, or --tokenizer)\n"
@@ -54,6 +54,9 @@ int kd_cmd_run(int argc, char **argv) {
                "  --top-p P     then the smallest set reaching probability P (0.95; 1 = all)\n"
                "  --seed S      sampling seed (1234): same seed, same text\n"
                "  --ids         print the generated token ids instead of text\n"
+               "  --fast        llama.cpp's numerics: activations rounded to 8-bit blocks (F16/BF16\n"
+               "                for such weights) and integer kernels; faster on quantized models.\n"
+               "                Default: activations stay F32 (the exact quantized model)\n"
                "  --ctx N       KV cache size (default: the model's context, at most %d)\n\n"
                "stdout: the prompt and its continuation (or the ids); stderr: speed.\n",
                KD_INFER_MAX_CTX_DEFAULT);
@@ -78,6 +81,7 @@ int kd_cmd_run(int argc, char **argv) {
             if (kd_cli_float("run", a, v, &top_p)) return 2;
             if (!(top_p > 0 && top_p <= 1)) { fprintf(stderr, "kd run: --top-p must be in (0, 1]\n"); return 2; }
         } else if (!strcmp(a, "--ids")) ids = 1;
+        else if (!strcmp(a, "--fast")) fast = 1;
         else {
             fprintf(stderr, "kd run: unknown argument '%s' (see kd run --help)\n", a);
             return 2;
@@ -93,6 +97,7 @@ int kd_cmd_run(int argc, char **argv) {
     kd_infer_opts_init(&o);
     o.n_ctx = ctx;
     o.tokenizer = tokp;
+    o.ggml_rounding = fast;
     kd_infer *e = kd_infer_open(model, &o, &err);
     if (!e) {
         fprintf(stderr, "kd run: %s\n", err.msg);
@@ -127,8 +132,8 @@ int kd_cmd_run(int argc, char **argv) {
     char types[128];
     kd_infer_describe_types(e, types, sizeof types);
     const kd_infer_stats *st = &e->stats;
-    fprintf(stderr, "kd run: %s (%s, %s kernels): prompt %lld tokens at %.1f tokens/s, generated %lld at %.1f tokens/s\n",
-            model, types, kd_isa_name(kd_isa_get()), (long long)st->n_prompt,
+    fprintf(stderr, "kd run: %s (%s, %s kernels%s): prompt %lld tokens at %.1f tokens/s, generated %lld at %.1f tokens/s\n",
+            model, types, kd_isa_name(kd_isa_get()), fast ? ", --fast" : "", (long long)st->n_prompt,
             st->prompt_s > 0 ? (double)st->n_prompt / st->prompt_s : 0.0, (long long)n_out,
             st->decode_s > 0 ? (double)st->n_decode / st->decode_s : 0.0);
     rc = 0;

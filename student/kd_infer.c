@@ -14,7 +14,6 @@
 
 #include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
-#include "core/kd_fp16.h"
 #include "core/kd_mem.h"
 #include "student/kd_checkpoint.h"
 #include "student/kd_quant.h"
@@ -103,8 +102,9 @@ static int finish(kd_infer *e, const kd_infer_opts *o, kd_err *err) {
     int64_t max_cols = C > F ? C : F;
     if (HD > max_cols) max_cols = HD;
     e->ggml_rounding = o && o->ggml_rounding;
+    const size_t n_xq = e->ggml_rounding ? kd_act_q8_bytes(max_cols) / sizeof(float) + 1 : 0;
     const size_t n_act = (size_t)(B * (2 * C + 2 * HD + 2 * KVD + 2 * F)) + (size_t)nt * (size_t)ctx +
-                         kd_qmatmul_scratch(max_cols, nt) + (e->ggml_rounding ? (size_t)(B * max_cols) : 0);
+                         kd_qmatmul_scratch(max_cols, nt) + (e->ggml_rounding ? (size_t)(B * max_cols) : 0) + n_xq;
     if (!(e->k_cache = kd_alloc(cache, err)) || !(e->v_cache = kd_alloc(cache, err)) ||
         !(e->rope_cos = kd_alloc((size_t)(ctx * half) * sizeof(float), err)) ||
         !(e->rope_sin = kd_alloc((size_t)(ctx * half) * sizeof(float), err)) ||
@@ -122,6 +122,8 @@ static int finish(kd_infer *e, const kd_infer_opts *o, kd_err *err) {
     e->scores = p, p += (int64_t)nt * ctx;
     e->mm_scratch = p, p += kd_qmatmul_scratch(max_cols, nt);
     e->xr = e->ggml_rounding ? p : NULL;
+    p += e->ggml_rounding ? B * max_cols : 0;
+    e->xq = e->ggml_rounding ? (void *)p : NULL;
     int32_t *pos = malloc((size_t)ctx * sizeof *pos);
     if (!pos) return kd_errf(err, "out of memory");
     for (int64_t t = 0; t < ctx; t++) pos[t] = (int32_t)t;
@@ -400,49 +402,15 @@ static void attend(kd_infer *e, int64_t l, int64_t n, int64_t p0) {
         }
 }
 
-/* ggml's quantize_row_q8_K_ref then dequantize: blocks of 256, d = max/−127 in F32. */
-static void round_q8_k(const float *x, float *y, int64_t n) {
-    for (int64_t b = 0; b < n; b += 256) {
-        float amax = 0, max = 0;
-        for (int j = 0; j < 256; j++)
-            if (fabsf(x[b + j]) > amax) amax = fabsf(x[b + j]), max = x[b + j];
-        if (amax == 0) {
-            memset(y + b, 0, 256 * sizeof *y);
-            continue;
-        }
-        const float iscale = -127.0f / max, d = 1 / iscale;
-        for (int j = 0; j < 256; j++) {
-            float v = iscale * x[b + j] + 12582912.0f;   /* nearest_int */
-            int32_t i;
-            memcpy(&i, &v, 4);
-            i = (i & 0x007fffff) - 0x00400000;
-            y[b + j] = (float)(i < 127 ? i : 127) * d;
-        }
-    }
-}
-
-/* The activations llama.cpp's CPU backend would multiply with weights of this type. */
-static void round_like_ggml(int32_t type, const float *x, float *y, int64_t n) {
-    switch (type) {
-    case KD_GGML_TYPE_F16:
-        for (int64_t i = 0; i < n; i++) y[i] = kd_fp16_to_f32(kd_f32_to_fp16(x[i]));
-        break;
-    case KD_GGML_TYPE_BF16:
-        for (int64_t i = 0; i < n; i++) y[i] = kd_bf16_to_f32(kd_f32_to_bf16(x[i]));
-        break;
-    case KD_GGML_TYPE_Q8_0:
-    case KD_GGML_TYPE_Q4_0:
-    case KD_GGML_TYPE_Q4_1: kd_fake_quant_row(KD_GGML_TYPE_Q8_0, x, y, n); break;
-    case KD_GGML_TYPE_Q4_K:
-    case KD_GGML_TYPE_Q6_K: round_q8_k(x, y, n); break;
-    default: memcpy(y, x, (size_t)n * sizeof *y);
-    }
-}
-
 /* y[n, rows] = x[n, cols]·Wᵀ: matrix-vector kernels for one row, else matrix-matrix. */
 static void linear(kd_infer *e, const kd_qmat *W, const float *x, int64_t n, float *y) {
-    if (e->ggml_rounding && W->type != KD_GGML_TYPE_F32) {
-        for (int64_t i = 0; i < n; i++) round_like_ggml(W->type, x + i * W->cols, e->xr + i * W->cols, W->cols);
+    if (e->ggml_rounding && n == 1 && kd_q8_supported(W->type)) {   /* llama.cpp's integer path */
+        kd_act_quantize(W->type, x, e->xq, W->cols);
+        kd_qmatvec_q8(W, e->xq, y);
+        return;
+    }
+    if (e->ggml_rounding && W->type != KD_GGML_TYPE_F32) {   /* its rounding, then the float kernels */
+        for (int64_t i = 0; i < n; i++) kd_act_round(W->type, x + i * W->cols, e->xr + i * W->cols, W->cols);
         x = e->xr;
     }
     if (n == 1) kd_qmatvec(W, x, y);

@@ -47,10 +47,12 @@ typedef struct kd_infer_opts {
                                quantized kernels are tested against) */
     const char *tokenizer;  /* tokenizer file to use instead of the model's (NULL: the GGUF's
                                metadata, or DIR/tokenizer.bin for a checkpoint directory) */
-    int ggml_rounding;      /* 1: round the input of every product as llama.cpp's CPU backend does
-                               (to its "vec_dot_type": F16 for F16 weights, BF16 for BF16, Q8_0
-                               blocks for Q8_0/Q4_0/Q4_1, Q8_K blocks for Q4_K/Q6_K; none for F32),
-                               to explain differences from llama.cpp in tests. Slower. */
+    int ggml_rounding;      /* 1: llama.cpp's numerics: round the input of every product as its CPU
+                               backend does (F16 for F16 weights, BF16 for BF16, Q8_0/Q8_1 blocks
+                               for Q8_0/Q4_0/Q4_1, Q8_K blocks for Q4_K/Q6_K; F32 stays F32, see
+                               kd_matvec.h) and, when decoding, multiply quantized weights with
+                               integer kernels: faster, and llama.cpp's results up to summation
+                               order. 0 (default): activations stay F32, the exact model. */
 } kd_infer_opts;
 
 void kd_infer_opts_init(kd_infer_opts *o);
@@ -91,6 +93,7 @@ typedef struct kd_infer {
     int n_owned;
     float *act;                 /* activations for n_batch rows */
     float *x, *h, *q, *k, *v, *att, *g, *u, *scores, *mm_scratch, *xr;
+    void *xq;                   /* ggml_rounding: quantized activations */
     float *head_f32;            /* kd_infer_head_f32 */
 } kd_infer;
 

@@ -485,7 +485,6 @@ static dot_fn pick(int32_t type) {
 float kd_qdot(int32_t type, const void *row, const float *x, int64_t n) { return pick(type)(row, x, n); }
 
 #define PAR_MIN_WORK (1 << 15)   /* weights below which a product runs on one thread */
-
 void kd_qmatvec_multi(int k, const kd_qmat *const *W, const float *x, float *const *y) {
     dot_fn f[4];
     int64_t end[4], total = 0, work = 0;

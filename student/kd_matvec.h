@@ -12,6 +12,9 @@
  * products of its dequantized F32 copy up to float summation order.
  * (llama.cpp instead rounds the activations to Q8_0/Q8_K or F16 first.)
  *
+ * (kd_matvec_q8.c adds llama.cpp's numerics: activations rounded as ggml rounds
+ * them, integer block dot products; see below.)
+ *
  * Kernels: the scalar reference (kd_vec_dot_q of kd_quant.h), AVX2 (+FMA,
  * F16C) and AVX-512 (F, BW). The best the CPU supports is chosen at the first
  * call (core/kd_cpu.h); KD_ISA=scalar|avx2|avx512 in the environment, or
@@ -69,6 +72,27 @@ void kd_qmatvec(const kd_qmat *W, const float *x, float *y);
 /* The same for k matrices sharing x (k ≤ 4), in one parallel loop over all
  * their rows: fewer thread fork/joins per token (q/k/v, gate/up). */
 void kd_qmatvec_multi(int k, const kd_qmat *const *W, const float *x, float *const *y);
+
+/* ---- llama.cpp's numerics: activations rounded like ggml's CPU backend ------------------
+ * ggml multiplies weights of each type with activations converted to its "vec_dot_type":
+ * F16 for F16, BF16 for BF16, Q8_0 blocks for Q8_0/Q4_0, Q8_1 for Q4_1, Q8_K (256, F32
+ * scale, 16-element sums) for Q4_K/Q6_K; F32 stays F32. These functions reproduce that
+ * (kd_matvec_q8.c): kd_act_round gives the rounded activations as floats (for batches,
+ * through the float kernels), kd_act_quantize the integer blocks that kd_qmatvec_q8
+ * multiplies with integer dot products per block, as ggml does (an integer sum times
+ * the two scales), so the result is llama.cpp's up to float summation order. The
+ * engine uses them with kd_infer_opts.ggml_rounding. */
+
+/* 1 for the weight types with an integer kernel (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K). */
+int kd_q8_supported(int32_t wtype);
+/* y = x rounded as ggml rounds the partner of weights of type wtype (y may equal x). */
+void kd_act_round(int32_t wtype, const float *x, float *y, int64_t n);
+/* Bytes of kd_act_quantize's output for n activations (any supported type). */
+size_t kd_act_q8_bytes(int64_t n);
+/* x[0..n) → the integer blocks for wtype (n a multiple of wtype's block). */
+void kd_act_quantize(int32_t wtype, const float *x, void *xq, int64_t n);
+/* y[r] = W[r]·x with xq = kd_act_quantize(W->type, x) (OpenMP over rows). */
+void kd_qmatvec_q8(const kd_qmat *W, const void *xq, float *y);
 
 #define KD_QMM_TILE 64        /* weight rows dequantized at a time per thread */
 #define KD_QMM_MIN_GEMM 4     /* below this many activation rows, dot products per row */

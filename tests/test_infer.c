@@ -16,6 +16,9 @@
  *   llama.cpp   (tests/node/infer_check.mjs, node-llama-cpp 3.21.1's prebuilt CPU
  *               build; skipped with a message when node_modules is absent) greedy
  *               continuations and teacher-forced log-probabilities, every preset;
+ *               with ggml_rounding (`kd run --fast`: llama.cpp's activation rounding
+ *               and integer kernels, also checked against exact integer references)
+ *               the difference collapses, which pins it on that rounding;
  *   eval        `kd eval` on a dump of the teacher itself (kl ≈ 0, top1 ≈ 1,
  *               ppl = exp(ce)), on full logits and on text; sampling; CLI errors.
  * Tolerances: "relative" means max|a − b| / max|b| over all logits.
@@ -201,6 +204,34 @@ static void test_kernels(void **state) {
                 }
             }
             kd_isa_set(best);
+            /* llama.cpp's numerics: activations rounded for the type, integer block dots */
+            if (kd_q8_supported(type)) {
+                float *xr = malloc((size_t)cols * sizeof *xr), *y8 = malloc((size_t)rows * sizeof *y8);
+                void *xq = malloc(kd_act_q8_bytes(cols));
+                for (int64_t i = 0; i < nx; i++) {
+                    kd_act_round(type, x + i * cols, xr, cols);
+                    kd_act_quantize(type, x + i * cols, xq, cols);
+                    for (int isa = KD_ISA_SCALAR; isa <= (int)best; isa++) {
+                        kd_isa_set((kd_isa)isa);
+                        kd_qmatvec_q8(&W, xq, y8);
+                        for (int64_t o = 0; o < rows; o++) {
+                            double s = 0, a = 0;
+                            for (int64_t c = 0; c < cols; c++) {
+                                s += (double)wd[o * cols + c] * xr[c];
+                                a += fabs((double)wd[o * cols + c] * xr[c]);
+                            }
+                            /* Q4_1's min term uses Q8_1's F16 block sum, which the rounded floats lack */
+                            const double tol = type == KD_GGML_TYPE_Q4_1 ? 2e-3 : 1e-5;
+                            if (!(fabs(y8[o] - s) <= tol * a))
+                                fprintf(stderr, "q8 %s cols %lld %s row %lld: %.8g vs %.8g\n", kd_ggml_type_name(type),
+                                        (long long)cols, kd_isa_name((kd_isa)isa), (long long)o, y8[o], s);
+                            assert_true(fabs(y8[o] - s) <= tol * a);
+                        }
+                    }
+                    kd_isa_set(best);
+                }
+                free(xr), free(y8), free(xq);
+            }
             kd_free(scratch);
             free(w), free(x), free(wd), free(ref), free(y), free(mag), free(q);
         }
@@ -352,16 +383,14 @@ static void ids_str(char *buf, size_t n, const int32_t *t, int64_t k) {
  * activations in F32, so its log-probs are the exact model's. The plain tolerance
  * is about 3× the largest difference measured on aidreams260K (44 positions).
  * Why the difference is that rounding: kd's engine with ggml_rounding = 1 rounds the
- * same way, and then agrees with llama.cpp to ~1e-6 at most positions (measured in a
- * Release build; asserted: a median at least 5× smaller than without the rounding).
- * It cannot agree everywhere: an F32 difference of one ulp before a rounding (a
- * different exp, summation order or build) sometimes moves a value across a
- * rounding boundary, and the later layers amplify that. Not reproduced
- * that way: Q4_1 (its Q8_1 partner also stores block sums in F16, used in the min
- * term) and F16 (median 6.6e-4 either way on this CPU). */
-static int rounding_reproduces(const char *preset) {
-    return strcmp(preset, "f32") && strcmp(preset, "q4_1") && strcmp(preset, "f16");
-}
+ * same way (and, token by token as run here, multiplies quantized weights with the
+ * integer kernels of kd_matvec_q8.c), and then agrees with llama.cpp to ~1e-6 at most
+ * positions (measured in a Release build; asserted: a median at least 5× smaller
+ * than without the rounding). It cannot agree everywhere: an F32 difference of one
+ * ulp before a rounding (a different exp, summation order or build) sometimes moves a
+ * value across a rounding boundary, and the later layers amplify that. Not
+ * reproduced that way: F16 (median 6.6e-4 either way on this CPU). */
+static int rounding_reproduces(const char *preset) { return strcmp(preset, "f32") && strcmp(preset, "f16"); }
 
 static double lp_tolerance(const char *preset) {
     if (!strcmp(preset, "f32")) return 1e-3;
@@ -579,6 +608,26 @@ static void test_run_and_logits(void **state) {
     fclose(f);
     got[strcspn(got, "\n")] = '\0';
     assert_string_equal(got, want);
+    /* --fast: llama.cpp's numerics, the engine with ggml_rounding */
+    {
+        kd_infer_opts o;
+        kd_infer_opts_init(&o);
+        o.ggml_rounding = 1;
+        kd_infer *ef = kd_infer_open(q8, &o, NULL);
+        assert_non_null(ef);
+        assert_int_equal(kd_sampler_init(&s, ef->V, 0.0f, 0, 1.0f, 1, NULL), 0);
+        assert_int_equal(kd_infer_generate(ef, pr.ids, (int64_t)pr.n, 20, &s, gen, &ng, NULL, NULL, NULL), 0);
+        kd_sampler_free(&s);
+        kd_infer_close(ef);
+        ids_str(want, sizeof want, gen, ng);
+        assert_int_equal(kd_test_sh("'%s' run --model '%s' --prompt 'The robot' -n 20 --temp 0 --ids --fast >'%s' "
+                                    "2>/dev/null", kd, q8, out), 0);
+        f = fopen(out, "r");
+        assert_non_null(fgets(got, sizeof got, f));
+        fclose(f);
+        got[strcspn(got, "\n")] = '\0';
+        assert_string_equal(got, want);
+    }
     /* text output starts with the prompt; sampling is reproducible by seed */
     assert_int_equal(kd_test_sh("'%s' run --model '%s' --prompt 'The robot' -n 30 --seed 5 2>/dev/null | grep -q '^The robot'",
                                 kd, g_aid), 0);

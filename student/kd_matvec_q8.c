@@ -1,0 +1,361 @@
+/*
+ * kd_matvec_q8.c — llama.cpp's numerics (see kd_matvec.h): activations rounded or
+ * quantized as ggml's CPU backend does for each weight type, and integer block dot
+ * products with them.
+ *
+ * Activation blocks (ggml's reference quantizers, B.3 and quantize_row_q8_{1,K}_ref):
+ *   Q8_0 (partner of Q8_0, Q4_0): per 32, d = amax/127, q = roundf(x/d), d kept as F16;
+ *   Q8_1 (partner of Q4_1): the same, plus s = F16(d·Σq) for the min term;
+ *   Q8_K (partner of Q4_K, Q6_K): per 256, d = max/−127 in F32 (max: the signed
+ *        value of largest magnitude), q = min(127, nearest_int(x/d)), and the sums
+ *        of each 16 levels.
+ * Dot products, per block (as ggml_vec_dot_*): an exact integer sum Σ qw·qx, times
+ * the weight's and the activation's scales, summed in float:
+ *   Q8_0·Q8_0, Q4_0·Q8_0   Σ_b dw·dx·Σ qw·qx                (Q4_0: qw = nibble − 8)
+ *   Q4_1·Q8_1              Σ_b dw·dx·Σ q·qx + m·s
+ *   Q4_K·Q8_K              Σ_b dx·(dw·Σ_j sc_j·Σ q·qx − dmin·Σ_j m_j·(bsum_2j + bsum_2j+1))
+ *   Q6_K·Q8_K              Σ_b dw·dx·Σ_k sc_k·(Σ q6·qx − 32·bsum_k)
+ * The AVX2 kernels multiply unsigned by signed bytes (vpmaddubsw: pairs of products
+ * into int16, no overflow for these ranges) and widen with vpmaddwd, which also
+ * applies the 16-bit sub-block scales; they run on AVX-512 machines too.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/kd_fp16.h"
+#include "student/kd_matvec.h"
+#include "student/kd_quant.h"
+
+typedef struct act_q8b {
+    float d, s;                 /* F16-rounded scale; Q8_1: F16(d·Σq) */
+    int8_t qs[KD_QK];
+} act_q8b;
+
+typedef struct act_q8k {
+    float d;
+    int16_t bsums[KD_QK_K / 16];
+    int8_t qs[KD_QK_K];
+} act_q8k;
+
+int kd_q8_supported(int32_t wtype) {
+    return wtype == KD_GGML_TYPE_Q8_0 || wtype == KD_GGML_TYPE_Q4_0 || wtype == KD_GGML_TYPE_Q4_1 ||
+           wtype == KD_GGML_TYPE_Q4_K || wtype == KD_GGML_TYPE_Q6_K;
+}
+
+static int is_k(int32_t wtype) { return wtype == KD_GGML_TYPE_Q4_K || wtype == KD_GGML_TYPE_Q6_K; }
+
+size_t kd_act_q8_bytes(int64_t n) {
+    return (size_t)(n / KD_QK + 1) * sizeof(act_q8b) + (size_t)(n / KD_QK_K + 1) * sizeof(act_q8k);
+}
+
+static inline uint16_t rd16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+static inline float h2f(const uint8_t *p) { return kd_fp16_to_f32(rd16(p)); }
+
+/* ggml's nearest_int: round half to even through the 1.5·2^23 trick. */
+static inline int nearest_int(float v) {
+    float f = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &f, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static void quantize_q8b(const float *x, act_q8b *y, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++, x += KD_QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < KD_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < KD_QK; j++) sum += y[b].qs[j] = (int8_t)roundf(x[j] * id);
+        y[b].d = kd_fp16_to_f32(kd_f32_to_fp16(d));
+        y[b].s = kd_fp16_to_f32(kd_f32_to_fp16((float)sum * d));
+    }
+}
+
+static void quantize_q8k(const float *x, act_q8k *y, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++, x += KD_QK_K) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < KD_QK_K; j++)
+            if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+        memset(&y[b], 0, sizeof y[b]);
+        if (amax == 0.0f) continue;
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < KD_QK_K; j++) {
+            const int v = nearest_int(iscale * x[j]);
+            y[b].qs[j] = (int8_t)(v < 127 ? v : 127);
+            y[b].bsums[j / 16] = (int16_t)(y[b].bsums[j / 16] + y[b].qs[j]);
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+void kd_act_quantize(int32_t wtype, const float *x, void *xq, int64_t n) {
+    if (is_k(wtype)) quantize_q8k(x, xq, n / KD_QK_K);
+    else quantize_q8b(x, xq, n / KD_QK);
+}
+
+void kd_act_round(int32_t wtype, const float *x, float *y, int64_t n) {
+    switch (wtype) {
+    case KD_GGML_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) y[i] = kd_fp16_to_f32(kd_f32_to_fp16(x[i]));
+        return;
+    case KD_GGML_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) y[i] = kd_bf16_to_f32(kd_f32_to_bf16(x[i]));
+        return;
+    case KD_GGML_TYPE_Q8_0:
+    case KD_GGML_TYPE_Q4_0:
+    case KD_GGML_TYPE_Q4_1:   /* the levels (the F16 block sum of Q8_1 has no float form) */
+        for (int64_t b = 0; b < n / KD_QK; b++) {
+            act_q8b q;
+            quantize_q8b(x + b * KD_QK, &q, 1);
+            for (int j = 0; j < KD_QK; j++) y[b * KD_QK + j] = (float)q.qs[j] * q.d;
+        }
+        return;
+    case KD_GGML_TYPE_Q4_K:
+    case KD_GGML_TYPE_Q6_K:
+        for (int64_t b = 0; b < n / KD_QK_K; b++) {
+            act_q8k q;
+            quantize_q8k(x + b * KD_QK_K, &q, 1);
+            for (int j = 0; j < KD_QK_K; j++) y[b * KD_QK_K + j] = (float)q.qs[j] * q.d;
+        }
+        return;
+    default:
+        if (y != x) memmove(y, x, (size_t)n * sizeof *y);
+    }
+}
+
+/* The 8 scales and 8 mins of a Q4_K block (llama.cpp's 32-bit unpacking of B.6). */
+static inline void q4k_unpack(const uint8_t *scales, uint8_t sc[8], uint8_t m[8]) {
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t mins_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[0] &= k1;
+    u[2] = mins_lo;
+    memcpy(sc, u, 8);
+    memcpy(m, u + 2, 8);
+}
+
+typedef float (*dot8_fn)(const uint8_t *row, const void *xq, int64_t n);
+
+/* ---- scalar reference ------------------------------------------------------------------ */
+
+static float dot8_q8_0_ref(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8b *y = xq;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / KD_QK; b++, p += sizeof(kd_block_q8_0)) {
+        int s = 0;
+        for (int j = 0; j < KD_QK; j++) s += (int8_t)p[2 + j] * y[b].qs[j];
+        sum += (float)s * (h2f(p) * y[b].d);
+    }
+    return sum;
+}
+
+static float dot8_q4_0_ref(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8b *y = xq;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / KD_QK; b++, p += sizeof(kd_block_q4_0)) {
+        int s = 0;
+        for (int j = 0; j < KD_QK / 2; j++)
+            s += ((p[2 + j] & 0x0F) - 8) * y[b].qs[j] + ((p[2 + j] >> 4) - 8) * y[b].qs[j + 16];
+        sum += (float)s * (h2f(p) * y[b].d);
+    }
+    return sum;
+}
+
+static float dot8_q4_1_ref(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8b *y = xq;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / KD_QK; b++, p += sizeof(kd_block_q4_1)) {
+        int s = 0;
+        for (int j = 0; j < KD_QK / 2; j++) s += (p[4 + j] & 0x0F) * y[b].qs[j] + (p[4 + j] >> 4) * y[b].qs[j + 16];
+        sum += (float)s * (h2f(p) * y[b].d) + h2f(p + 2) * y[b].s;
+    }
+    return sum;
+}
+
+static float dot8_q4_k_ref(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8k *y = xq;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q4_k)) {
+        uint8_t sc[8], m[8];
+        q4k_unpack(p + 4, sc, m);
+        const uint8_t *qs = p + 16;
+        int32_t sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            int s = 0;
+            for (int l = 0; l < 32; l++) {
+                const int q = j & 1 ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 0x0F;
+                s += q * y[b].qs[32 * j + l];
+            }
+            sumi += sc[j] * s;
+            summ += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        }
+        sum += y[b].d * h2f(p) * (float)sumi - y[b].d * h2f(p + 2) * (float)summ;
+    }
+    return sum;
+}
+
+static float dot8_q6_k_ref(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8k *y = xq;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q6_k)) {
+        const int8_t *sc = (const int8_t *)(p + 192);
+        int32_t sumi = 0;
+        for (int i = 0; i < KD_QK_K; i++) {   /* element i: half h, part, lane l (B.7) */
+            const int h = i / 128, r = i % 128, l = r % 32, part = r / 32;
+            const uint8_t *ql = p + 64 * h, *qh = p + 128 + 32 * h;
+            const int lo = part & 1 ? ql[l + 32] : ql[l];
+            const int q6 = ((part & 2 ? lo >> 4 : lo & 0x0F) | (((qh[l] >> (2 * part)) & 3) << 4)) - 32;
+            sumi += sc[8 * h + 2 * part + l / 16] * q6 * y[b].qs[i];
+        }
+        sum += h2f(p + 208) * y[b].d * (float)sumi;
+    }
+    return sum;
+}
+
+/* ---- AVX2 -------------------------------------------------------------------------------- */
+
+#define T256 __attribute__((target("avx2,fma,f16c")))
+
+T256 static inline __m256i ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+T256 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+/* Σ of signed-byte products in int32 lanes (the sign trick makes the first operand unsigned). */
+T256 static inline __m256i dot_s8(__m256i a, __m256i b) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+/* 32 nibbles of a Q4_0/Q4_1 block in element order: low nibbles 0..15, then high nibbles. */
+T256 static inline __m256i nibbles32(const uint8_t *qs) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)qs), m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+T256 static float dot8_q8_0_256(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8b *y = xq;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / KD_QK; b++, p += sizeof(kd_block_q8_0)) {
+        const __m256 s = _mm256_cvtepi32_ps(dot_s8(ld256(p + 2), ld256(y[b].qs)));
+        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(_cvtsh_ss(rd16(p)) * y[b].d), acc);
+    }
+    return hsum8(acc);
+}
+
+T256 static float dot8_q4_0_256(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8b *y = xq;
+    const __m256i eight = _mm256_set1_epi8(8);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / KD_QK; b++, p += sizeof(kd_block_q4_0)) {
+        const __m256i q = _mm256_sub_epi8(nibbles32(p + 2), eight);
+        const __m256 s = _mm256_cvtepi32_ps(dot_s8(q, ld256(y[b].qs)));
+        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(_cvtsh_ss(rd16(p)) * y[b].d), acc);
+    }
+    return hsum8(acc);
+}
+
+T256 static float dot8_q4_1_256(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8b *y = xq;
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    float summ = 0.0f;
+    for (int64_t b = 0; b < n / KD_QK; b++, p += sizeof(kd_block_q4_1)) {
+        const __m256i p16 = _mm256_maddubs_epi16(nibbles32(p + 4), ld256(y[b].qs));
+        const __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, one));
+        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(_cvtsh_ss(rd16(p)) * y[b].d), acc);
+        summ += _cvtsh_ss(rd16(p + 2)) * y[b].s;
+    }
+    return hsum8(acc) + summ;
+}
+
+T256 static float dot8_q4_k_256(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8k *y = xq;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float summ = 0.0f;
+    for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q4_k)) {
+        uint8_t sc[8], m[8];
+        q4k_unpack(p + 4, sc, m);
+        int32_t mins = 0;
+        for (int j = 0; j < 8; j++) mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+        summ += y[b].d * _cvtsh_ss(rd16(p + 2)) * (float)mins;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {   /* 64 elements: low nibbles = sub-block 2c, high = 2c + 1 */
+            const __m256i v = ld256(p + 16 + 32 * c);
+            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            const __m256i plo = _mm256_maddubs_epi16(lo, ld256(y[b].qs + 64 * c));
+            const __m256i phi = _mm256_maddubs_epi16(hi, ld256(y[b].qs + 64 * c + 32));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c])));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1])));
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(y[b].d * _cvtsh_ss(rd16(p))), acc);
+    }
+    return hsum8(acc) - summ;
+}
+
+T256 static float dot8_q6_k_256(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8k *y = xq;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    float offset = 0.0f;
+    for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q6_k)) {
+        const int8_t *sc = (const int8_t *)(p + 192);
+        int32_t bias = 0;   /* Σ_k sc_k · Σ qx over group k: the −32 offset */
+        for (int k = 0; k < 16; k++) bias += sc[k] * y[b].bsums[k];
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql0 = ld256(p + 64 * h), ql1 = ld256(p + 64 * h + 32), qh = ld256(p + 128 + 32 * h);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            for (int part = 0; part < 4; part++) {   /* elements 128h + 32·part + l: groups k, k + 1 */
+                const int k = 8 * h + 2 * part;
+                const __m256i p16 = _mm256_maddubs_epi16(q[part], ld256(y[b].qs + 128 * h + 32 * part));
+                const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, scv));
+            }
+        }
+        const float d = _cvtsh_ss(rd16(p + 208)) * y[b].d;
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d), acc);
+        offset -= 32.0f * d * (float)bias;
+    }
+    return hsum8(acc) + offset;
+}
+
+/* ---- the product -------------------------------------------------------------------------- */
+
+static dot8_fn pick8(int32_t wtype) {
+    const int simd = kd_isa_get() >= KD_ISA_AVX2;
+    switch (wtype) {
+    case KD_GGML_TYPE_Q8_0: return simd ? dot8_q8_0_256 : dot8_q8_0_ref;
+    case KD_GGML_TYPE_Q4_0: return simd ? dot8_q4_0_256 : dot8_q4_0_ref;
+    case KD_GGML_TYPE_Q4_1: return simd ? dot8_q4_1_256 : dot8_q4_1_ref;
+    case KD_GGML_TYPE_Q4_K: return simd ? dot8_q4_k_256 : dot8_q4_k_ref;
+    case KD_GGML_TYPE_Q6_K: return simd ? dot8_q6_k_256 : dot8_q6_k_ref;
+    }
+    abort();   /* callers check kd_q8_supported */
+}
+
+void kd_qmatvec_q8(const kd_qmat *W, const void *xq, float *y) {
+    const dot8_fn f = pick8(W->type);
+    const uint8_t *base = W->data;
+    const int64_t rows = W->rows, cols = W->cols;
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 15))
+    for (int64_t r = 0; r < rows; r++) y[r] = f(base + (size_t)r * W->row_bytes, xq, cols);
+}
