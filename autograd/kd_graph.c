@@ -42,7 +42,7 @@ static void set_shape(kd_tensor *t, int ndim, const int64_t *shape) {
     t->n = shape_numel(ndim, shape);
 }
 
-kd_tensor *kd_param_new(const char *name, int ndim, const int64_t *shape, kd_err *err) {
+static kd_tensor *param_new(const char *name, int ndim, const int64_t *shape, int with_grad, kd_err *err) {
     kd_tensor *p = calloc(1, sizeof *p);
     if (!p) {
         kd_errf(err, "out of memory allocating parameter '%s'", name);
@@ -62,15 +62,23 @@ kd_tensor *kd_param_new(const char *name, int ndim, const int64_t *shape, kd_err
         }
     set_shape(p, ndim, shape);
     p->data = kd_calloc((size_t)p->n * sizeof(float), err);
-    p->grad = p->data ? kd_calloc((size_t)p->n * sizeof(float), err) : NULL;
-    if (!p->data || !p->grad) {
+    p->grad = p->data && with_grad ? kd_calloc((size_t)p->n * sizeof(float), err) : NULL;
+    if (!p->data || (with_grad && !p->grad)) {
         kd_free(p->data);
         free(p);
         return NULL;
     }
-    p->requires_grad = 1;
+    p->requires_grad = with_grad;
     p->is_param = 1;
     return p;
+}
+
+kd_tensor *kd_param_new(const char *name, int ndim, const int64_t *shape, kd_err *err) {
+    return param_new(name, ndim, shape, 1, err);
+}
+
+kd_tensor *kd_param_new_nograd(const char *name, int ndim, const int64_t *shape, kd_err *err) {
+    return param_new(name, ndim, shape, 0, err);
 }
 
 void kd_param_free(kd_tensor *p) {
@@ -122,6 +130,9 @@ kd_tensor *kd_tensor_new2(kd_graph *g, int64_t d0, int64_t d1, const char *name)
 }
 
 float *kd_grad(kd_graph *g, kd_tensor *t) {
+    /* a frozen parameter's gradient would land in the arena and dangle after reset */
+    if (t->is_param && !t->requires_grad)
+        kd_panic("backward: parameter '%s' has no gradient (loaded for inference)", t->name);
     if (!t->grad) {
         t->grad = kd_graph_alloc(g, (size_t)t->n * sizeof(float));
         memset(t->grad, 0, (size_t)t->n * sizeof(float));

@@ -4,7 +4,10 @@
  * A kd_tensor is a contiguous row-major FP32 array of up to 4 dimensions with
  * an optional gradient buffer of the same shape. Two kinds exist:
  *   - parameters (kd_param_new): own their data and grad (kd_alloc), live
- *     across steps, grads accumulate until kd_param_zero_grad;
+ *     across steps, grads accumulate until kd_param_zero_grad; a parameter made
+ *     with kd_param_new_nograd (inference) has no grad buffer and
+ *     requires_grad 0, so no op records a node for it and no backward writes
+ *     to it (kd_grad on it aborts: that would be a bug in an op);
  *   - activations (returned by ops): struct, data and grad come from the
  *     graph's arena and vanish at kd_graph_reset.
  *
@@ -44,6 +47,9 @@ typedef struct kd_tensor {
 
 /* ---- parameters ---------------------------------------------------------- */
 kd_tensor *kd_param_new(const char *name, int ndim, const int64_t *shape, kd_err *err);
+/* A parameter without a gradient buffer (grad NULL, requires_grad 0): half the
+ * memory of kd_param_new, for models that only run forward. */
+kd_tensor *kd_param_new_nograd(const char *name, int ndim, const int64_t *shape, kd_err *err);
 void kd_param_free(kd_tensor *p);
 void kd_param_zero_grad(kd_tensor *p);
 
@@ -83,7 +89,8 @@ kd_tensor *kd_tensor_new(kd_graph *g, int ndim, const int64_t *shape, const char
 kd_tensor *kd_tensor_new2(kd_graph *g, int64_t d0, int64_t d1, const char *name);
 /* Arena memory for an op's saved context or scratch. */
 void *kd_graph_alloc(kd_graph *g, size_t bytes);
-/* The gradient buffer of t, allocated zeroed in the arena on first use. */
+/* The gradient buffer of t, allocated zeroed in the arena on first use (an
+ * activation's). Aborts for a parameter that does not require a gradient. */
 float *kd_grad(kd_graph *g, kd_tensor *t);
 /* Record a node when any input requires grad (and not no-grad). Returns NULL when
  * nothing is recorded; sets out->requires_grad accordingly. */

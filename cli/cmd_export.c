@@ -11,10 +11,12 @@ static void export_help(void) {
     int n;
     const kd_export_preset *p = kd_export_presets(&n);
     printf("usage: kd export --model CKPT_DIR --type PRESET --out FILE.gguf\n\n"
-           "Writes the checkpoint CKPT_DIR (config.json, model.safetensors and its tokenizer.bin)\n"
-           "as a GGUF v3 file of architecture \"llama\" that stock llama.cpp loads: hyper-parameters,\n"
-           "the SentencePiece vocabulary, q/k rows permuted back to GGUF's adjacent-pair RoPE,\n"
-           "1-D (norm) tensors always F32. Quantizers are ggml's reference quantizers.\n\n"
+           "Writes the checkpoint CKPT_DIR (config.json, model.safetensors and its tokenizer.bin,\n"
+           "or tokenizer.h5 for a byte-level BPE tokenizer) as a GGUF v3 file of architecture\n"
+           "\"llama\" that stock llama.cpp loads: hyper-parameters, the vocabulary (SentencePiece\n"
+           "\"llama\", or \"gpt2\" with its merges and pre-tokenizer), q/k rows permuted back to\n"
+           "GGUF's adjacent-pair RoPE, 1-D (norm) tensors always F32. Quantizers are ggml's\n"
+           "reference quantizers.\n\n"
            "presets (--type):\n");
     for (int i = 0; i < n; i++) printf("  %-8s %s\n", p[i].name, p[i].summary);
     printf("\nA weight whose row length the chosen block does not divide falls back\n"

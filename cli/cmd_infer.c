@@ -12,6 +12,7 @@
 #include "cli/kd_cli.h"
 #include "core/kd_file.h"
 #include "core/kd_mem.h"
+#include "data/kd_tokenizer_bpe.h"
 #include "student/kd_infer.h"
 #include "teacher/kd_dump.h"
 #include "train/kd_loss.h"
@@ -37,18 +38,40 @@ static int on_token(void *user, int32_t id) {
     return 0;
 }
 
+/* "12 7 99" (spaces or commas) → ids, each in [0, V). */
+static int parse_prompt_ids(const char *s, int64_t V, kd_tokens *out, kd_err *err) {
+    const char *p = s;
+    while (*p) {
+        char *end;
+        if (*p == ' ' || *p == ',' || *p == '\t') {
+            p++;
+            continue;
+        }
+        long long v = strtoll(p, &end, 10);
+        if (end == p || (*end && *end != ' ' && *end != ',' && *end != '\t'))
+            return kd_errf(err, "--prompt-ids '%s': expected token ids separated by spaces or commas", s);
+        if (v < 0 || v >= V) return kd_errf(err, "--prompt-ids: id %lld out of range [0, %lld)", v, (long long)V);
+        if (kd_tokens_push(out, (int32_t)v, err)) return -1;
+        p = end;
+    }
+    return 0;
+}
+
 int kd_cmd_run(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *tokp = NULL, *v;
+    const char *model = NULL, *prompt = NULL, *prompt_ids = NULL, *tokp = NULL, *v;
     int64_t n_new = 256, top_k = 40, seed = 1234, ctx = 0;
     double temp = 0.8, top_p = 0.95;
     int ids = 0, fast = 0;
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd run --model FILE|DIR --prompt TEXT [-n N] [--temp T] [--top-k K] [--top-p P]\n"
+        printf("usage: kd run --model FILE|DIR --prompt TEXT|--prompt-ids IDS [-n N] [--temp T] [--top-k K] [--top-p P]\n"
                "              [--seed S] [--ids] [--fast] [--tokenizer FILE] [--ctx N]\n\n"
                "Generates text with kd's inference engine from a GGUF file (any type kd exports,\n"
                "weights used in place), a checkpoint directory or a llama2.c .bin. The prompt is\n"
-               "encoded with the model's tokenizer (GGUF metadata, DIR/tokenizer.bin, or --tokenizer)\n"
-               "after a BOS token; then up to N tokens (256) are sampled, stopping at EOS.\n\n"
+               "encoded with the model's tokenizer (GGUF metadata, DIR/tokenizer.h5 or DIR/tokenizer.bin,\n"
+               "or --tokenizer) after a BOS token; then up to N tokens (256) are sampled, stopping at EOS.\n\n"
+               "  --prompt-ids IDS  the prompt as token ids (\"1 15043 3186\"), used as they are (no BOS\n"
+               "                added): for tokenizers kd decodes but cannot encode (a \"gpt2\" tokenizer\n"
+               "                whose pre-tokenizer is not gpt-2, llama-bpe or qwen2)\n"
                "  --temp T      temperature (0.8; 0 = greedy: the most likely token)\n"
                "  --top-k K     keep the K most likely tokens (40; 0 = all)\n"
                "  --top-p P     then the smallest set reaching probability P (0.95; 1 = all)\n"
@@ -67,6 +90,7 @@ int kd_cmd_run(int argc, char **argv) {
 #define VAL() if (!(v = kd_cli_value("run", argc, argv, &i))) return 2
         if (!strcmp(a, "--model")) { VAL(); model = v; }
         else if (!strcmp(a, "--prompt")) { VAL(); prompt = v; }
+        else if (!strcmp(a, "--prompt-ids")) { VAL(); prompt_ids = v; }
         else if (!strcmp(a, "--tokenizer")) { VAL(); tokp = v; }
         else if (!strcmp(a, "-n")) { VAL(); if (kd_cli_int("run", a, v, 0, 1 << 24, &n_new)) return 2; }
         else if (!strcmp(a, "--top-k")) { VAL(); if (kd_cli_int("run", a, v, 0, INT32_MAX, &top_k)) return 2; }
@@ -88,8 +112,8 @@ int kd_cmd_run(int argc, char **argv) {
         }
 #undef VAL
     }
-    if (!model || !prompt) {
-        fprintf(stderr, "kd run: --model and --prompt are required (see kd run --help)\n");
+    if (!model || !prompt == !prompt_ids) {
+        fprintf(stderr, "kd run: --model and one of --prompt and --prompt-ids are required (see kd run --help)\n");
         return 2;
     }
     kd_err err;
@@ -110,7 +134,13 @@ int kd_cmd_run(int argc, char **argv) {
         fprintf(stderr, "kd run: %s has no tokenizer: pass --tokenizer FILE\n", model);
         goto done;
     }
-    if (kd_tokenizer_encode(e->tok, prompt, strlen(prompt), KD_TOK_ENC_ADD_SPECIAL, &toks, &err) ||
+    char why[256];
+    if (prompt && !kd_tokenizer_can_encode(e->tok, why, sizeof why)) {
+        fprintf(stderr, "kd run: %s; pass the prompt as token ids with --prompt-ids\n", why);
+        goto done;
+    }
+    if ((prompt ? kd_tokenizer_encode(e->tok, prompt, strlen(prompt), KD_TOK_ENC_ADD_SPECIAL, &toks, &err)
+                : parse_prompt_ids(prompt_ids, e->V, &toks, &err)) ||
         (toks.n == 0 && kd_tokens_push(&toks, e->bos >= 0 ? e->bos : 0, &err)) ||
         kd_sampler_init(&s, e->V, (float)temp, top_k, (float)top_p, (uint64_t)seed, &err)) {
         fprintf(stderr, "kd run: %s\n", err.msg);
@@ -121,7 +151,12 @@ int kd_cmd_run(int argc, char **argv) {
         goto done;
     }
     run_out ro = {e, ids, 0};
-    if (!ids) fputs(prompt, stdout);
+    if (!ids && prompt) fputs(prompt, stdout);
+    for (size_t i = 0; !ids && !prompt && i < toks.n; i++) {   /* the prompt ids as text */
+        char buf[512];
+        int64_t n = kd_tokenizer_decode_token(e->tok, toks.ids[i], 0, buf, sizeof buf, NULL);
+        if (n > 0) fwrite(buf, 1, (size_t)n, stdout);
+    }
     fflush(stdout);
     int64_t n_out;
     if (kd_infer_generate(e, toks.ids, (int64_t)toks.n, n_new, &s, NULL, &n_out, on_token, &ro, &err)) {

@@ -1,5 +1,7 @@
 /*
  * cmd_model.c — model subcommands: `kd init`, `kd import llama2c`, `kd logits`.
+ * None of them trains, so every model here is made without gradient buffers
+ * (KD_MODEL_NO_GRAD; kd_model_load does that by default).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,21 +15,25 @@
 
 /* ---- kd init ------------------------------------------------------------------ */
 int kd_cmd_init(int argc, char **argv) {
-    const char *config = NULL, *out = NULL;
+    const char *config = NULL, *out = NULL, *dtype_name = "f32";
     int64_t seed = 1234;
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd init --config C.json --out DIR [--seed S]\n\n"
+        printf("usage: kd init --config C.json --out DIR [--seed S] [--dtype f32|bf16|f16]\n\n"
                "Writes a freshly initialised student checkpoint (config.json + model.safetensors\n"
                "in Hugging Face Llama layout) for the architecture in C.json.\n"
                "Initialisation: linear and embedding weights ~ N(0, 0.02^2), the residual output\n"
                "projections (o_proj, down_proj) scaled by 1/sqrt(2*layers); RMSNorm weights 1.\n"
-               "Same seed, same weights.\n");
+               "Same seed, same weights.\n"
+               "--dtype stores the weights as F32 (default), BF16 or F16 (half the file; every\n"
+               "kd command loads it, converted to F32). Memory: the F32 weights only (no\n"
+               "gradients), 12 GiB for configs/student-3b.json.\n");
         return 0;
     }
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (!strcmp(argv[i], "--config")) { if (!(config = kd_cli_value("init", argc, argv, &i))) return 2; }
         else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("init", argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--dtype")) { if (!(dtype_name = kd_cli_value("init", argc, argv, &i))) return 2; }
         else if (!strcmp(argv[i], "--seed")) {
             if (!(v = kd_cli_value("init", argc, argv, &i)) || kd_cli_int("init", "--seed", v, 0, INT64_MAX, &seed)) return 2;
         } else {
@@ -39,15 +45,23 @@ int kd_cmd_init(int argc, char **argv) {
         fprintf(stderr, "kd init: --config and --out are required (see kd init --help)\n");
         return 2;
     }
+    kd_st_dtype dtype;
+    if (!strcmp(dtype_name, "f32")) dtype = KD_ST_F32;
+    else if (!strcmp(dtype_name, "bf16")) dtype = KD_ST_BF16;
+    else if (!strcmp(dtype_name, "f16")) dtype = KD_ST_F16;
+    else {
+        fprintf(stderr, "kd init: --dtype is f32, bf16 or f16, not '%s'\n", dtype_name);
+        return 2;
+    }
     kd_err err;
     kd_config cfg;
     kd_model m;
-    if (kd_config_load(&cfg, config, &err) || kd_model_new(&m, &cfg, &err)) {
+    if (kd_config_load(&cfg, config, &err) || kd_model_new_flags(&m, &cfg, KD_MODEL_NO_GRAD, &err)) {
         fprintf(stderr, "kd init: %s\n", err.msg);
         return 1;
     }
     kd_model_init(&m, (uint64_t)seed);
-    int rc = kd_checkpoint_save(&m, out, &err);
+    int rc = kd_checkpoint_save_as(&m, out, dtype, &err);
     if (rc) fprintf(stderr, "kd init: %s\n", err.msg);
     else printf("wrote %s (%.2fM parameters)\n", out, (double)kd_config_n_params(&cfg) * 1e-6);
     kd_model_free(&m);
@@ -79,7 +93,7 @@ int kd_cmd_import(int argc, char **argv) {
     }
     kd_err err;
     kd_model m;
-    if (kd_llama2c_load(&m, model, &err)) {
+    if (kd_llama2c_load_flags(&m, model, KD_MODEL_NO_GRAD, &err)) {
         fprintf(stderr, "kd import: %s\n", err.msg);
         return 1;
     }

@@ -123,8 +123,11 @@ int kd_cmd_plan(int argc, char **argv) {
                "               [--measure]\n\n"
                "Predicts the memory of one training step (FP32 weights, gradients, AdamW moments,\n"
                "activations, LM head + loss, batch) and of inference (weights + KV cache for T\n"
-               "positions), from the config alone. --ranks N shards the optimizer state over N\n"
-               "data-parallel ranks. --lm-chunk R plans the chunked LM-head loss (0 = full logits).\n"
+               "positions), from the config alone. --ranks N plans one of N data-parallel ranks\n"
+               "that shard the optimizer state (run-config key shard_optimizer, the default under\n"
+               "mpirun): its 1/N of m and v (lean: the factored v stays whole), everything else\n"
+               "as with one rank; --batch is then the batch of one rank. --lm-chunk R plans the\n"
+               "chunked LM-head loss (0 = full logits).\n"
                "--memory-mode lean plans the lean mode of kd train (memory_mode \"lean\": BF16\n"
                "weights, BF16 first moment, factored second moment, per-layer recompute and\n"
                "update; the --lean-* flags are its lean_* run-config keys) at its peak, the loss\n"
@@ -174,8 +177,8 @@ int kd_cmd_plan(int argc, char **argv) {
         fprintf(stderr, "kd plan: %s\n", err.msg);
         return 1;
     }
-    if (lean && ranks > 1) {
-        fprintf(stderr, "kd plan: --memory-mode lean does not shard its state over ranks yet (--ranks 1)\n");
+    if (do_measure && ranks > 1) {
+        fprintf(stderr, "kd plan: --measure runs one process, which holds the whole optimizer state: use --ranks 1\n");
         return 2;
     }
     kd_plan_opts o = {.batch = batch, .seq = seq, .threads = omp_get_max_threads(), .lm_chunk = chunk,
@@ -186,18 +189,19 @@ int kd_cmd_plan(int argc, char **argv) {
     printf("%s: %.2fM parameters (%lld layers, hidden %lld, vocab %lld)\n", config, (double)p.n_params * 1e-6,
            (long long)cfg.num_hidden_layers, (long long)cfg.hidden_size, (long long)cfg.vocab_size);
     if (lean) {
-        printf("training, batch %lld x seq %lld, lean (weights %s, m %s, v %s, clip %s; per-layer recompute +\n"
-               "update):\n", (long long)batch, (long long)seq, w32 ? "FP32" : "BF16", m32 ? "FP32" : "BF16",
+        printf("training, batch %lld x seq %lld per rank, %lld rank(s)%s,\n"
+               "lean (weights %s, m %s, v %s, clip %s; per-layer recompute + update):\n",
+               (long long)batch, (long long)seq, (long long)ranks, ranks > 1 ? " sharing the optimizer state" : "", w32 ? "FP32" : "BF16", m32 ? "FP32" : "BF16",
                vfull ? "full FP32" : "factored", cexact ? "exact" : "previous");
         row("weights (storage)", p.weights);
-        row("optimizer (m + v)", p.optimizer);
+        row(ranks > 1 ? "optimizer (per rank)" : "optimizer (m + v)", p.optimizer);
         row("FP32 layer + LM head", p.working);
         row("gradients (layer+head)", p.grads);
         row("activations (saved+1)", p.activations);
         row("loss (chunk scratch)", p.loss);
     } else {
-        printf("training, batch %lld x seq %lld, %lld rank(s), FP32 + AdamW:\n", (long long)batch, (long long)seq,
-               (long long)ranks);
+        printf("training, batch %lld x seq %lld per rank, %lld rank(s)%s, FP32 + AdamW:\n", (long long)batch,
+               (long long)seq, (long long)ranks, ranks > 1 ? " sharing the optimizer state" : "");
         row("weights", p.weights);
         row("gradients", p.grads);
         row(ranks > 1 ? "AdamW state (per rank)" : "AdamW state", p.optimizer);
@@ -206,7 +210,7 @@ int kd_cmd_plan(int argc, char **argv) {
     }
     row("batch", p.batch);
     row("process baseline", p.baseline);
-    row("peak (predicted)", p.train_peak);
+    row(ranks > 1 ? "peak per rank" : "peak (predicted)", p.train_peak);
     printf("inference, one sequence of %lld tokens, F32 weights:\n", (long long)seq);
     row("KV cache", p.kv_cache);
     row("peak (predicted)", p.infer_peak);

@@ -25,8 +25,11 @@ static void print_tokenizer(kd_dump *d) {
         printf("tokenizer    invalid: %s\n", err.msg);
         return;
     }
-    printf("tokenizer    %s, %d pieces%s, bos %d, eos %d, unk %d%s\n", tok.model, tok.n,
-           tok.n_merges ? " + merges" : "", tok.bos_id, tok.eos_id, tok.unk_id, tok.scores ? ", scores" : "");
+    char pre[96] = "";
+    if (tok.pre[0]) snprintf(pre, sizeof pre, " (pre-tokenizer %s)", tok.pre);
+    printf("tokenizer    %s%s, %d pieces", tok.model, pre, tok.n);
+    if (tok.n_merges) printf(" + %d merges", tok.n_merges);
+    printf(", bos %d, eos %d, unk %d%s\n", tok.bos_id, tok.eos_id, tok.unk_id, tok.scores ? ", scores" : "");
     kd_dump_tokenizer_free(&tok);
 }
 

@@ -9,16 +9,18 @@
 #include "cli/kd_cli.h"
 #include "core/kd_file.h"
 #include "data/kd_tokenizer.h"
+#include "teacher/kd_dump_tok.h"
 
 static void help(void) {
     printf("usage: kd tokenize --tokenizer FILE (--text STRING | --file PATH) [--no-bos]\n"
            "                   [--parse-special] [--pieces]\n"
            "\n"
-           "Encodes text with a SentencePiece (\"llama\") tokenizer and prints the token ids,\n"
-           "one per line.\n"
+           "Encodes text with a SentencePiece (\"llama\") tokenizer, or a byte-level BPE (\"gpt2\")\n"
+           "one with pre-tokenizer gpt-2, llama-bpe or qwen2, and prints the token ids, one per line.\n"
            "\n"
            "  --tokenizer FILE   a GGUF file (its tokenizer.ggml.* keys; recognised by the\n"
-           "                     magic \"GGUF\") or a llama2.c tokenizer.bin\n"
+           "                     magic \"GGUF\"), a llama2.c tokenizer.bin or a checkpoint's\n"
+           "                     tokenizer.h5\n"
            "  --text STRING      the text to encode\n"
            "  --file PATH        encode the bytes of this file instead (all of it, as one text)\n"
            "  --no-bos           do not prepend BOS (by default BOS/EOS are added as the\n"
@@ -59,7 +61,7 @@ int kd_cmd_tokenize(int argc, char **argv) {
         return 2;
     }
     kd_err err = {{0}};
-    kd_tokenizer *tok = kd_tokenizer_load(tok_path, &err);
+    kd_tokenizer *tok = kd_tokenizer_open(tok_path, &err);
     if (!tok) {
         fprintf(stderr, "kd tokenize: %s\n", err.msg);
         return 1;

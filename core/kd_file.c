@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -75,6 +76,14 @@ int kd_mmap_open(kd_mmap *m, const char *path, kd_err *err) {
     m->data = p;
     m->len = (size_t)st.st_size;
     return 0;
+}
+
+void kd_mmap_release(const kd_mmap *m, const void *p, size_t n) {
+    uintptr_t lo0 = (uintptr_t)m->data, hi0 = lo0 + m->len, a = (uintptr_t)p, b = a + n;
+    if (!m->data || !n || a < lo0 || b > hi0 || b < a) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (a + page - 1) & ~(page - 1), hi = b & ~(page - 1);   /* whole pages only */
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 void kd_mmap_close(kd_mmap *m) {

@@ -22,6 +22,10 @@ typedef struct kd_mmap {
 } kd_mmap;
 int kd_mmap_open(kd_mmap *m, const char *path, kd_err *err);
 void kd_mmap_close(kd_mmap *m);
+/* Drop the resident pages wholly inside [p, p + n) of m once they have been
+ * copied out (a mapped file's pages count in the RSS): the bytes stay readable,
+ * read from the file again on access. Ranges outside m are ignored. */
+void kd_mmap_release(const kd_mmap *m, const void *p, size_t n);
 
 /* Atomic write of one buffer. */
 int kd_write_file_atomic(const char *path, const void *data, size_t len, kd_err *err);

@@ -356,11 +356,31 @@ void kd_st_close(kd_st_file *f) {
 }
 
 void kd_st_release(const kd_st_file *f, const kd_st_tensor *t) {
-    if (!f || !t || !f->map.data || !t->nbytes) return;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
-    uintptr_t lo = (a + page - 1) & ~(page - 1), hi = b & ~(page - 1);   /* whole pages only */
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    if (f && t) kd_mmap_release(&f->map, t->data, t->nbytes);   /* no-op outside a map (kd_st_parse) */
+}
+
+int kd_st_copy_f32(const kd_st_file *f, const kd_st_tensor *t, float *out, kd_err *err) {
+    if (t->dtype != KD_ST_F32 && t->dtype != KD_ST_F16 && t->dtype != KD_ST_BF16)
+        return kd_errf(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, t->name,
+                       kd_st_dtype_name(t->dtype));
+    const unsigned char *p = t->data;
+    const size_t es = kd_st_dtype_size(t->dtype), chunk = ((size_t)16 << 20) / es;   /* elements per 16 MiB */
+    const int bf = t->dtype == KD_ST_BF16;
+    for (int64_t i0 = 0; i0 < t->numel; i0 += (int64_t)chunk) {
+        int64_t n = t->numel - i0 < (int64_t)chunk ? t->numel - i0 : (int64_t)chunk;
+        const unsigned char *src = p + (size_t)i0 * es;
+        if (t->dtype == KD_ST_F32) {
+            memcpy(out + i0, src, (size_t)n * es);
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                uint16_t h;
+                memcpy(&h, src + 2 * i, 2);
+                out[i0 + i] = bf ? kd_bf16_to_f32(h) : kd_fp16_to_f32(h);
+            }
+        }
+        kd_mmap_release(&f->map, src, (size_t)n * es);
+    }
+    return 0;
 }
 
 const kd_st_tensor *kd_st_find(const kd_st_file *f, const char *name) {

@@ -105,6 +105,13 @@ int kd_st_check_float(const kd_st_file *f, const kd_st_tensor *t, int ndim, cons
  * kd_st_parse handles. */
 void kd_st_release(const kd_st_file *f, const kd_st_tensor *t);
 
+/* kd_st_read_f32 for a tensor t of f already checked by kd_st_check_float,
+ * releasing the mapped pages 16 MiB at a time as they are converted: loading a
+ * checkpoint keeps at most one such slice of the file resident, not a whole
+ * tensor (788 MB for a 3B model's BF16 embedding). Returns -1 (with err) only
+ * for a non-float dtype. */
+int kd_st_copy_f32(const kd_st_file *f, const kd_st_tensor *t, float *out, kd_err *err);
+
 /* ---- writer ---- */
 typedef struct kd_st_writer kd_st_writer;
 

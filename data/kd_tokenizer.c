@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/kd_file.h"
+#include "data/kd_tokenizer_bpe.h"
 #include "student/kd_gguf.h"
 
 #define SPACE_MARK     "\xE2\x96\x81"   /* U+2581, the internal form of a space */
@@ -32,7 +33,16 @@ struct kd_tokenizer {
     int32_t *special;     /* CONTROL/UNKNOWN/USER_DEFINED ids with text, longest first */
     int32_t n_special;
     size_t max_len;
+    kd_tok_bpe *bpe;      /* byte-level BPE ("gpt2"), NULL for SPM (data/kd_tokenizer_bpe.c) */
 };
+
+kd_tok_bpe *kd_tokenizer_bpe_part(const kd_tokenizer *tok) { return tok->bpe; }
+
+void kd_tokenizer_attach_bpe(kd_tokenizer *tok, kd_tok_bpe *b) {
+    kd_tok_bpe_free(tok->bpe);
+    tok->bpe = b;
+    tok->flags &= ~KD_TOK_ADD_SPACE_PREFIX;
+}
 
 /* ---- vocabulary ------------------------------------------------------------- */
 
@@ -59,6 +69,7 @@ void kd_tokenizer_free(kd_tokenizer *tok) {
     free(tok->type);
     free(tok->slot);
     free(tok->special);
+    kd_tok_bpe_free(tok->bpe);
     free(tok);
 }
 
@@ -423,12 +434,42 @@ static int opt_bool(const kd_gguf *g, const char *key, unsigned bit, unsigned *f
     return 0;
 }
 
+/* tokenizer.ggml.merges (required, as in llama.cpp) and tokenizer.ggml.pre of a "gpt2" tokenizer. */
+static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, kd_err *err) {
+    const char *name = kd_gguf_name(g), *pre = "";
+    kd_gguf_arr mg;
+    if (kd_gguf_find_key(g, "tokenizer.ggml.merges") < 0)
+        return kd_errf(err, "%s: tokenizer.ggml.merges is missing (a \"gpt2\" tokenizer needs its merges)", name);
+    if (kd_gguf_get_arr(g, "tokenizer.ggml.merges", KD_GGUF_STRING, -1, &mg, err) < 0 ||
+        (kd_gguf_find_key(g, "tokenizer.ggml.pre") >= 0 && kd_gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL, err) < 0))
+        return -1;
+    if (mg.n > KD_TOK_MAX_MERGES)
+        return kd_errf(err, "%s: tokenizer.ggml.merges has %" PRIu64 " entries, expected at most %d", name, mg.n,
+                       KD_TOK_MAX_MERGES);
+    int32_t m = (int32_t)mg.n;
+    const char **ms = malloc(((size_t)m + 1) * sizeof *ms);
+    size_t *ls = malloc(((size_t)m + 1) * sizeof *ls);
+    char what[300];
+    int rc = -1;
+    snprintf(what, sizeof what, "%s: tokenizer.ggml.merges", name);
+    if (!ms || !ls) {
+        kd_errf(err, "%s: out of memory", name);
+    } else {
+        for (int32_t i = 0; i < m; i++) ms[i] = kd_gguf_arr_str(&mg, (uint64_t)i, &ls[i]);
+        rc = kd_tokenizer_set_bpe(tok, pre, m, ms, ls, what, err);
+    }
+    free(ms);
+    free(ls);
+    return rc;
+}
+
 kd_tokenizer *kd_tokenizer_from_gguf(const kd_gguf *g, kd_err *err) {
     const char *name = kd_gguf_name(g), *model;
     if (kd_gguf_get_str(g, "tokenizer.ggml.model", &model, NULL, err) < 0) return NULL;
-    if (strcmp(model, "llama")) {
-        kd_errf(err, "%s: tokenizer.ggml.model is '%.40s', expected 'llama' (SentencePiece; kd supports no other)",
-                name, model);
+    int bpe = !strcmp(model, "gpt2");
+    if (strcmp(model, "llama") && !bpe) {
+        kd_errf(err, "%s: tokenizer.ggml.model is '%.40s', expected 'llama' (SentencePiece) or 'gpt2' (byte-level "
+                "BPE; kd supports no other)", name, model);
         return NULL;
     }
     kd_gguf_arr toks, sc = {0}, ty = {0};
@@ -444,10 +485,11 @@ kd_tokenizer *kd_tokenizer_from_gguf(const kd_gguf *g, kd_err *err) {
     if ((has_sc && kd_gguf_get_arr(g, "tokenizer.ggml.scores", KD_GGUF_FLOAT32, n, &sc, err) < 0) ||
         (has_ty && kd_gguf_get_arr(g, "tokenizer.ggml.token_type", KD_GGUF_INT32, n, &ty, err) < 0))
         return NULL;
-    unsigned flags = KD_TOK_ADD_BOS | KD_TOK_ADD_SPACE_PREFIX;
-    if (opt_id(g, "tokenizer.ggml.bos_token_id", 1, n, &bos, err) < 0 ||
-        opt_id(g, "tokenizer.ggml.eos_token_id", 2, n, &eos, err) < 0 ||
-        opt_id(g, "tokenizer.ggml.unknown_token_id", 0, n, &unk, err) < 0 ||
+    /* SPM defaults as llama.cpp's; a "gpt2" file without the keys gets no special ids and no BOS */
+    unsigned flags = bpe ? 0 : KD_TOK_ADD_BOS | KD_TOK_ADD_SPACE_PREFIX;
+    if (opt_id(g, "tokenizer.ggml.bos_token_id", bpe ? -1 : 1, n, &bos, err) < 0 ||
+        opt_id(g, "tokenizer.ggml.eos_token_id", bpe ? -1 : 2, n, &eos, err) < 0 ||
+        opt_id(g, "tokenizer.ggml.unknown_token_id", bpe ? -1 : 0, n, &unk, err) < 0 ||
         opt_bool(g, "tokenizer.ggml.add_bos_token", KD_TOK_ADD_BOS, &flags, err) < 0 ||
         opt_bool(g, "tokenizer.ggml.add_eos_token", KD_TOK_ADD_EOS, &flags, err) < 0 ||
         opt_bool(g, "tokenizer.ggml.add_space_prefix", KD_TOK_ADD_SPACE_PREFIX, &flags, err) < 0)
@@ -466,6 +508,10 @@ kd_tokenizer *kd_tokenizer_from_gguf(const kd_gguf *g, kd_err *err) {
             if (types) types[i] = kd_gguf_arr_i32(&ty, (uint64_t)i);
         }
         tok = build(name, n, pcs, lens, scores, types, bos, eos, unk, flags, err);
+        if (tok && bpe && bpe_from_gguf(g, tok, err) < 0) {
+            kd_tokenizer_free(tok);
+            tok = NULL;
+        }
     }
     free(pcs);
     free(lens);
@@ -738,7 +784,9 @@ int kd_tokenizer_encode(const kd_tokenizer *tok, const char *text, size_t len, u
             continue;
         }
         int prefix = (tok->flags & KD_TOK_ADD_SPACE_PREFIX) && prev_special;
-        if (encode_raw(&e, text + fs.f[i].start, fs.f[i].len, prefix, out, err) < 0) goto done;
+        if (tok->bpe ? kd_tok_bpe_encode(tok, text + fs.f[i].start, fs.f[i].len, out, err) < 0
+                     : encode_raw(&e, text + fs.f[i].start, fs.f[i].len, prefix, out, err) < 0)
+            goto done;
         prev_special = 0;
     }
     if (add && (tok->flags & KD_TOK_ADD_EOS) && tok->eos >= 0 && kd_tokens_push(out, tok->eos, err) < 0) goto done;
@@ -760,6 +808,7 @@ static int64_t render(const kd_tokenizer *tok, int32_t id, unsigned opts, char *
     size_t n = tok->len[id], w = 0;
     switch (tok->type[id]) {
     case KD_TOKEN_NORMAL:
+        if (tok->bpe) return kd_tok_bpe_render(p, n, dst, cap);
         for (size_t k = 0; k < n; k++) {
             if (w == cap) return -1;
             if (k + 3 <= n && !memcmp(p + k, SPACE_MARK, 3)) {

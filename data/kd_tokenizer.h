@@ -1,6 +1,7 @@
 /*
  * kd_tokenizer.h — SentencePiece-style ("llama" in GGUF terms) tokenizer with
- * byte fallback, bit-compatible with llama.cpp's SPM tokenizer.
+ * byte fallback, bit-compatible with llama.cpp's SPM tokenizer. The same type
+ * holds a byte-level BPE ("gpt2") tokenizer: data/kd_tokenizer_bpe.h.
  *
  * Vocabulary: n pieces, each with a score (higher merges first) and a token
  * type (NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6;
@@ -77,7 +78,8 @@ kd_tokenizer *kd_tokenizer_new(int32_t n, const char *const *pieces, const float
                                int32_t bos, int32_t eos, int32_t unk, unsigned flags, kd_err *err);
 void kd_tokenizer_free(kd_tokenizer *tok);
 
-/* From the tokenizer.ggml.* keys of a parsed GGUF (model must be "llama"). The
+/* From the tokenizer.ggml.* keys of a parsed GGUF (model "llama", or "gpt2"
+ * with tokenizer.ggml.merges and .pre: data/kd_tokenizer_bpe.h). The
  * tokenizer copies what it needs: g may be closed afterwards. */
 kd_tokenizer *kd_tokenizer_from_gguf(const struct kd_gguf *g, kd_err *err);
 /* A llama2.c tokenizer.bin: int32 max_token_length, then per token float32

@@ -21,6 +21,7 @@
 #include "student/kd_checkpoint.h"
 #include "student/kd_gguf.h"
 #include "teacher/kd_dump.h"
+#include "teacher/kd_dump_tok.h"
 
 void kd_quantize_opts_init(kd_quantize_opts *o) {
     memset(o, 0, sizeof *o);
@@ -75,7 +76,7 @@ static int calib_from_text(const char *path, const char *tok_path, int64_t *n, i
     size_t len;
     char *text = kd_read_file(path, &len, err);
     if (!text) return -1;
-    kd_tokenizer *tok = kd_tokenizer_load(tok_path, err);
+    kd_tokenizer *tok = kd_tokenizer_open(tok_path, err);   /* tokenizer.bin or tokenizer.h5 */
     kd_tokens ids = {0};
     int rc = -1;
     if (!tok || kd_tokenizer_encode(tok, text, len, KD_TOK_ENC_ADD_SPECIAL, &ids, err)) goto done;
@@ -152,7 +153,7 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
     if (a->method == KD_QUANT_AWQ && !o->calib && !o->calib_text)
         return kd_errf(err, "AWQ needs calibration data (a teacher dump or a text file)");
     kd_model m;
-    char path[4096], tok[4096];
+    char path[4096], tok[4096], tok_h5[4096];
     if (kd_model_load(&m, o->model, err)) return -1;
     int32_t *tokens = NULL;
     int64_t n = o->samples, T = o->seq;
@@ -163,6 +164,9 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
     if (kd_awq_check(&m, a, err)) goto done;
     if (kd_path_join(tok, sizeof tok, o->model, "tokenizer.bin", err)) goto done;
     int have_tok = kd_file_exists(tok);
+    /* a byte-level BPE ("gpt2") tokenizer lives in tokenizer.h5 (teacher/kd_dump_tok.h) */
+    if (kd_path_join(tok_h5, sizeof tok_h5, o->model, "tokenizer.h5", err)) goto done;
+    int have_h5 = kd_file_exists(tok_h5);
     cJSON_AddStringToObject(rec, "method", a->method == KD_QUANT_AWQ ? "awq" : "rtn");
     if (a->group_size > 0) {
         cJSON_AddNumberToObject(rec, "group_size", a->group_size);
@@ -174,7 +178,8 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
                                                                 : "ggml reference quantizer of each tensor's export type");
     cJSON_AddStringToObject(rec, "source", o->model);
     if (a->method == KD_QUANT_AWQ) {
-        if (kd_calib_tokens(o->calib, o->calib_text, have_tok ? tok : NULL, m.cfg.vocab_size, &n, &T, &tokens, err))
+        if (kd_calib_tokens(o->calib, o->calib_text, have_h5 ? tok_h5 : have_tok ? tok : NULL, m.cfg.vocab_size, &n, &T,
+                            &tokens, err))
             goto done;
         cJSON *c = cJSON_AddObjectToObject(rec, "calibration");
         cJSON_AddStringToObject(c, o->calib ? "dump" : "text", o->calib ? o->calib : o->calib_text);
@@ -195,6 +200,8 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
     cJSON_AddNumberToObject(rec, "seconds", (double)(ts1.tv_sec - ts0.tv_sec) + 1e-9 * (double)(ts1.tv_nsec - ts0.tv_nsec));
     if (kd_checkpoint_save(&m, o->out, err)) goto done;
     if (have_tok && (kd_path_join(path, sizeof path, o->out, "tokenizer.bin", err) || copy_file(tok, path, err)))
+        goto done;
+    if (have_h5 && (kd_path_join(path, sizeof path, o->out, "tokenizer.h5", err) || copy_file(tok_h5, path, err)))
         goto done;
     if (kd_path_join(path, sizeof path, o->out, "quantize.json", err) || kd_json_write_atomic(path, rec, err)) goto done;
     rc = 0;

@@ -17,8 +17,10 @@
 
 #include <sys/stat.h>
 
-int kd_checkpoint_save(const kd_model *m, const char *dir, kd_err *err) {
+int kd_checkpoint_save_as(const kd_model *m, const char *dir, kd_st_dtype dtype, kd_err *err) {
     char path[4096];
+    if (dtype != KD_ST_F32 && dtype != KD_ST_BF16 && dtype != KD_ST_F16)
+        return kd_errf(err, "%s: checkpoint weights are F32, BF16 or F16, not %s", dir, kd_st_dtype_name(dtype));
     if (kd_mkdirs(dir, err)) return -1;
     if (kd_path_join(path, sizeof path, dir, "config.json", err) || kd_config_save(&m->cfg, path, err)) return -1;
     kd_st_writer *w = kd_st_writer_new(err);
@@ -26,12 +28,17 @@ int kd_checkpoint_save(const kd_model *m, const char *dir, kd_err *err) {
     int rc = kd_st_writer_set_meta(w, "format", "pt", err);
     for (int i = 0; !rc && i < m->n_params; i++) {
         const kd_tensor *p = m->params[i];
-        rc = kd_st_writer_add(w, p->name, KD_ST_F32, p->ndim, p->shape, p->data, err);
+        rc = dtype == KD_ST_F32 ? kd_st_writer_add(w, p->name, KD_ST_F32, p->ndim, p->shape, p->data, err)
+                                : kd_st_writer_add_f32_as(w, p->name, dtype, p->ndim, p->shape, p->data, err);
     }
     if (!rc) rc = kd_path_join(path, sizeof path, dir, "model.safetensors", err);
     if (!rc) rc = kd_st_writer_save(w, path, err);
     kd_st_writer_free(w);
     return rc;
+}
+
+int kd_checkpoint_save(const kd_model *m, const char *dir, kd_err *err) {
+    return kd_checkpoint_save_as(m, dir, KD_ST_F32, err);
 }
 
 /* Names that may appear in HF checkpoints and carry nothing kd needs. */
@@ -121,21 +128,22 @@ done:
     return rc;
 }
 
-/* kd_checkpoint_load_weights: convert into the FP32 parameter */
+/* kd_checkpoint_load_weights: convert into the FP32 parameter (shape and dtype
+ * checked by read_file), dropping the file's pages slice by slice */
 static int put_f32(void *ctx, int i, const kd_st_file *f, const kd_st_tensor *t, kd_err *err) {
-    const kd_tensor *p = ((const kd_model *)ctx)->params[i];
-    return kd_st_read_f32(f, t->name, p->data, p->ndim, p->shape, err);
+    return kd_st_copy_f32(f, t, ((const kd_model *)ctx)->params[i]->data, err);
 }
 
 int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err) {
     return kd_checkpoint_read(m, dir, put_f32, m, err);
 }
 
-int kd_checkpoint_load(kd_model *m, const char *dir, kd_err *err) {
+int kd_checkpoint_load_flags(kd_model *m, const char *dir, int flags, kd_err *err) {
     char path[4096];
     kd_config cfg;
+    memset(m, 0, sizeof *m);
     if (kd_path_join(path, sizeof path, dir, "config.json", err) || kd_config_load(&cfg, path, err)) return -1;
-    if (kd_model_new(m, &cfg, err)) return -1;
+    if (kd_model_new_flags(m, &cfg, flags, err)) return -1;
     if (kd_checkpoint_load_weights(m, dir, err)) {
         kd_model_free(m);
         return -1;
@@ -143,15 +151,22 @@ int kd_checkpoint_load(kd_model *m, const char *dir, kd_err *err) {
     return 0;
 }
 
-int kd_model_load(kd_model *m, const char *path, kd_err *err) {
+int kd_checkpoint_load(kd_model *m, const char *dir, kd_err *err) { return kd_checkpoint_load_flags(m, dir, 0, err); }
+
+int kd_model_load_flags(kd_model *m, const char *path, int flags, kd_err *err) {
     struct stat st;
+    memset(m, 0, sizeof *m);
     if (stat(path, &st) != 0) return kd_errf(err, "%s: no such file or directory", path);
-    if (S_ISDIR(st.st_mode)) return kd_checkpoint_load(m, path, err);
+    if (S_ISDIR(st.st_mode)) return kd_checkpoint_load_flags(m, path, flags, err);
     FILE *f = fopen(path, "rb");
     if (!f) return kd_errf(err, "%s: cannot open", path);
     char magic[4] = {0};
     size_t got = fread(magic, 1, 4, f);
     fclose(f);
-    if (got == 4 && !memcmp(magic, "GGUF", 4)) return kd_model_load_gguf(m, path, NULL, err);
-    return kd_llama2c_load(m, path, err);
+    if (got == 4 && !memcmp(magic, "GGUF", 4)) return kd_model_load_gguf_flags(m, path, NULL, flags, err);
+    return kd_llama2c_load_flags(m, path, flags, err);
+}
+
+int kd_model_load(kd_model *m, const char *path, kd_err *err) {
+    return kd_model_load_flags(m, path, KD_MODEL_NO_GRAD, err);
 }

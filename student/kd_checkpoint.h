@@ -17,8 +17,13 @@
 
 /* Write config.json and model.safetensors into dir (created if needed); each file atomically. */
 int kd_checkpoint_save(const kd_model *m, const char *dir, kd_err *err);
-/* Load a checkpoint directory into a new model. */
+/* The same with the weights stored as dtype KD_ST_F32, KD_ST_BF16 or KD_ST_F16
+ * (converted while writing, round-to-nearest-even; 1-D tensors too). */
+int kd_checkpoint_save_as(const kd_model *m, const char *dir, kd_st_dtype dtype, kd_err *err);
+/* Load a checkpoint directory into a new model, with gradients (training). */
 int kd_checkpoint_load(kd_model *m, const char *dir, kd_err *err);
+/* The same with kd_model_new_flags flags (KD_MODEL_NO_GRAD: inference). */
+int kd_checkpoint_load_flags(kd_model *m, const char *dir, int flags, kd_err *err);
 /* Load only the weights of dir into an existing model of the same shape. */
 int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err);
 
@@ -34,6 +39,9 @@ int kd_checkpoint_read(const kd_model *m, const char *dir, kd_checkpoint_put_fn 
 
 
 /* Load any model kd can read: a checkpoint directory, a GGUF llama file
- * (dequantized to F32, see kd_gguf_model.h) or a llama2.c .bin file. */
+ * (dequantized to F32, see kd_gguf_model.h) or a llama2.c .bin file, for
+ * inference: KD_MODEL_NO_GRAD, the parameters have no gradient buffers. */
 int kd_model_load(kd_model *m, const char *path, kd_err *err);
+/* The same with explicit flags (0: with gradients, for training). */
+int kd_model_load_flags(kd_model *m, const char *path, int flags, kd_err *err);
 #endif

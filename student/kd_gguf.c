@@ -147,6 +147,10 @@ struct kd_gguf {
     name_index t_ix;
 };
 
+void kd_gguf_release(const kd_gguf *g, const kd_gguf_tensor *t) {
+    if (g && t && g->map.data) kd_mmap_release(&g->map, t->data, (size_t)t->nbytes);
+}
+
 void kd_gguf_close(kd_gguf *g) {
     if (!g) return;
     if (g->kv) {

@@ -212,6 +212,9 @@ int64_t kd_gguf_n_tensors(const kd_gguf *g);
 const kd_gguf_tensor *kd_gguf_tensor_at(const kd_gguf *g, int64_t i);
 /* NULL when absent. */
 const kd_gguf_tensor *kd_gguf_find_tensor(const kd_gguf *g, const char *name);
+/* Drop t's resident pages once its data has been copied out (kd_gguf_open
+ * handles; a no-op for kd_gguf_parse buffers, which belong to the caller). */
+void kd_gguf_release(const kd_gguf *g, const kd_gguf_tensor *t);
 /* Like kd_gguf_find_tensor, but fails with "NAME: tensor 'x' is missing". */
 int kd_gguf_get_tensor(const kd_gguf *g, const char *name, const kd_gguf_tensor **out, kd_err *err);
 

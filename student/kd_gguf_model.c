@@ -41,7 +41,7 @@ static int gguf_name(const char *hf, char *out, size_t n) {
     return -1;
 }
 
-int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok, kd_err *err) {
+int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer **tok, int flags, kd_err *err) {
     memset(m, 0, sizeof *m);
     if (tok) *tok = NULL;
     kd_gguf *g = kd_gguf_open(path, err);
@@ -93,7 +93,7 @@ int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok,
         c.bos_token_id = id;
     if (!get_u32(g, "tokenizer.ggml.eos_token_id", 0, &id, NULL) && kd_gguf_find_key(g, "tokenizer.ggml.eos_token_id") >= 0)
         c.eos_token_id = id;
-    if (kd_model_new(m, &c, err)) {
+    if (kd_model_new_flags(m, &c, flags, err)) {
         kd_err_prefix(err, "%s", path);
         goto done;
     }
@@ -120,7 +120,9 @@ int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok,
             kd_errf(err, "%s: tensor '%s' has type %s, which kd cannot dequantize", path, name, kd_ggml_type_name(t->type));
             goto done;
         }
-        if (kd_dequantize_rows(t->type, t->data, p->data, rows, cols, err)) {
+        int bad = kd_dequantize_rows(t->type, t->data, p->data, rows, cols, err);
+        kd_gguf_release(g, t);   /* the file's pages of t are no longer needed */
+        if (bad) {
             kd_err_prefix(err, "%s: tensor '%s'", path, name);
             goto done;
         }
@@ -133,4 +135,8 @@ done:
     if (rc && have_model) kd_model_free(m);
     kd_gguf_close(g);
     return rc;
+}
+
+int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok, kd_err *err) {
+    return kd_model_load_gguf_flags(m, path, tok, 0, err);
 }

@@ -14,5 +14,7 @@ struct kd_tokenizer;
 
 /* Load path into a new model; with tok non-NULL, also its tokenizer (NULL if the file has none). */
 int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok, kd_err *err);
+/* The same with kd_model_new_flags flags (KD_MODEL_NO_GRAD: no gradient buffers). */
+int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer **tok, int flags, kd_err *err);
 
 #endif

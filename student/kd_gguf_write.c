@@ -11,9 +11,11 @@
 
 #include "core/kd_file.h"
 #include "core/kd_log.h"
+#include "data/kd_tokenizer_bpe.h"
 #include "student/kd_checkpoint.h"
 #include "student/kd_llama2c.h"
 #include "student/kd_quant.h"
+#include "teacher/kd_dump_tok.h"
 
 /* ---- the writer ------------------------------------------------------------------ */
 
@@ -452,7 +454,30 @@ static const char *file_stem(const char *path, char *buf, size_t n) {
     return buf;
 }
 
-/* The tokenizer.ggml.* keys; the vocabulary is padded to V with UNUSED pieces. */
+/* tokenizer.ggml.pre ("default" when the teacher's dump named none) and
+ * tokenizer.ggml.merges of a byte-level BPE ("gpt2") tokenizer (data/kd_tokenizer_bpe.h). */
+static int export_bpe(kd_gguf_writer *w, const kd_tokenizer *tok, kd_err *err) {
+    int32_t m = kd_tokenizer_n_merges(tok);
+    const char **ms = malloc(((size_t)m + 1) * sizeof *ms);
+    size_t *ls = malloc(((size_t)m + 1) * sizeof *ls);
+    int rc = -1;
+    if (!ms || !ls) {
+        kd_errf(err, "out of memory for %" PRId32 " merges", m);
+    } else {
+        for (int32_t i = 0; i < m; i++) ms[i] = kd_tokenizer_merge(tok, i, &ls[i]);
+        const char *pre = kd_tokenizer_pre(tok)[0] ? kd_tokenizer_pre(tok) : "default";
+        rc = kd_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre, (size_t)-1, err) ||
+                     kd_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", ms, ls, (uint64_t)m, err)
+                 ? -1
+                 : 0;
+    }
+    free(ms);
+    free(ls);
+    return rc;
+}
+
+/* The tokenizer.ggml.* keys; the vocabulary is padded to V with UNUSED pieces. A
+ * "gpt2" tokenizer gets its pre-tokenizer and merges, and no scores. */
 static int export_vocab(kd_gguf_writer *w, const kd_tokenizer *tok, int64_t V, kd_err *err) {
     int32_t n = kd_tokenizer_n_vocab(tok);
     if (n > V)
@@ -485,9 +510,11 @@ static int export_vocab(kd_gguf_writer *w, const kd_tokenizer *tok, int64_t V, k
         }
     }
     unsigned flags = kd_tokenizer_flags(tok);
-    if (kd_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama", (size_t)-1, err) ||
+    int bpe = !strcmp(kd_tokenizer_model(tok), "gpt2");
+    if (kd_gguf_writer_add_str(w, "tokenizer.ggml.model", kd_tokenizer_model(tok), (size_t)-1, err) ||
+        (bpe && export_bpe(w, tok, err)) ||
         kd_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", pieces, lens, (uint64_t)V, err) ||
-        kd_gguf_writer_add_arr(w, "tokenizer.ggml.scores", KD_GGUF_FLOAT32, scores, (uint64_t)V, err) ||
+        (!bpe && kd_gguf_writer_add_arr(w, "tokenizer.ggml.scores", KD_GGUF_FLOAT32, scores, (uint64_t)V, err)) ||
         kd_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", KD_GGUF_INT32, types, (uint64_t)V, err))
         goto done;
     const char *id_keys[3] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
@@ -495,8 +522,9 @@ static int export_vocab(kd_gguf_writer *w, const kd_tokenizer *tok, int64_t V, k
     int32_t ids[3] = {kd_tokenizer_bos(tok), kd_tokenizer_eos(tok), kd_tokenizer_unk(tok)};
     for (int k = 0; k < 3; k++)
         if (ids[k] >= 0 && kd_gguf_writer_add_u32(w, id_keys[k], (uint32_t)ids[k], err)) goto done;
-    if (kd_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", (flags & KD_TOK_ADD_BOS) != 0, err) ||
-        kd_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", (flags & KD_TOK_ADD_EOS) != 0, err) ||
+    /* llama.cpp refuses add_bos/add_eos without the token */
+    if (kd_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", (flags & KD_TOK_ADD_BOS) && ids[0] >= 0, err) ||
+        kd_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", (flags & KD_TOK_ADD_EOS) && ids[1] >= 0, err) ||
         kd_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", (flags & KD_TOK_ADD_SPACE_PREFIX) != 0, err))
         goto done;
     rc = 0;
@@ -591,15 +619,23 @@ done:
 
 int kd_export_checkpoint(const char *dir, const char *preset, const char *path, kd_err *err) {
     char tok_path[4096];
+    kd_tokenizer *tok = NULL;   /* tokenizer.h5 ("gpt2", teacher/kd_dump_tok.h) or tokenizer.bin */
     if (kd_path_join(tok_path, sizeof tok_path, dir, "tokenizer.bin", err)) return -1;
-    if (!kd_file_exists(tok_path))
-        return kd_errf(err, "%s: missing; GGUF export needs the checkpoint's tokenizer (kd import llama2c --tokenizer "
-                       "stores it there, or copy a llama2.c tokenizer.bin into %s)", tok_path, dir);
-    if (!kd_export_preset_find(preset)) return kd_export_gguf(NULL, NULL, preset, path, err);
-    kd_model m;
-    if (kd_checkpoint_load(&m, dir, err)) return -1;
-    kd_tokenizer *tok = kd_tokenizer_load(tok_path, err);
-    int rc = tok ? kd_export_gguf(&m, tok, preset, path, err) : -1;
+    if (kd_tokenizer_load_dir(dir, &tok, err)) return -1;
+    if (!tok)
+        return kd_errf(err, "%s: missing (and no tokenizer.h5); GGUF export needs the checkpoint's tokenizer (kd "
+                       "import llama2c --tokenizer stores it there, kd train copies the dump's, or copy a llama2.c "
+                       "tokenizer.bin into %s)", tok_path, dir);
+    if (!kd_export_preset_find(preset)) {
+        kd_tokenizer_free(tok);
+        return kd_export_gguf(NULL, NULL, preset, path, err);
+    }
+    kd_model m;   /* forward-only: no gradient buffers, so a 3B student needs 12 GiB, not 24 */
+    if (kd_checkpoint_load_flags(&m, dir, KD_MODEL_NO_GRAD, err)) {
+        kd_tokenizer_free(tok);
+        return -1;
+    }
+    int rc = kd_export_gguf(&m, tok, preset, path, err);
     kd_tokenizer_free(tok);
     kd_model_free(&m);
     return rc;

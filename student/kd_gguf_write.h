@@ -110,7 +110,7 @@ int32_t kd_export_tensor_type(const kd_export_preset *p, const char *name, int n
  * convert_hf_to_gguf does), with a warning. */
 int kd_export_gguf(const kd_model *m, const kd_tokenizer *tok, const char *preset, const char *path, kd_err *err);
 /* Load the checkpoint directory dir (config.json, model.safetensors and its
- * tokenizer.bin) and export it. */
+ * tokenizer.bin, or tokenizer.h5 for a byte-level BPE tokenizer) and export it. */
 int kd_export_checkpoint(const char *dir, const char *preset, const char *path, kd_err *err);
 
 #endif

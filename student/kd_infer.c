@@ -17,6 +17,7 @@
 #include "core/kd_mem.h"
 #include "student/kd_checkpoint.h"
 #include "student/kd_quant.h"
+#include "teacher/kd_dump_tok.h"
 
 void kd_infer_opts_init(kd_infer_opts *o) { memset(o, 0, sizeof *o); }
 
@@ -170,7 +171,7 @@ kd_infer *kd_infer_from_model(const kd_model *m, const kd_infer_opts *o, kd_err 
         return NULL;
     }
     e->model = (kd_model *)m;
-    if ((o && o->tokenizer && !(e->tok = kd_tokenizer_load(o->tokenizer, err))) || setup_model(e, m, err) ||
+    if ((o && o->tokenizer && !(e->tok = kd_tokenizer_open(o->tokenizer, err))) || setup_model(e, m, err) ||
         finish(e, o, err)) {
         kd_infer_close(e);
         return NULL;
@@ -358,12 +359,10 @@ kd_infer *kd_infer_open(const char *path, const kd_infer_opts *o, kd_err *err) {
         }
         e->own_model = 1;
         if (setup_model(e, e->model, err)) goto fail;
-        char tp[4096];
-        if (is_dir && !(o && o->tokenizer) && kd_path_join(tp, sizeof tp, path, "tokenizer.bin", NULL) == 0 &&
-            kd_file_exists(tp) && !(e->tok = kd_tokenizer_load(tp, err)))
+        if (is_dir && !(o && o->tokenizer) && kd_tokenizer_load_dir(path, &e->tok, err))   /* tokenizer.h5 or .bin */
             goto fail;
     }
-    if (o && o->tokenizer && !(e->tok = kd_tokenizer_load(o->tokenizer, err))) goto fail;
+    if (o && o->tokenizer && !(e->tok = kd_tokenizer_open(o->tokenizer, err))) goto fail;
     if (finish(e, o, err)) goto fail;
     return e;
 fail:

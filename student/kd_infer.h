@@ -46,7 +46,7 @@ typedef struct kd_infer_opts {
     int dequantize;         /* 1: convert every weight matrix to F32 at load (the reference the
                                quantized kernels are tested against) */
     const char *tokenizer;  /* tokenizer file to use instead of the model's (NULL: the GGUF's
-                               metadata, or DIR/tokenizer.bin for a checkpoint directory) */
+                               metadata, or DIR/tokenizer.h5 / DIR/tokenizer.bin for a checkpoint directory) */
     int ggml_rounding;      /* 1: llama.cpp's numerics: round the input of every product as its CPU
                                backend does (F16 for F16 weights, BF16 for BF16, Q8_0/Q8_1 blocks
                                for Q8_0/Q4_0/Q4_1, Q8_K blocks for Q4_K/Q6_K; F32 stays F32, see

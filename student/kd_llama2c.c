@@ -25,8 +25,9 @@ void kd_rope_permute_rows(float *w, int64_t n_heads, int64_t D, int64_t cols, in
     free(tmp);
 }
 
-int kd_llama2c_load(kd_model *m, const char *path, kd_err *err) {
+int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err) {
     kd_mmap map;
+    memset(m, 0, sizeof *m);
     if (kd_mmap_open(&map, path, err)) return -1;
     int rc = -1;
     int32_t h[7];
@@ -63,12 +64,14 @@ int kd_llama2c_load(kd_model *m, const char *path, kd_err *err) {
                 map.len, (long long)(28 + 4 * n_floats), h[0], h[1], h[2], h[5], h[6]);
         goto done;
     }
-    if (kd_model_new(m, &c, err)) goto done;
+    if (kd_model_new_flags(m, &c, flags, err)) goto done;
     const unsigned char *p = map.data + 28;
-#define TAKE(dst, count)                                      \
-    do {                                                      \
-        memcpy((dst), p, (size_t)(count) * sizeof(float));    \
-        p += (size_t)(count) * sizeof(float);                 \
+    /* each array is copied, then its mapped pages dropped: the file is never resident whole */
+#define TAKE(dst, count)                                           \
+    do {                                                           \
+        memcpy((dst), p, (size_t)(count) * sizeof(float));         \
+        kd_mmap_release(&map, p, (size_t)(count) * sizeof(float)); \
+        p += (size_t)(count) * sizeof(float);                      \
     } while (0)
     TAKE(m->embed->data, V * C);
     for (int64_t l = 0; l < L; l++) TAKE(m->layers[l].attn_norm->data, C);
@@ -93,3 +96,5 @@ done:
     kd_mmap_close(&map);
     return rc;
 }
+
+int kd_llama2c_load(kd_model *m, const char *path, kd_err *err) { return kd_llama2c_load_flags(m, path, 0, err); }

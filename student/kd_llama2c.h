@@ -16,6 +16,8 @@
 
 /* Read a llama2.c checkpoint into a new model (HF layout, RoPE theta 10000, eps 1e-5). */
 int kd_llama2c_load(kd_model *m, const char *path, kd_err *err);
+/* The same with kd_model_new_flags flags (KD_MODEL_NO_GRAD: no gradient buffers). */
+int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err);
 
 /* Permute the rows of a q/k weight [n_heads·D, cols] between layouts, in place.
  * to_half=1: adjacent pairs → rotate_half; to_half=0: the inverse. */

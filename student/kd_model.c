@@ -32,16 +32,21 @@ static kd_tensor *shell_param(const char *name, int ndim, const int64_t *shape, 
 
 static kd_tensor *add_param(kd_model *m, const char *name, int64_t d0, int64_t d1, kd_err *err) {
     int64_t shape[2] = {d0, d1};
-    kd_tensor *p = m->shell ? shell_param(name, d1 ? 2 : 1, shape, err) : kd_param_new(name, d1 ? 2 : 1, shape, err);
+    int nd = d1 ? 2 : 1;
+    kd_tensor *p = m->shell     ? shell_param(name, nd, shape, err)
+                   : m->no_grad ? kd_param_new_nograd(name, nd, shape, err)
+                                : kd_param_new(name, nd, shape, err);
     if (p) m->params[m->n_params++] = p;
     return p;
 }
 
-static int model_new(kd_model *m, const kd_config *cfg, int shell, kd_err *err) {
+static int model_new(kd_model *m, const kd_config *cfg, int shell, int flags, kd_err *err) {
     memset(m, 0, sizeof *m);
+    if (flags & ~KD_MODEL_NO_GRAD) return kd_errf(err, "model: unknown flags 0x%x", (unsigned)flags);
     if (kd_config_validate(cfg, "config", err)) return -1;
     m->cfg = *cfg;
     m->shell = shell;
+    m->no_grad = (flags & KD_MODEL_NO_GRAD) != 0;
     int64_t C = cfg->hidden_size, F = cfg->intermediate_size, V = cfg->vocab_size, L = cfg->num_hidden_layers;
     int64_t qd = cfg->num_attention_heads * cfg->head_dim, kvd = cfg->num_key_value_heads * cfg->head_dim;
     m->layers = calloc((size_t)L, sizeof *m->layers);
@@ -77,8 +82,11 @@ fail:
     return -1;
 }
 
-int kd_model_new(kd_model *m, const kd_config *cfg, kd_err *err) { return model_new(m, cfg, 0, err); }
-int kd_model_new_shell(kd_model *m, const kd_config *cfg, kd_err *err) { return model_new(m, cfg, 1, err); }
+int kd_model_new(kd_model *m, const kd_config *cfg, kd_err *err) { return model_new(m, cfg, 0, 0, err); }
+int kd_model_new_flags(kd_model *m, const kd_config *cfg, int flags, kd_err *err) {
+    return model_new(m, cfg, 0, flags, err);
+}
+int kd_model_new_shell(kd_model *m, const kd_config *cfg, kd_err *err) { return model_new(m, cfg, 1, 0, err); }
 
 void kd_model_free(kd_model *m) {
     for (int i = 0; i < m->n_params; i++) {

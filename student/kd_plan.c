@@ -77,8 +77,12 @@ static void plan_lean(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
     /* v factors: row + column means of every matrix */
     int64_t factors = L * (qd + C + 2 * (kvd + C) + C + qd + 2 * (F + C) + C + F) + heads * (V + C);
 
+    /* sharded over ranks (kd_lean.h): m, a full v and the norms' m + v are split by rows;
+     * the factors stay whole on every rank */
+    int64_t ranks = o->ranks > 0 ? o->ranks : 1;
     p->weights = two_d * wb + one_d * F4;
-    p->optimizer = two_d * mb + (o->lean_v_full ? two_d * F4 : factors * F4) + 2 * one_d * F4;
+    p->optimizer = (two_d * mb + (o->lean_v_full ? two_d * F4 : 0) + 2 * one_d * F4) / ranks +
+                   (o->lean_v_full ? 0 : factors * F4);
     int64_t head = V * C * F4;
     p->working = (o->lean_weights_fp32 ? 0 : layer_all * F4 + head);
     /* lean_clip "exact" keeps an untied embedding's gradient beside the head's through the walk */

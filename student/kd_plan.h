@@ -19,7 +19,8 @@ typedef struct kd_plan_opts {
     int threads;               /* OpenMP threads (attention scratch) */
     int64_t lm_chunk;          /* rows per LM-head/loss chunk; 0 = full [B·T, V] logits */
     int64_t topk;              /* teacher top-k per position (0: none) */
-    int ranks;                 /* data-parallel ranks sharing the optimizer state (≥ 1) */
+    int ranks;                 /* data-parallel ranks sharing the optimizer state (≥ 1): `optimizer`
+                                * is one rank's shard (lean: the factored v stays whole on each) */
     /* memory_mode "lean" (train/kd_lean.h); zero values are lean's defaults */
     int lean;                  /* plan lean mode instead of FP32 + AdamW */
     int lean_weights_fp32;     /* lean_weights "fp32" (default BF16) */

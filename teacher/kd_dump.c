@@ -635,20 +635,20 @@ static int check_offsets(const char *file, const char *name, const int64_t *off,
     return 0;
 }
 
-static int read_tok_locked(kd_dump *d, kd_dump_tokenizer *t, kd_err *err) {
-    const char *f = d->path;
-    if (H5Lexists(d->file, "tokenizer", H5P_DEFAULT) <= 0) return kd_errf(err, "%s: group 'tokenizer' is missing", f);
-    hid_t g = H5Gopen2(d->file, "tokenizer", H5P_DEFAULT);
+int kdd_read_tokenizer(hid_t file, const char *f, int64_t max_n, kd_dump_tokenizer *t, kd_err *err) {
+    if (H5Lexists(file, "tokenizer", H5P_DEFAULT) <= 0) return kd_errf(err, "%s: group 'tokenizer' is missing", f);
+    hid_t g = H5Gopen2(file, "tokenizer", H5P_DEFAULT);
     if (g < 0) return kdd_h5_fail(err, "%s: 'tokenizer' is not a group", f);
     int64_t nb, no, n1, n2, mb = 0, mo = 0, v;
     int rc = -1;
     if (kdd_attr_string(g, f, "model", 1, t->model, sizeof t->model, err) ||
+        kdd_attr_string(g, f, "pre", 0, t->pre, sizeof t->pre, err) ||
         read_1d(g, f, "piece_bytes", 1, H5T_NATIVE_UINT8, H5T_INTEGER, (void **)&t->piece_bytes, &nb, err) < 0 ||
         read_1d(g, f, "piece_offsets", 1, H5T_NATIVE_INT64, H5T_INTEGER, (void **)&t->piece_offsets, &no, err) < 0)
         goto out;
-    if (no < 1 || no - 1 > d->meta.vocab_size) {
+    if (no < 1 || no - 1 > max_n) {
         kd_errf(err, "%s: dataset 'tokenizer/piece_offsets' has %" PRId64 " entries, expected n + 1 with n ≤ "
-                "vocab_size = %" PRId64, f, no, d->meta.vocab_size);
+                "vocab_size = %" PRId64, f, no, max_n);
         goto out;
     }
     t->n = (int32_t)(no - 1);
@@ -701,7 +701,7 @@ int kd_dump_read_tokenizer(kd_dump *d, kd_dump_tokenizer *tok, kd_err *err) {
     memset(tok, 0, sizeof *tok);
     kdd_guard g;
     kdd_enter(&g);
-    int rc = read_tok_locked(d, tok, err);
+    int rc = kdd_read_tokenizer(d->file, d->path, d->meta.vocab_size, tok, err);
     kdd_leave(&g);
     if (rc) kd_dump_tokenizer_free(tok);
     return rc;

@@ -68,6 +68,7 @@ typedef struct kd_dump_meta {
  * .. piece_offsets[i+1]). Pieces use GGUF's internal form (SPM: "▁" for space). */
 typedef struct kd_dump_tokenizer {
     char model[32];            /* GGUF tokenizer.ggml.model: "llama" (SentencePiece), "gpt2" (BPE), ... */
+    char pre[64];              /* GGUF tokenizer.ggml.pre ("llama-bpe", "qwen2", "default", ...); "" = absent */
     int32_t n;                 /* number of pieces (≤ vocab_size) */
     uint8_t *piece_bytes;
     int64_t *piece_offsets;    /* [n + 1], starts at 0, non-decreasing */

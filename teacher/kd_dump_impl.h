@@ -47,6 +47,10 @@ int kdd_attr_write_i64(hid_t obj, const char *name, int64_t v);
 int kdd_attr_write_f64(hid_t obj, const char *name, double v);
 int kdd_attr_write_str(hid_t obj, const char *name, const char *v);
 
+/* The group "tokenizer" of an open file (read: at most max_n pieces; write). */
+int kdd_read_tokenizer(hid_t file, const char *path, int64_t max_n, kd_dump_tokenizer *t, kd_err *err);
+int kdd_write_tokenizer(hid_t file, const char *path, const kd_dump_tokenizer *t, kd_err *err);
+
 kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err);
 void kdd_free(kd_dump *d);
 const char *kdd_dname(const kd_dump *d, int i);

@@ -58,14 +58,15 @@ static int write_1d(hid_t g, const char *path, const char *name, hid_t ftype, hi
     return rc < 0 ? kdd_h5_fail(err, "%s: cannot write dataset 'tokenizer/%s'", path, name) : 0;
 }
 
-static int write_tokenizer(hid_t file, const char *path, const kd_dump_tokenizer *t, kd_err *err) {
+int kdd_write_tokenizer(hid_t file, const char *path, const kd_dump_tokenizer *t, kd_err *err) {
     hid_t g = H5Gcreate2(file, "tokenizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return kdd_h5_fail(err, "%s: cannot create group 'tokenizer'", path);
     int rc = kdd_attr_write_str(g, "model", t->model) ||
              kdd_attr_write_i64(g, "bos_id", t->bos_id) || kdd_attr_write_i64(g, "eos_id", t->eos_id) ||
              kdd_attr_write_i64(g, "unk_id", t->unk_id) || kdd_attr_write_i64(g, "pad_id", t->pad_id) ||
              kdd_attr_write_i64(g, "add_bos", t->add_bos) || kdd_attr_write_i64(g, "add_eos", t->add_eos) ||
-             kdd_attr_write_i64(g, "add_space_prefix", t->add_space_prefix)
+             kdd_attr_write_i64(g, "add_space_prefix", t->add_space_prefix) ||
+             (t->pre[0] && kdd_attr_write_str(g, "pre", t->pre))
                  ? kdd_h5_fail(err, "%s: cannot write the attributes of group 'tokenizer'", path)
                  : 0;
     if (!rc)
@@ -153,7 +154,7 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
         (m->has_loss_mask && create_ds(f, w->partial, "loss_mask", H5T_STD_U8LE, 2, t0, err)) ||
         (m->k && create_ds(f, w->partial, "topk_ids", m->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE, 3, t3, err)) ||
         (!m->tokens_only && create_ds(f, w->partial, m->k ? "topk_logprobs" : "logits", vt, 3, t3, err)) ||
-        (tok && write_tokenizer(f, w->partial, tok, err)))
+        (tok && kdd_write_tokenizer(f, w->partial, tok, err)))
         goto out;
     if (H5Fclose(f) < 0) {
         f = -1;

@@ -326,14 +326,17 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
             kd_errf(err, "%s: a llama2.c .bin file holds no tokenizer: give --tokenizer FILE", o->teacher);
             goto done;
         }
-        if (!tp) snprintf(tpath, sizeof tpath, "%s/tokenizer.bin", o->teacher);
+        if (!tp) {   /* tokenizer.h5 (a byte-level BPE "gpt2" tokenizer) or tokenizer.bin */
+            snprintf(tpath, sizeof tpath, "%s/tokenizer.h5", o->teacher);
+            if (!kd_file_exists(tpath)) snprintf(tpath, sizeof tpath, "%s/tokenizer.bin", o->teacher);
+        }
         if (!tp) tp = tpath;
         if (!kd_file_exists(tp)) {
             kd_errf(err, "%s: no tokenizer in the teacher's directory: give --tokenizer FILE", tp);
             goto done;
         }
     }
-    if (!(tok = kd_tokenizer_load(tp, err))) {
+    if (!(tok = kd_tokenizer_open(tp, err))) {
         kd_err_prefix(err, "tokenizer");
         goto done;
     }

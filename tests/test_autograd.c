@@ -1,6 +1,7 @@
 /*
  * test_autograd.c — every op's backward against central finite differences,
- * and the tape's bookkeeping (accumulation, no-grad, reuse, reset).
+ * and the tape's bookkeeping (accumulation, no-grad, reuse, reset), and
+ * parameters without gradient buffers (kd_param_new_nograd).
  *
  * The objective is J = Σ out ⊙ R for a fixed random R, accumulated in double;
  * the analytic gradient is backward from out with seed R. Each input element
@@ -9,9 +10,12 @@
 #include "kd_test.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "autograd/kd_ops.h"
 
@@ -354,6 +358,53 @@ static void test_tape(void **state) {
     kd_param_free(a);
 }
 
+/* A frozen parameter: no buffer, no tape; the trainable side still gets its
+ * gradient, the frozen one is never written; asking for its gradient aborts. */
+static void test_nograd_param(void **state) {
+    (void)state;
+    kd_err err;
+    int64_t s[2] = {3, 4}, bad[1] = {0};
+    kd_tensor *w = kd_param_new_nograd("w", 2, s, &err);
+    assert_non_null(w);
+    assert_null(w->grad);
+    assert_int_equal(w->requires_grad, 0);
+    assert_int_equal(w->is_param, 1);
+    assert_null(kd_param_new_nograd("z", 1, bad, &err));
+    assert_non_null(strstr(err.msg, "'z'"));
+    for (int64_t i = 0; i < w->n; i++) w->data[i] = 0.1f * (float)(i + 1);
+    kd_param_zero_grad(w);   /* no buffer: nothing to do */
+    kd_graph g;
+    assert_int_equal(kd_graph_init(&g, 0, &err), 0);
+    kd_tensor *x = kd_tensor_new2(&g, 2, 4, "x");
+    for (int64_t i = 0; i < x->n; i++) x->data[i] = (float)i - 3.0f;
+    kd_tensor *y = kd_sum(&g, kd_linear(&g, x, w));
+    assert_int_equal(g.n_nodes, 0);          /* nothing requires a gradient */
+    assert_false(y->requires_grad);
+    x->requires_grad = 1;
+    y = kd_sum(&g, kd_linear(&g, x, w));
+    kd_graph_backward(&g, y);
+    assert_null(w->grad);
+    /* dΣ(x·wᵀ)/dx[n, c] = Σ_o w[o, c] */
+    for (int64_t n = 0; n < 2; n++)
+        for (int64_t c = 0; c < 4; c++) {
+            float want = w->data[c] + w->data[4 + c] + w->data[8 + c];
+            assert_true(fabsf(x->grad[n * 4 + c] - want) < 1e-5f);
+        }
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(2);
+        kd_grad(&g, w);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    kd_graph_free(&g);
+    kd_param_free(w);
+}
+
 int main(int argc, char **argv) {
     kd_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
@@ -361,7 +412,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_embedding),   cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_naive), cmocka_unit_test(test_cross_entropy),
-        cmocka_unit_test(test_tape),
+        cmocka_unit_test(test_tape),        cmocka_unit_test(test_nograd_param),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

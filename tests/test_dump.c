@@ -18,7 +18,9 @@
 
 #include "core/kd_file.h"
 #include "core/kd_fp16.h"
+#include "data/kd_tokenizer_bpe.h"
 #include "teacher/kd_dump.h"
+#include "teacher/kd_dump_tok.h"
 
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", kd_test_tmpdir(), name); }
 
@@ -284,6 +286,29 @@ static void test_recipe(void **state) {
     assert_int_equal(tz.types[1], 3);
     kd_dump_tokenizer_free(&tz);
     kd_dump_close(d);
+    /* the recipe's byte-level BPE tokenizer: merges (given as strings and as pairs) and pre */
+    char gp[1100];
+    snprintf(gp, sizeof gp, "%s.gpt2.h5", path);
+    if (!(d = kd_dump_open(gp, &err_))) fail_msg("%s", err_.msg);
+    CHECK(kd_dump_read_tokenizer(d, &tz, E));
+    kd_dump_close(d);
+    assert_string_equal(tz.model, "gpt2");
+    assert_string_equal(tz.pre, "qwen2");
+    assert_int_equal(tz.n, 260);
+    assert_int_equal(tz.n_merges, 3);
+    assert_int_equal(tz.merge_offsets[2] - tz.merge_offsets[1], 3);
+    assert_memory_equal(tz.merge_bytes + tz.merge_offsets[1], "h e", 3);
+    kd_tokenizer *bt = kd_tokenizer_from_dump(&tz, gp, &err_);
+    if (!bt) fail_msg("%s", err_.msg);
+    assert_string_equal(kd_tokenizer_model(bt), "gpt2");
+    int32_t the = 259;
+    char *txt;
+    size_t tl;
+    CHECK(kd_tokenizer_decode(bt, &the, 1, 0, &txt, &tl, E));
+    assert_string_equal(txt, " the");
+    free(txt);
+    kd_tokenizer_free(bt);
+    kd_dump_tokenizer_free(&tz);
     free(rtok);
     free(rids);
     free(rlp);

@@ -17,6 +17,8 @@
  * itself (tests/node, node-llama-cpp 3.21.1's prebuilt CPU build) loads the
  * f32, q8_0 and synthetic q4_k_m files, tokenizes like kd, and — for f32 —
  * generates the same first 16 greedy tokens as kd's full forward.
+ * `kd export` loads without gradient buffers (KD_MODEL_NO_GRAD); its files are
+ * byte-identical to exports of the same checkpoint loaded with gradients.
  */
 #include "kd_test.h"
 
@@ -715,13 +717,42 @@ static void test_writer(void **state) {
     kd_gguf_close(g);
 }
 
+/* kd export (the no-grad load) writes the bytes an export of the training-style
+ * load writes, in every preset; general.name is the file stem, so the reference
+ * files get the same names in another directory. */
+static void test_nograd_same_bytes(void **state) {
+    (void)state;
+    kd_err err;
+    char dir[700], ref[800], path[800];
+    snprintf(dir, sizeof dir, "%s/nograd_ref", kd_test_tmpdir());
+    assert_int_equal(kd_mkdirs(dir, &err), 0);
+    const char *models[] = {g_ck, g_syn}, *stems[] = {"aidreams", "synthetic"};
+    for (int k = 0; k < 2; k++) {
+        kd_model m;
+        kd_tokenizer *tok;
+        load_ckpt(models[k], &m, &tok);
+        assert_int_equal(m.no_grad, 0);
+        assert_non_null(m.params[0]->grad);
+        for (int p = 0; p < N_PRESETS; p++) {
+            if (k == 1 && strcmp(PRESETS[p], "q4_k_m") && strcmp(PRESETS[p], "f32")) continue;
+            snprintf(ref, sizeof ref, "%s/%s_%s.gguf", dir, stems[k], PRESETS[p]);
+            out_path(path, sizeof path, stems[k], PRESETS[p]);
+            assert_int_equal(kd_export_gguf(&m, tok, PRESETS[p], ref, &err), 0);
+            if (kd_test_sh("cmp -s '%s' '%s'", ref, path)) fprintf(stderr, "%s differs from %s\n", path, ref);
+            assert_int_equal(kd_test_sh("cmp -s '%s' '%s'", ref, path), 0);
+        }
+        kd_tokenizer_free(tok);
+        kd_model_free(&m);
+    }
+}
+
 int main(int argc, char **argv) {
     kd_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_aidreams_presets), cmocka_unit_test(test_synthetic_kquants),
         cmocka_unit_test(test_f32_matches_llama2c), cmocka_unit_test(test_gguf_py),
         cmocka_unit_test(test_llama_cpp), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_writer),
+        cmocka_unit_test(test_writer),           cmocka_unit_test(test_nograd_same_bytes),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -437,7 +437,7 @@ static buf build_tok(int m) {
     u64(&b, 0);
     u64(&b, m == T_NOTOKENS ? 2 : 7);
     key(&b, "tokenizer.ggml.model", KD_GGUF_STRING);
-    str(&b, m == T_MODEL ? "gpt2" : "llama");
+    str(&b, m == T_MODEL ? "bert" : "llama");
     key(&b, "tokenizer.ggml.add_bos_token", m == T_ADD_BOS_TYPE ? KD_GGUF_UINT8 : KD_GGUF_BOOL);
     u8(&b, 0);
     if (m == T_NOTOKENS) return b;
@@ -485,7 +485,7 @@ static void test_tokenizer_from_gguf(void **state) {
         int m;
         const char *want;
     } cases[] = {
-        {T_MODEL, "tokenizer.ggml.model is 'gpt2', expected 'llama'"},
+        {T_MODEL, "tokenizer.ggml.model is 'bert', expected 'llama'"},
         {T_SCORES_N, "key 'tokenizer.ggml.scores' has 5 elements, expected 6"},
         {T_TYPES_T, "key 'tokenizer.ggml.token_type' is an array of UINT32, expected an array of INT32"},
         {T_TYPE_VAL, "token 4: type 9 is invalid"},

@@ -3,6 +3,9 @@
  * dtype kd writes, files exchanged with numpy (tests/py/st_*_numpy.py), a suite
  * of hostile headers that must each be rejected naming the bad field, and
  * truncation / byte-flip / random-mutation loops that must never crash.
+ * kd_st_copy_f32 (the checkpoint loader's streaming read, which drops mapped
+ * pages slice by slice) gives kd_st_read_f32's values across slice borders and
+ * leaves a caller's buffer (kd_st_parse) intact.
  */
 #include "kd_test.h"
 
@@ -471,6 +474,64 @@ static void test_random_mutations(void **state) {
     free(good);
 }
 
+/* Tensors larger than one 16 MiB slice of kd_st_copy_f32, in each float dtype. */
+static void test_copy_f32(void **state) {
+    (void)state;
+    const int64_t n32 = ((int64_t)4 << 20) + 77, n16 = ((int64_t)8 << 20) + 5;   /* > 1 slice each */
+    float *x = malloc((size_t)n16 * sizeof *x), *a = malloc((size_t)n16 * sizeof *a), *b = malloc((size_t)n16 * sizeof *b);
+    assert_non_null(x);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (int64_t i = 0; i < n16; i++) x[i] = (float)((i * 2654435761u) % 100003) * 1e-3f - 50.0f;
+    int32_t ints[4] = {1, 2, 3, 4};
+    int64_t s4 = 4;
+    kd_err err;
+    kd_st_writer *w = kd_st_writer_new(&err);
+    assert_int_equal(kd_st_writer_add(w, "f32", KD_ST_F32, 1, &n32, x, &err), 0);
+    assert_int_equal(kd_st_writer_add_f32_as(w, "bf16", KD_ST_BF16, 1, &n16, x, &err), 0);
+    assert_int_equal(kd_st_writer_add_f32_as(w, "f16", KD_ST_F16, 1, &n16, x, &err), 0);
+    assert_int_equal(kd_st_writer_add(w, "i32", KD_ST_I32, 1, &s4, ints, &err), 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/copy.safetensors", kd_test_tmpdir());
+    assert_int_equal(kd_st_writer_save(w, path, &err), 0);
+    kd_st_writer_free(w);
+
+    size_t len;
+    char *bytes = kd_read_file(path, &len, &err);
+    assert_non_null(bytes);
+    kd_st_file *files[2] = {kd_st_open(path, &err), kd_st_parse(bytes, len, "buffer", &err)};
+    const char *names[3] = {"f32", "bf16", "f16"};
+    for (int k = 0; k < 2; k++) {
+        assert_non_null(files[k]);
+        for (int j = 0; j < 3; j++) {
+            const kd_st_tensor *t = kd_st_find(files[k], names[j]);
+            assert_non_null(t);
+            assert_int_equal(kd_st_read_f32(files[k], names[j], a, 1, NULL, &err), 0);
+            memset(b, 0xff, (size_t)t->numel * sizeof *b);
+            assert_int_equal(kd_st_copy_f32(files[k], t, b, &err), 0);
+            assert_memory_equal(a, b, (size_t)t->numel * sizeof *b);
+            /* the pages come back from the file (map) or were never dropped (buffer) */
+            assert_int_equal(kd_st_read_f32(files[k], names[j], b, 1, NULL, &err), 0);
+            assert_memory_equal(a, b, (size_t)t->numel * sizeof *b);
+        }
+        const kd_st_tensor *ti = kd_st_find(files[k], "i32");
+        assert_int_equal(kd_st_copy_f32(files[k], ti, b, &err), -1);
+        assert_non_null(strstr(err.msg, "'i32'"));
+        assert_non_null(strstr(err.msg, "I32"));
+    }
+    /* F32 comes back exactly; BF16 as its rounding */
+    assert_int_equal(kd_st_copy_f32(files[1], kd_st_find(files[1], "f32"), b, &err), 0);
+    assert_memory_equal(b, x, (size_t)n32 * sizeof *b);
+    assert_int_equal(kd_st_copy_f32(files[1], kd_st_find(files[1], "bf16"), b, &err), 0);
+    for (int64_t i = 0; i < n16; i += 997) assert_true(b[i] == kd_bf16_to_f32(kd_f32_to_bf16(x[i])));
+    kd_st_close(files[0]);
+    kd_st_close(files[1]);
+    free(bytes);
+    free(x);
+    free(a);
+    free(b);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_roundtrip),
     cmocka_unit_test(test_numpy_file),
@@ -478,5 +539,6 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_hostile),
     cmocka_unit_test(test_truncate_and_flip),
     cmocka_unit_test(test_random_mutations),
+    cmocka_unit_test(test_copy_f32),
 };
 KD_TEST_MAIN(tests)

@@ -5,6 +5,9 @@
  * sliding-window config (tied and untied heads); the imported llama2.c
  * aidreams260K against llama2.c's own forward (tests/py/llama2c_ref.py);
  * checkpoint round trips; and clear errors for bad configs and checkpoints.
+ * Models loaded for inference (KD_MODEL_NO_GRAD, kd_model_load) have no
+ * gradient buffers, record no tape and give bit-identical logits; a frozen
+ * parameter inside a graph that trains something else is never written to.
  */
 #include "kd_test.h"
 
@@ -14,6 +17,7 @@
 #include <string.h>
 
 #include "core/kd_file.h"
+#include "core/kd_fp16.h"
 #include "core/kd_safetensors.h"
 #include "student/kd_checkpoint.h"
 #include "student/kd_llama2c.h"
@@ -246,6 +250,149 @@ static void test_checkpoint_roundtrip(void **state) {
     kd_model_free(&a);
 }
 
+/* Logits [1, T, V] of tokens through the training forward, with a recording graph. */
+static float *logits_of(kd_model *m, const int32_t *tok, int64_t T, int *n_nodes) {
+    kd_err err;
+    kd_graph g;
+    assert_int_equal(kd_graph_init(&g, 0, &err), 0);
+    kd_tensor *y = kd_model_logits(&g, m, tok, 1, T);
+    float *out = malloc((size_t)y->n * sizeof *out);
+    assert_non_null(out);
+    memcpy(out, y->data, (size_t)y->n * sizeof *out);
+    *n_nodes = g.n_nodes;
+    kd_graph_free(&g);
+    return out;
+}
+
+static void expect_nograd(const kd_model *m) {
+    assert_int_equal(m->no_grad, 1);
+    for (int i = 0; i < m->n_params; i++) {
+        assert_null(m->params[i]->grad);
+        assert_int_equal(m->params[i]->requires_grad, 0);
+        assert_non_null(m->params[i]->data);
+    }
+}
+
+static void test_nograd_load(void **state) {
+    (void)state;
+    kd_config c;
+    make_config(&c, 32, 64, 2, 4, 2, 50, 0, 0);
+    kd_err err;
+    kd_model a, b, d;
+    assert_int_equal(kd_model_new_flags(&a, &c, KD_MODEL_NO_GRAD, &err), 0);
+    expect_nograd(&a);
+    kd_model_init(&a, 21);
+    char dir[600], dir16[600];
+    snprintf(dir, sizeof dir, "%s/nograd", kd_test_tmpdir());
+    snprintf(dir16, sizeof dir16, "%s/nograd_bf16", kd_test_tmpdir());
+    assert_int_equal(kd_checkpoint_save(&a, dir, &err), 0);
+
+    /* training-style load: every parameter has a zeroed gradient */
+    assert_int_equal(kd_checkpoint_load(&b, dir, &err), 0);
+    assert_int_equal(b.no_grad, 0);
+    for (int i = 0; i < b.n_params; i++) {
+        assert_non_null(b.params[i]->grad);
+        assert_int_equal(b.params[i]->requires_grad, 1);
+    }
+    /* inference loads, explicit and through kd_model_load's default */
+    assert_int_equal(kd_checkpoint_load_flags(&d, dir, KD_MODEL_NO_GRAD, &err), 0);
+    expect_nograd(&d);
+    kd_model e;
+    assert_int_equal(kd_model_load(&e, dir, &err), 0);
+    expect_nograd(&e);
+    kd_model_free(&e);
+    assert_int_equal(kd_model_load_flags(&e, dir, 0, &err), 0);
+    assert_non_null(e.params[0]->grad);
+    kd_model_free(&e);
+
+    /* the same weights, the same logits to the bit; the no-grad model records no tape */
+    const int32_t tok[7] = {1, 4, 9, 16, 25, 36, 49};
+    int na, nb, nd;
+    float *la = logits_of(&a, tok, 7, &na), *lb = logits_of(&b, tok, 7, &nb), *ld = logits_of(&d, tok, 7, &nd);
+    assert_memory_equal(la, lb, 7 * 50 * sizeof(float));
+    assert_memory_equal(ld, lb, 7 * 50 * sizeof(float));
+    assert_int_equal(na, 0);
+    assert_int_equal(nd, 0);
+    assert_true(nb > 0);
+    free(la);
+    free(lb);
+    free(ld);
+
+    /* backward through a frozen parameter reaches the trainable input, never the parameter */
+    kd_graph g;
+    assert_int_equal(kd_graph_init(&g, 0, &err), 0);
+    kd_tensor *x = kd_tensor_new2(&g, 3, 32, "x");
+    for (int64_t i = 0; i < x->n; i++) x->data[i] = 0.01f * (float)(i % 17) - 0.05f;
+    x->requires_grad = 1;
+    kd_tensor *loss = kd_sum(&g, kd_linear(&g, x, d.layers[0].wq));
+    kd_graph_backward(&g, loss);
+    assert_non_null(x->grad);
+    assert_null(d.layers[0].wq->grad);
+    double gsum = 0;
+    for (int64_t i = 0; i < x->n; i++) gsum += fabs(x->grad[i]);
+    assert_true(gsum > 0);
+    kd_graph_free(&g);
+    kd_model_zero_grad(&d);   /* a no-op without buffers */
+
+    /* BF16 checkpoint: half the bytes, loads as the BF16 rounding of every weight */
+    assert_int_equal(kd_checkpoint_save_as(&a, dir16, KD_ST_BF16, &err), 0);
+    kd_model h;
+    assert_int_equal(kd_model_load(&h, dir16, &err), 0);
+    expect_nograd(&h);
+    for (int i = 0; i < a.n_params; i++)
+        for (int64_t j = 0; j < a.params[i]->n; j++)
+            assert_true(h.params[i]->data[j] == kd_bf16_to_f32(kd_f32_to_bf16(a.params[i]->data[j])));
+    kd_model_free(&h);
+    assert_int_equal(kd_checkpoint_save_as(&a, dir16, KD_ST_I8, &err), -1);
+    assert_non_null(strstr(err.msg, "I8"));
+
+    /* unknown flags are refused; a failed load leaves an empty model that frees */
+    assert_int_equal(kd_model_new_flags(&e, &c, 4, &err), -1);
+    assert_non_null(strstr(err.msg, "flags"));
+    kd_model_free(&e);
+    assert_int_equal(kd_model_load(&e, "/nonexistent/kd-model", &err), -1);
+    kd_model_free(&e);
+
+    /* kd init --dtype: BF16 on disk (same values as kd_checkpoint_save_as), bad values refused */
+    char cli[700], path[800];
+    snprintf(cli, sizeof cli, "%s/nograd_cli", kd_test_tmpdir());
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    const char *kd = kd_test_env("KD_BIN");
+    assert_int_equal(kd_test_sh("'%s' init --config '%s' --out '%s' --seed 5 --dtype bf16 >/dev/null", kd, path, cli), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", cli);
+    kd_st_file *sf = kd_st_open(path, &err);
+    assert_non_null(sf);
+    for (int i = 0; i < sf->count; i++) assert_int_equal(sf->tensors[i].dtype, KD_ST_BF16);
+    kd_st_close(sf);
+    assert_int_equal(kd_model_load(&h, cli, &err), 0);
+    assert_int_equal(kd_model_new(&e, &c, &err), 0);
+    kd_model_init(&e, 5);
+    for (int i = 0; i < e.n_params; i++)
+        for (int64_t j = 0; j < e.params[i]->n; j++)
+            assert_true(h.params[i]->data[j] == kd_bf16_to_f32(kd_f32_to_bf16(e.params[i]->data[j])));
+    kd_model_free(&e);
+    kd_model_free(&h);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    assert_int_equal(kd_test_sh("'%s' init --config '%s' --out '%s' --dtype f8 2>/dev/null", kd, path, cli), 2);
+
+    /* llama2.c import for inference: no gradients, same weights */
+    char bin[600];
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    kd_model l0, l1;
+    assert_int_equal(kd_llama2c_load(&l0, bin, &err), 0);
+    assert_int_equal(kd_llama2c_load_flags(&l1, bin, KD_MODEL_NO_GRAD, &err), 0);
+    expect_nograd(&l1);
+    assert_non_null(l0.params[0]->grad);
+    for (int i = 0; i < l0.n_params; i++)
+        assert_memory_equal(l0.params[i]->data, l1.params[i]->data, (size_t)l0.params[i]->n * sizeof(float));
+    kd_model_free(&l0);
+    kd_model_free(&l1);
+
+    kd_model_free(&a);
+    kd_model_free(&b);
+    kd_model_free(&d);
+}
+
 static void expect_config_error(const char *json, const char *needle) {
     kd_config c;
     kd_err err;
@@ -309,7 +456,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_parity_tiny),       cmocka_unit_test(test_parity_gqa_window),
         cmocka_unit_test(test_llama2c_import),    cmocka_unit_test(test_rope_permutation),
         cmocka_unit_test(test_checkpoint_roundtrip), cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_llama2c_errors),
+        cmocka_unit_test(test_llama2c_errors),    cmocka_unit_test(test_nograd_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

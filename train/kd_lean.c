@@ -39,6 +39,7 @@ void kd_lean_opts_init(kd_lean_opts *o) {
     o->m = KD_LEAN_BF16;
     o->v_factored = 1;
     o->adam = kd_adamw_defaults();
+    o->shard_world = 1;
 }
 
 const char *kd_lean_dtype_name(kd_lean_dtype t) { return t == KD_LEAN_BF16 ? "bf16" : "fp32"; }
@@ -66,11 +67,14 @@ static inline float ld(const void *p, kd_lean_dtype t, int64_t j) {
     return t == KD_LEAN_BF16 ? kd_bf16_to_f32(((const uint16_t *)p)[j]) : ((const float *)p)[j];
 }
 
-/* store with stochastic rounding (BF16) from stream key */
-static inline void st_sr(void *p, kd_lean_dtype t, int64_t j, float x, uint64_t key) {
-    if (t == KD_LEAN_BF16) ((uint16_t *)p)[j] = kd_bf16_round_stochastic(x, kd_lean_rand16(key, j));
-    else ((float *)p)[j] = x;
+/* store at index `at` with stochastic rounding (BF16) from element j of stream key
+ * (at = j, except in a shard of the optimizer state: the bits follow the element) */
+static inline void st_sr_at(void *p, kd_lean_dtype t, int64_t at, int64_t j, float x, uint64_t key) {
+    if (t == KD_LEAN_BF16) ((uint16_t *)p)[at] = kd_bf16_round_stochastic(x, kd_lean_rand16(key, j));
+    else ((float *)p)[at] = x;
 }
+
+static inline void st_sr(void *p, kd_lean_dtype t, int64_t j, float x, uint64_t key) { st_sr_at(p, t, j, j, x, key); }
 
 static inline void st_rne(void *p, kd_lean_dtype t, int64_t j, float x) {
     if (t == KD_LEAN_BF16) ((uint16_t *)p)[j] = kd_f32_to_bf16(x);
@@ -91,6 +95,11 @@ int kd_lean_new(kd_lean *l, const kd_config *cfg, const kd_lean_opts *o, kd_err 
     memset(l, 0, sizeof *l);
     if (kd_model_new_shell(&l->m, cfg, err)) return -1;
     l->o = *o;
+    if (l->o.shard_world < 1) l->o.shard_world = 1;
+    if (l->o.shard_rank < 0 || l->o.shard_rank >= l->o.shard_world) {
+        kd_lean_free(l);
+        return kd_errf(err, "lean optimizer shard %d of %d: no such rank", o->shard_rank, o->shard_world);
+    }
     int n = l->m.n_params;
     l->p = calloc((size_t)n, sizeof *l->p);
     if (!l->p) {
@@ -105,14 +114,17 @@ int kd_lean_new(kd_lean *l, const kd_config *cfg, const kd_lean_opts *o, kd_err 
         q->mt = mat ? o->m : KD_LEAN_F32;
         int is_embed = strstr(t->name, "embed_tokens") != NULL;
         q->decay = mat && (!is_embed || o->decay_embeddings);
+        /* m and a full v: this rank's rows only (kd_dist_shard_rows); the factors: all rows and columns */
+        kd_dist_shard_rows(rows_of(t), l->o.shard_rank, l->o.shard_world, &q->r0, &q->r1);
+        const int64_t own = (q->r1 - q->r0) * cols_of(t);
         q->w = kd_calloc((size_t)t->n * dsize(q->wt), err);
-        q->m = q->w ? kd_calloc((size_t)t->n * dsize(q->mt), err) : NULL;
+        q->m = q->w ? kd_calloc((size_t)own * dsize(q->mt), err) : NULL;
         if (q->m) {
             if (mat && o->v_factored) {
                 q->vr = kd_calloc((size_t)rows_of(t) * sizeof(float), err);
                 q->vc = q->vr ? kd_calloc((size_t)cols_of(t) * sizeof(float), err) : NULL;
             } else {
-                q->v = kd_calloc((size_t)t->n * sizeof(float), err);
+                q->v = kd_calloc((size_t)own * sizeof(float), err);
             }
         }
         if (!q->w || !q->m || !(q->v || q->vc)) {
@@ -166,8 +178,9 @@ int64_t kd_lean_state_bytes(const kd_lean *l) {
     int64_t b = 0;
     for (int i = 0; l->p && i < l->m.n_params; i++) {
         const kd_tensor *t = l->m.params[i];
-        b += t->n * (int64_t)dsize(l->p[i].mt);
-        b += l->p[i].vc ? (rows_of(t) + cols_of(t)) * F4 : t->n * F4;
+        const int64_t own = (l->p[i].r1 - l->p[i].r0) * cols_of(t);
+        b += own * (int64_t)dsize(l->p[i].mt);
+        b += l->p[i].vc ? (rows_of(t) + cols_of(t)) * F4 : own * F4;
     }
     return b;
 }
@@ -236,21 +249,33 @@ int kd_lean_save(const kd_lean *l, const char *dir, kd_err *err) {
     return rc;
 }
 
+/* The shape of parameter i's m (and full v) on this rank: its rows only. */
+static void own_shape(const kd_lean *l, int i, int64_t *shape) {
+    const kd_tensor *t = l->m.params[i];
+    for (int d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
+    shape[0] = l->p[i].r1 - l->p[i].r0;
+}
+
 int kd_lean_save_optimizer(const kd_lean *l, const char *path, kd_err *err) {
     kd_st_writer *w = kd_st_writer_new(err);
     if (!w) return -1;
     int n = l->m.n_params;
     char (*names)[128] = malloc((size_t)n * 3 * sizeof *names);
+    char shard[48];
+    snprintf(shard, sizeof shard, "%d/%d", l->o.shard_rank, l->o.shard_world);
     int rc = names ? kd_st_writer_set_meta(w, "kd_optimizer", "lean", err) : kd_errf(err, "out of memory");
+    if (!rc && l->o.shard_world > 1) rc = kd_st_writer_set_meta(w, "kd_optimizer_shard", shard, err);
     for (int i = 0; !rc && i < n; i++) {
         const kd_tensor *t = l->m.params[i];
         const kd_lean_param *q = &l->p[i];
+        int64_t shape[KD_MAX_DIMS];
+        own_shape(l, i, shape);
         snprintf(names[3 * i], 128, "m.%s", t->name);
-        rc = kd_st_writer_add(w, names[3 * i], st_dtype(q->mt), t->ndim, t->shape, q->m, err);
+        rc = kd_st_writer_add(w, names[3 * i], st_dtype(q->mt), t->ndim, shape, q->m, err);
         if (rc) break;
         if (q->v) {
             snprintf(names[3 * i + 1], 128, "v.%s", t->name);
-            rc = kd_st_writer_add(w, names[3 * i + 1], KD_ST_F32, t->ndim, t->shape, q->v, err);
+            rc = kd_st_writer_add(w, names[3 * i + 1], KD_ST_F32, t->ndim, shape, q->v, err);
         } else {
             int64_t r = rows_of(t), c = cols_of(t);
             snprintf(names[3 * i + 1], 128, "v_row.%s", t->name);
@@ -285,17 +310,28 @@ static int read_exact(const kd_st_file *f, const char *name, kd_st_dtype dt, int
 int kd_lean_load_optimizer(kd_lean *l, const char *path, kd_err *err) {
     kd_st_file *f = kd_st_open(path, err);
     if (!f) return -1;
+    char want[48];
+    snprintf(want, sizeof want, "%d/%d", l->o.shard_rank, l->o.shard_world);
+    const char *has = kd_st_meta(f, "kd_optimizer_shard");
+    if (l->o.shard_world > 1 ? !has || strcmp(has, want) : has != NULL) {
+        kd_errf(err, "%s holds %s%s of the optimizer state, this process needs %s%s", path, has ? "shard " : "",
+                has ? has : "all", l->o.shard_world > 1 ? "shard " : "", l->o.shard_world > 1 ? want : "all of it");
+        kd_st_close(f);
+        return -1;
+    }
     int rc = 0;
     for (int i = 0; !rc && i < l->m.n_params; i++) {
         const kd_tensor *t = l->m.params[i];
         kd_lean_param *q = &l->p[i];
+        int64_t shape[KD_MAX_DIMS];
+        own_shape(l, i, shape);
         char nm[160];
         snprintf(nm, sizeof nm, "m.%s", t->name);
-        rc = read_exact(f, nm, st_dtype(q->mt), t->ndim, t->shape, q->m, err);
+        rc = read_exact(f, nm, st_dtype(q->mt), t->ndim, shape, q->m, err);
         if (rc) break;
         if (q->v) {
             snprintf(nm, sizeof nm, "v.%s", t->name);
-            rc = read_exact(f, nm, KD_ST_F32, t->ndim, t->shape, q->v, err);
+            rc = read_exact(f, nm, KD_ST_F32, t->ndim, shape, q->v, err);
         } else {
             int64_t r = rows_of(t), c = cols_of(t);
             snprintf(nm, sizeof nm, "v_row.%s", t->name);
@@ -369,7 +405,9 @@ static double sum_sq(const float *g, int64_t n) {
     return total;
 }
 
-/* AdamW on parameter i with gradient g (scaled by cs), update number t. */
+/* AdamW on parameter i with gradient g (scaled by cs), update number t: the rows
+ * [r0, r1) this rank owns (every row when not sharded). m and a full v hold those
+ * rows only (index j − off); the factors and the random bits follow the element j. */
 static void update(kd_lean *l, int i, const float *g, float cs, float lr, int64_t t) {
     const kd_tensor *p = l->m.params[i];
     kd_lean_param *q = &l->p[i];
@@ -380,37 +418,49 @@ static void update(kd_lean *l, int i, const float *g, float cs, float lr, int64_
     const uint64_t kw = kd_lean_hash(base, 1), km = kd_lean_hash(base, 2);
     void *w = q->w, *m = q->m;
     const kd_lean_dtype wt = q->wt, mt = q->mt;
+    const int64_t C = cols_of(p), r0 = q->r0, r1 = q->r1, off = r0 * C;
     if (q->vc) {
-        const int64_t R = rows_of(p), C = cols_of(p);
+        /* the factors see the whole (all-reduced) gradient on every rank: the same bits everywhere */
+        const int64_t R = rows_of(p);
         kd_lean_factor_update(q->vr, q->vc, g, R, C, cs, b2);
         double mean = kd_lean_factor_mean(q->vr, R);
         const float inv = mean > 0.0 ? (float)(1.0 / mean) : 0.0f;
         const float *vr = q->vr, *vc = q->vc;
-#pragma omp parallel for if (R * C > 32768)
-        for (int64_t r = 0; r < R; r++) {
+#pragma omp parallel for if ((r1 - r0) * C > 32768)
+        for (int64_t r = r0; r < r1; r++) {
             const float ri = vr[r] * inv;
             for (int64_t c = 0; c < C; c++) {
                 const int64_t j = r * C + c;
                 const float gj = g[j] * cs, wj = ld(w, wt, j);
-                const float mj = b1 * ld(m, mt, j) + (1.0f - b1) * gj;
+                const float mj = b1 * ld(m, mt, j - off) + (1.0f - b1) * gj;
                 const float mh = mj / c1, vh = ri * vc[c] / c2;
-                st_sr(m, mt, j, mj, km);
+                st_sr_at(m, mt, j - off, j, mj, km);
                 st_sr(w, wt, j, wj - lr * (mh / (sqrtf(vh) + eps) + wd * wj), kw);
             }
         }
     } else {
         float *v = q->v;
-        const int64_t n = p->n;
-#pragma omp parallel for if (n > 32768)
-        for (int64_t j = 0; j < n; j++) {
+        const int64_t n = r1 * C;
+#pragma omp parallel for if (n - off > 32768)
+        for (int64_t j = off; j < n; j++) {
             const float gj = g[j] * cs, wj = ld(w, wt, j);
-            const float mj = b1 * ld(m, mt, j) + (1.0f - b1) * gj;
-            v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
-            const float mh = mj / c1, vh = v[j] / c2;
-            st_sr(m, mt, j, mj, km);
+            const float mj = b1 * ld(m, mt, j - off) + (1.0f - b1) * gj;
+            v[j - off] = b2 * v[j - off] + (1.0f - b2) * gj * gj;
+            const float mh = mj / c1, vh = v[j - off] / c2;
+            st_sr_at(m, mt, j - off, j, mj, km);
             st_sr(w, wt, j, wj - lr * (mh / (sqrtf(vh) + eps) + wd * wj), kw);
         }
     }
+}
+
+/* update, then (sharded) every rank's updated rows of parameter i to every rank. */
+static int apply(kd_lean *l, int i, const float *g, float cs, float lr, int64_t t, const kd_dist *dist, kd_err *err) {
+    update(l, i, g, cs, lr, t);
+    if (l->o.shard_world == 1) return 0;
+    const kd_tensor *p = l->m.params[i];
+    if (kd_dist_allgather_rows(dist, l->p[i].w, rows_of(p), cols_of(p) * (int64_t)dsize(l->p[i].wt), err))
+        return kd_err_prefix(err, "step %lld: gathering '%s'", (long long)t, p->name);
+    return 0;
 }
 
 /* ---- materialising FP32 copies ------------------------------------------------------ */
@@ -594,7 +644,10 @@ static int walk(kd_lean *l, kd_graph *g, int64_t B, int64_t T, int upd, float cs
                 layer_out(l, li);
                 return -1;
             }
-            if (upd) update(l, i, l->m.params[i]->grad, cs, lr, t);
+            if (upd && apply(l, i, l->m.params[i]->grad, cs, lr, t, dist, err)) {
+                layer_out(l, li);
+                return -1;
+            }
         }
         layer_out(l, li);
     }
@@ -628,6 +681,9 @@ int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
     const int64_t t = l->step + 1;
     const int tied = l->m.lm_head == NULL, exact = l->o.exact_clip;
     const int i_norm = l->m.n_params - (tied ? 1 : 2), i_head = tied ? 0 : l->m.n_params - 1;
+    if (l->o.shard_world > 1 && (!dist || dist->world != l->o.shard_world || dist->rank != l->o.shard_rank))
+        return kd_errf(err, "lean optimizer state sharded over %d ranks (this is shard %d), but this process is rank %d "
+                            "of %d", l->o.shard_world, l->o.shard_rank, dist ? dist->rank : 0, dist ? dist->world : 1);
     /* the global token count scales this rank's mean-loss gradients into the global mean */
     int64_t cnt[1] = {0};
     for (int64_t n = 0; n < N; n++) cnt[0] += b->labels[n] != KD_IGNORE_INDEX;
@@ -708,20 +764,17 @@ int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
         if (grad_ready(l, 0, eg, dist, t, &ss, err)) goto fail;
         res->grad_norm = sqrt(ss);
         cs = clip_factor(grad_clip, res->grad_norm);
-        update(l, i_norm, ng, cs, lr, t);
-        if (!tied) update(l, i_head, hg, cs, lr, t);
+        if (apply(l, i_norm, ng, cs, lr, t, dist, err) || (!tied && apply(l, i_head, hg, cs, lr, t, dist, err)))
+            goto fail;
         memcpy(l->dx, l->dx_top, (size_t)(N * C) * sizeof(float));
         double ss2 = 0.0;   /* second walk: the same gradients again, now applied */
-        if (walk(l, g, B, T, 1, cs, lr, t, dist, &ss2, err)) goto fail;
-        update(l, 0, eg, cs, lr, t);
+        if (walk(l, g, B, T, 1, cs, lr, t, dist, &ss2, err) || apply(l, 0, eg, cs, lr, t, dist, err)) goto fail;
     } else {
         /* one walk, clipping with the previous step's norm; each gradient is applied when complete */
         cs = clip_factor(grad_clip, l->last_grad_norm);
-        if (grad_ready(l, i_norm, ng, dist, t, &ss, err)) goto fail;
-        update(l, i_norm, ng, cs, lr, t);
+        if (grad_ready(l, i_norm, ng, dist, t, &ss, err) || apply(l, i_norm, ng, cs, lr, t, dist, err)) goto fail;
         if (!tied) {
-            if (grad_ready(l, i_head, hg, dist, t, &ss, err)) goto fail;
-            update(l, i_head, hg, cs, lr, t);
+            if (grad_ready(l, i_head, hg, dist, t, &ss, err) || apply(l, i_head, hg, cs, lr, t, dist, err)) goto fail;
             kd_free(hg);
             hg = NULL;
         }
@@ -731,8 +784,7 @@ int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
             goto fail;
         }
         scatter(eg, l->dx, tokens, N, C);
-        if (grad_ready(l, 0, eg, dist, t, &ss, err)) goto fail;
-        update(l, 0, eg, cs, lr, t);
+        if (grad_ready(l, 0, eg, dist, t, &ss, err) || apply(l, 0, eg, cs, lr, t, dist, err)) goto fail;
         res->grad_norm = sqrt(ss);
     }
     res->clip_scale = cs;

@@ -46,7 +46,15 @@
  * order for the same reason.
  *
  * Data parallelism: every parameter's gradient is all-reduced just before its
- * update (the place where sharding the optimizer state over ranks will go).
+ * update. With the optimizer state sharded (shard_world > 1, ZeRO-1), rank k
+ * keeps m (and a full v) only for its rows of each parameter
+ * (kd_dist_shard_rows), updates only those rows and all-gathers the updated
+ * weights (in their storage dtype) before the walk goes on. The factored
+ * row/column means stay whole on every rank: they are computed from the whole
+ * all-reduced gradient, cost R + C floats per matrix, and keep the estimate
+ * v̂_ij = r_i·c_j / mean(r) of every rank equal to the unsharded one. The
+ * stochastic-rounding bits follow the element, not its place in a shard, so a
+ * sharded run gives the unsharded run's bits.
  */
 #ifndef KD_LEAN_H
 #define KD_LEAN_H
@@ -69,15 +77,17 @@ typedef struct kd_lean_opts {
     kd_adamw_opts adam;       /* β1, β2, ε, weight decay */
     int decay_embeddings;     /* as kd_adamw_init */
     uint64_t seed;            /* stochastic-rounding stream */
+    int shard_rank, shard_world;   /* optimizer-state shard of this process (0, 1: not sharded) */
 } kd_lean_opts;
 
 typedef struct kd_lean_param {
     void *w;                  /* weights: n floats or n BF16 */
-    void *m;                  /* first moment, likewise */
-    float *v;                 /* full second moment [n], or NULL when factored */
+    void *m;                  /* first moment of rows [r0, r1): (r1 − r0)·cols values */
+    float *v;                 /* full second moment of rows [r0, r1), or NULL when factored */
     float *vr, *vc;           /* factored: row means [rows], column means [cols] */
     kd_lean_dtype wt, mt;     /* dtypes of w and m (always F32 for 1-D parameters) */
     int decay;
+    int64_t r0, r1;           /* rows of this rank's optimizer shard (all rows when not sharded) */
 } kd_lean_param;
 
 typedef struct kd_lean {
@@ -96,7 +106,7 @@ typedef struct kd_lean {
     int64_t pos_n;
 } kd_lean;
 
-/* BF16 weights, BF16 m, factored v, kd_adamw_defaults(), seed 0. */
+/* BF16 weights, BF16 m, factored v, kd_adamw_defaults(), seed 0, not sharded. */
 void kd_lean_opts_init(kd_lean_opts *o);
 /* "fp32" / "bf16". */
 const char *kd_lean_dtype_name(kd_lean_dtype t);
@@ -115,13 +125,15 @@ int kd_lean_load_weights(kd_lean *l, const char *dir, kd_err *err);
  * storage dtypes (BF16 matrices, F32 norms): a Hugging Face checkpoint that kd's
  * FP32 loader and transformers read. */
 int kd_lean_save(const kd_lean *l, const char *dir, kd_err *err);
-/* Optimizer state: m.NAME (storage dtype), v.NAME (F32) or v_row.NAME + v_col.NAME (F32). */
+/* Optimizer state: m.NAME (storage dtype), v.NAME (F32) or v_row.NAME + v_col.NAME (F32).
+ * A shard holds m and v of its rows only (shape[0] = r1 − r0), the whole factors,
+ * and the metadata kd_optimizer_shard "RANK/WORLD"; loading checks it. */
 int kd_lean_save_optimizer(const kd_lean *l, const char *path, kd_err *err);
 int kd_lean_load_optimizer(kd_lean *l, const char *path, kd_err *err);
 /* Element j of parameter i as a float, and assignment (rounded to nearest). */
 float kd_lean_get(const kd_lean *l, int i, int64_t j);
 void kd_lean_set(kd_lean *l, int i, int64_t j, float v);
-/* Bytes of weight storage and of optimizer state. */
+/* Bytes of weight storage and of optimizer state (this rank's shard of it). */
 int64_t kd_lean_weight_bytes(const kd_lean *l);
 int64_t kd_lean_state_bytes(const kd_lean *l);
 
@@ -136,7 +148,8 @@ typedef struct kd_lean_result {
  * One optimizer step on tokens [B·T] with the distillation loss of b under lo
  * (lo->grad_into_params is implied) at learning rate lr, clipping with the
  * previous step's norm at grad_clip (≤ 0: none). dist may be NULL (one
- * process). A non-finite loss is an error before anything changes; a
+ * process; it must be given, with this shard's rank and world, when the state
+ * is sharded). A non-finite loss is an error before anything changes; a
  * non-finite gradient is an error before that parameter changes (earlier
  * layers of the walk are already updated: the step has failed).
  */

@@ -11,18 +11,33 @@
 kd_adamw_opts kd_adamw_defaults(void) { return (kd_adamw_opts){0.9f, 0.95f, 1e-8f, 0.1f}; }
 
 int kd_adamw_init(kd_adamw *o, kd_tensor **params, int n, int decay_embeddings, kd_err *err) {
+    return kd_adamw_init_shard(o, params, n, decay_embeddings, 0, 1, err);
+}
+
+int kd_adamw_init_shard(kd_adamw *o, kd_tensor **params, int n, int decay_embeddings, int rank, int world,
+                        kd_err *err) {
     memset(o, 0, sizeof *o);
+    if (world < 1 || rank < 0 || rank >= world) return kd_errf(err, "AdamW shard %d of %d: no such rank", rank, world);
     o->n = n;
     o->params = params;
+    o->shard_rank = rank;
+    o->shard_world = world;
     o->m = calloc((size_t)n, sizeof *o->m);
     o->v = calloc((size_t)n, sizeof *o->v);
+    o->lo = calloc((size_t)n, sizeof *o->lo);
+    o->hi = calloc((size_t)n, sizeof *o->hi);
     o->decay = calloc((size_t)n, 1);
-    if (!o->m || !o->v || !o->decay) {
+    if (!o->m || !o->v || !o->lo || !o->hi || !o->decay) {
         kd_adamw_free(o);
         return kd_errf(err, "out of memory allocating optimizer state");
     }
     for (int i = 0; i < n; i++) {
-        size_t bytes = (size_t)params[i]->n * sizeof(float);
+        int64_t rows = params[i]->ndim ? params[i]->shape[0] : 1, r0, r1;
+        int64_t row = rows ? params[i]->n / rows : 0;
+        kd_dist_shard_rows(rows, rank, world, &r0, &r1);
+        o->lo[i] = r0 * row;
+        o->hi[i] = r1 * row;
+        size_t bytes = (size_t)(o->hi[i] - o->lo[i]) * sizeof(float);
         o->m[i] = kd_calloc(bytes, err);
         o->v[i] = o->m[i] ? kd_calloc(bytes, err) : NULL;
         if (!o->v[i]) {
@@ -42,6 +57,8 @@ void kd_adamw_free(kd_adamw *o) {
     }
     free(o->m);
     free(o->v);
+    free(o->lo);
+    free(o->hi);
     free(o->decay);
     memset(o, 0, sizeof *o);
 }
@@ -52,10 +69,12 @@ void kd_adamw_step(kd_adamw *o, const kd_adamw_opts *opts, float lr) {
     float c1 = 1.0f - powf(b1, (float)o->step), c2 = 1.0f - powf(b2, (float)o->step);
     for (int i = 0; i < o->n; i++) {
         kd_tensor *p = o->params[i];
-        float *m = o->m[i], *v = o->v[i], *w = p->data;
-        const float *g = p->grad;
+        /* this rank's elements [lo, hi): m[0] and v[0] belong to element lo */
+        const int64_t lo = o->lo[i];
+        float *m = o->m[i], *v = o->v[i], *w = p->data + lo;
+        const float *g = p->grad + lo;
         float wd = o->decay[i] ? opts->weight_decay : 0.0f;
-        int64_t n = p->n;
+        int64_t n = o->hi[i] - lo;
 #pragma omp parallel for simd if (n > 32768)
         for (int64_t j = 0; j < n; j++) {
             m[j] = b1 * m[j] + (1.0f - b1) * g[j];
@@ -64,6 +83,26 @@ void kd_adamw_step(kd_adamw *o, const kd_adamw_opts *opts, float lr) {
             w[j] -= lr * (mh / (sqrtf(vh) + opts->eps) + wd * w[j]);
         }
     }
+}
+
+int kd_adamw_gather(kd_adamw *o, const kd_dist *d, kd_err *err) {
+    if (o->shard_world == 1) return 0;
+    if (!d || d->world != o->shard_world || d->rank != o->shard_rank)
+        return kd_errf(err, "AdamW state sharded over %d ranks, but this process is rank %d of %d", o->shard_world,
+                       d ? d->rank : 0, d ? d->world : 1);
+    for (int i = 0; i < o->n; i++) {
+        kd_tensor *p = o->params[i];
+        int64_t rows = p->ndim ? p->shape[0] : 1;
+        if (rows && kd_dist_allgather_rows(d, p->data, rows, p->n / rows * (int64_t)sizeof(float), err))
+            return kd_err_prefix(err, "gathering '%s'", p->name);
+    }
+    return 0;
+}
+
+int64_t kd_adamw_state_bytes(const kd_adamw *o) {
+    int64_t b = 0;
+    for (int i = 0; o->lo && i < o->n; i++) b += 2 * (o->hi[i] - o->lo[i]) * (int64_t)sizeof(float);
+    return b;
 }
 
 double kd_grad_norm(kd_tensor **params, int n) {

@@ -16,7 +16,7 @@ static const char *KNOWN[] = {
     "grad_accum", "steps", "tokens", "lr", "lr_min", "warmup", "beta1", "beta2", "eps", "weight_decay",
     "decay_embeddings", "grad_clip", "eval_every", "eval_batches", "save_every", "keep_last", "log_every", "seed",
     "lm_chunk", "vocab_policy", "memory_mode", "lean_weights", "lean_m", "lean_v", "lean_clip",
-    "description",
+    "shard_optimizer", "description",
 };
 
 static int known_key(const char *k) {
@@ -99,6 +99,7 @@ int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *nam
     snprintf(c->lean_m, sizeof c->lean_m, "bf16");
     snprintf(c->lean_v, sizeof c->lean_v, "factored");
     snprintf(c->lean_clip, sizeof c->lean_clip, "previous");
+    c->shard_optimizer = 1;
 
     if (get_path(root, "student", name, 1, c->student, err) || get_path(root, "val_data", name, 0, c->val_data, err))
         return -1;
@@ -135,6 +136,7 @@ int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *nam
         kd_json_get_float(root, "eps", name, 0, 0.0, 1.0, &c->eps, err) ||
         kd_json_get_float(root, "weight_decay", name, 0, 0.0, 10.0, &c->weight_decay, err) ||
         kd_json_get_bool(root, "decay_embeddings", name, 0, &c->decay_embeddings, err) ||
+        kd_json_get_bool(root, "shard_optimizer", name, 0, &c->shard_optimizer, err) ||
         kd_json_get_float(root, "grad_clip", name, 0, 0.0, 1e9, &c->grad_clip, err) ||
         kd_json_get_int(root, "eval_every", name, 0, 0, (int64_t)1 << 40, &c->eval_every, err) ||
         kd_json_get_int(root, "eval_batches", name, 0, 0, (int64_t)1 << 40, &c->eval_batches, err) ||
@@ -213,6 +215,7 @@ cJSON *kd_run_config_to_json(const kd_run_config *c) {
 #undef NUM
     cJSON_AddStringToObject(o, "vocab_policy", c->vocab_policy);
     cJSON_AddStringToObject(o, "memory_mode", c->memory_mode);
+    cJSON_AddBoolToObject(o, "shard_optimizer", c->shard_optimizer);
     if (!strcmp(c->memory_mode, "lean")) {   /* only where they apply (an fp32 run.json stays as it was) */
         cJSON_AddStringToObject(o, "lean_weights", c->lean_weights);
         cJSON_AddStringToObject(o, "lean_m", c->lean_m);

@@ -15,6 +15,8 @@
  *   memory_mode ("fp32" | "lean", see train/kd_lean.h)  and, for lean only:
  *   lean_weights ("bf16" | "fp32")  lean_m ("bf16" | "fp32")  lean_v ("factored" | "full")
  *   lean_clip ("previous" | "exact")
+ *   shard_optimizer (true): under mpirun, each rank keeps 1/N of the optimizer
+ *   state (ZeRO-1, train/kd_dist.h); false replicates it on every rank
  */
 #ifndef KD_RUN_CONFIG_H
 #define KD_RUN_CONFIG_H
@@ -49,6 +51,7 @@ typedef struct kd_run_config {
     char lean_m[8];            /* bf16 | fp32 (lean) */
     char lean_v[16];           /* factored | full (lean) */
     char lean_clip[16];        /* previous | exact (lean) */
+    int shard_optimizer;       /* shard the optimizer state over ranks (no effect with one rank) */
 } kd_run_config;
 
 /* Apply one "a.b=value" override to a JSON tree. value is parsed as JSON when

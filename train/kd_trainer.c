@@ -15,6 +15,13 @@
  * layer as soon as its gradient is complete, clipping with the previous step's
  * norm. The rest (data, schedule, evaluation, checkpoints, resume) is shared;
  * checkpoints then hold BF16 weights and the lean optimizer state.
+ *
+ * shard_optimizer under mpirun (ZeRO-1): each rank holds the optimizer state of
+ * its rows of every parameter (kd_dist_shard_rows), updates only those and
+ * all-gathers the weights, in both memory modes. Each rank writes its shard of
+ * a checkpoint's optimizer state (optimizer-RANK-of-WORLD.safetensors) into the
+ * directory rank 0 then completes and renames; resume needs the same number of
+ * shards (trainer_state.json "optimizer_shards").
  */
 #include "train/kd_trainer.h"
 
@@ -43,6 +50,7 @@
 typedef struct run {
     const kd_run_config *rc;
     const kd_dist *dist;
+    kd_dist shard;            /* the ranks sharing the optimizer state: *dist, or rank 0 of 1 (not sharded) */
     kd_train_opts opts;
     char dir[KD_RUN_PATH];
     kd_model m;               /* fp32 mode; in lean mode only m.cfg is set (the model is lean.m) */
@@ -76,8 +84,10 @@ static int path2(char *out, const char *a, const char *b, kd_err *err) {
 
 /* ---- set-up ------------------------------------------------------------------------ */
 
-static int lean_opts(const kd_run_config *rc, kd_lean_opts *o, kd_err *err) {
+static int lean_opts(const kd_run_config *rc, const kd_dist *shard, kd_lean_opts *o, kd_err *err) {
     kd_lean_opts_init(o);
+    o->shard_rank = shard->rank;
+    o->shard_world = shard->world;
     o->adam = (kd_adamw_opts){(float)rc->beta1, (float)rc->beta2, (float)rc->eps, (float)rc->weight_decay};
     o->decay_embeddings = rc->decay_embeddings;
     o->seed = (uint64_t)rc->seed;
@@ -93,7 +103,8 @@ static int load_student_lean(run *r, int is_dir, kd_err *err) {
     kd_lean_opts o;
     char cp[PATHBUF];
     if (is_dir ? path2(cp, s, "config.json", err) : snprintf(cp, sizeof cp, "%s", s) < 0) return -1;
-    if (kd_config_load(&c, cp, err) || lean_opts(r->rc, &o, err) || kd_lean_new(&r->lean, &c, &o, err)) return -1;
+    if (kd_config_load(&c, cp, err) || lean_opts(r->rc, &r->shard, &o, err) || kd_lean_new(&r->lean, &c, &o, err))
+        return -1;
     r->is_lean = 1;
     r->m.cfg = c;
     if (is_dir) return kd_lean_load_weights(&r->lean, s, err);
@@ -107,17 +118,12 @@ static int load_student(run *r, kd_err *err) {
     if (stat(s, &st) != 0) return kd_errf(err, "student '%s': no such file or directory", s);
     if (!strcmp(r->rc->memory_mode, "lean")) {
         if (load_student_lean(r, S_ISDIR(st.st_mode), err)) return -1;
-        char tp[PATHBUF];
-        if (S_ISDIR(st.st_mode) && (path2(tp, s, "tokenizer.bin", err) ||
-                                    (kd_file_exists(tp) && !(r->tok = kd_tokenizer_load(tp, err)))))
-            return -1;
+        if (S_ISDIR(st.st_mode) && kd_tokenizer_load_dir(s, &r->tok, err)) return -1;
         return 0;
     }
     if (S_ISDIR(st.st_mode)) {
         if (kd_checkpoint_load(&r->m, s, err)) return -1;
-        char tp[PATHBUF];
-        if (path2(tp, s, "tokenizer.bin", err)) return -1;
-        if (kd_file_exists(tp) && !(r->tok = kd_tokenizer_load(tp, err))) return -1;
+        if (kd_tokenizer_load_dir(s, &r->tok, err)) return -1;   /* tokenizer.h5 ("gpt2") or tokenizer.bin */
     } else {
         kd_config c;
         if (kd_config_load(&c, s, err) || kd_model_new(&r->m, &c, err)) return -1;
@@ -207,10 +213,7 @@ static int open_loaders(run *r, kd_err *err) {
 
 static int save_model_dir(run *r, const char *dir, kd_err *err) {
     if (r->is_lean ? kd_lean_save(&r->lean, dir, err) : kd_checkpoint_save(&r->m, dir, err)) return -1;
-    if (r->tok) {
-        char p[PATHBUF];
-        if (path2(p, dir, "tokenizer.bin", err) || kd_tokenizer_write_llama2c(r->tok, p, err)) return -1;
-    }
+    if (r->tok && kd_tokenizer_save_dir(r->tok, dir, err)) return -1;   /* tokenizer.bin, or tokenizer.h5 for "gpt2" */
     return 0;
 }
 
@@ -228,28 +231,45 @@ static int save_model_swap(run *r, const char *dir, kd_err *err) {
 
 static int save_trainer_state(run *r, const char *dir, kd_err *err);
 
-static int save_state(run *r, const char *dir, kd_err *err) {
+/* dir/optimizer.safetensors, or this rank's shard dir/optimizer-RANK-of-WORLD.safetensors. */
+static int optimizer_path(const run *r, char *out, const char *dir, kd_err *err) {
+    char name[64];
+    if (r->shard.world > 1)
+        snprintf(name, sizeof name, "optimizer-%05d-of-%05d.safetensors", r->shard.rank, r->shard.world);
+    else
+        snprintf(name, sizeof name, "optimizer.safetensors");
+    return path2(out, dir, name, err);
+}
+
+/* "RANK/WORLD": the metadata that names a shard of the FP32 AdamW state (lean: kd_lean_save_optimizer). */
+static void shard_name(const run *r, char *out, size_t n) { snprintf(out, n, "%d/%d", r->shard.rank, r->shard.world); }
+
+/* This rank's part of the optimizer state (all of it when not sharded): m.NAME and v.NAME of its rows. */
+static int save_optimizer(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
-    if (r->is_lean) {
-        if (path2(p, dir, "optimizer.safetensors", err) || kd_lean_save_optimizer(&r->lean, p, err)) return -1;
-        return save_trainer_state(r, dir, err);
-    }
+    if (optimizer_path(r, p, dir, err)) return -1;
+    if (r->is_lean) return kd_lean_save_optimizer(&r->lean, p, err);
     kd_st_writer *w = kd_st_writer_new(err);
     if (!w) return -1;
     char (*names)[128] = malloc((size_t)r->m.n_params * 2 * sizeof *names);
+    char shard[48];
+    shard_name(r, shard, sizeof shard);
     int rc = names ? 0 : kd_errf(err, "out of memory");
+    if (!rc && r->shard.world > 1) rc = kd_st_writer_set_meta(w, "kd_optimizer_shard", shard, err);
     for (int i = 0; !rc && i < r->m.n_params; i++) {
         kd_tensor *t = r->m.params[i];
+        int64_t shape[KD_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        shape[0] = (r->opt.hi[i] - r->opt.lo[i]) / (t->n / t->shape[0]);   /* this rank's rows */
         snprintf(names[2 * i], 128, "m.%s", t->name);
         snprintf(names[2 * i + 1], 128, "v.%s", t->name);
-        rc = kd_st_writer_add(w, names[2 * i], KD_ST_F32, t->ndim, t->shape, r->opt.m[i], err) ||
-             kd_st_writer_add(w, names[2 * i + 1], KD_ST_F32, t->ndim, t->shape, r->opt.v[i], err);
+        rc = kd_st_writer_add(w, names[2 * i], KD_ST_F32, t->ndim, shape, r->opt.m[i], err) ||
+             kd_st_writer_add(w, names[2 * i + 1], KD_ST_F32, t->ndim, shape, r->opt.v[i], err);
     }
-    if (!rc) rc = path2(p, dir, "optimizer.safetensors", err) || kd_st_writer_save(w, p, err);
+    if (!rc) rc = kd_st_writer_save(w, p, err);
     kd_st_writer_free(w);
     free(names);
-    if (rc) return -1;
-    return save_trainer_state(r, dir, err);
+    return rc ? -1 : 0;
 }
 
 static int save_trainer_state(run *r, const char *dir, kd_err *err) {
@@ -258,6 +278,7 @@ static int save_trainer_state(run *r, const char *dir, kd_err *err) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "step", (double)r->step);
     cJSON_AddNumberToObject(o, "adam_step", (double)(r->is_lean ? r->lean.step : r->opt.step));
+    cJSON_AddNumberToObject(o, "optimizer_shards", r->shard.world);
     if (r->is_lean) {   /* clips the next step; %a text so that resume gets the same bits */
         char nb[64];
         snprintf(nb, sizeof nb, "%a", r->lean.last_grad_norm);
@@ -302,14 +323,13 @@ static int prune(run *r, const char *ckdir, kd_err *err) {
     return rc;
 }
 
-static int save_checkpoint(run *r, kd_err *err) {
-    if (r->dist->rank != 0) return 0;
-    char ckdir[PATHBUF], name[64], tmp[PATHBUF], fin[PATHBUF], latest[PATHBUF];
-    snprintf(name, sizeof name, "step-%08lld", (long long)r->step);
-    if (path2(ckdir, r->dir, "checkpoints", err) || kd_mkdirs(ckdir, err)) return -1;
-    if (snprintf(tmp, sizeof tmp, "%s/%s.tmp", ckdir, name) >= (int)sizeof tmp) return kd_errf(err, "%s: path too long", ckdir);
-    if (snprintf(fin, sizeof fin, "%s/%s", ckdir, name) >= (int)sizeof fin) return kd_errf(err, "%s: path too long", ckdir);
-    if (kd_rmtree(tmp, err) || save_model_dir(r, tmp, err) || save_state(r, tmp, err) || kd_fsync_dir(tmp, err))
+/* Rank 0's part of a checkpoint: the model, the whole optimizer state unless
+ * sharded, the trainer state; then the rename into place, `latest`, pruning. */
+static int finish_checkpoint(run *r, const char *ckdir, const char *name, const char *tmp, const char *fin,
+                             kd_err *err) {
+    char latest[PATHBUF];
+    if (save_model_dir(r, tmp, err) || (r->shard.world == 1 && save_optimizer(r, tmp, err)) ||
+        save_trainer_state(r, tmp, err) || kd_fsync_dir(tmp, err))
         return kd_err_prefix(err, "checkpoint at step %lld", (long long)r->step);
     if (kd_rmtree(fin, err)) return -1;
     if (rename(tmp, fin) != 0) return kd_errf(err, "%s: cannot rename into place", fin);
@@ -319,7 +339,95 @@ static int save_checkpoint(run *r, kd_err *err) {
     return prune(r, ckdir, err);
 }
 
+/*
+ * Written into step-N.tmp/ and renamed to step-N/ when complete. Sharded, every
+ * rank writes its optimizer shard into the directory rank 0 made (the run
+ * directory is on a file system all ranks share, as resume already needs), and
+ * the ranks agree after each phase, so rank 0 renames only a complete checkpoint
+ * and every rank stops when any rank failed.
+ */
+static int save_checkpoint(run *r, kd_err *err) {
+    const int sharded = r->shard.world > 1, rank = r->dist->rank;
+    if (!sharded && rank != 0) return 0;
+    char ckdir[PATHBUF], name[64], tmp[PATHBUF], fin[PATHBUF];
+    snprintf(name, sizeof name, "step-%08lld", (long long)r->step);
+    if (path2(ckdir, r->dir, "checkpoints", err)) return -1;
+    if (snprintf(tmp, sizeof tmp, "%s/%s.tmp", ckdir, name) >= (int)sizeof tmp) return kd_errf(err, "%s: path too long", ckdir);
+    if (snprintf(fin, sizeof fin, "%s/%s", ckdir, name) >= (int)sizeof fin) return kd_errf(err, "%s: path too long", ckdir);
+    int ok = rank != 0 || !(kd_mkdirs(ckdir, err) || kd_rmtree(tmp, err) || kd_mkdirs(tmp, err));
+    if (!sharded && !ok) return kd_err_prefix(err, "checkpoint at step %lld", (long long)r->step);
+    if (sharded) {
+        if (!kd_dist_all_ok(r->dist, ok))
+            return ok ? kd_errf(err, "checkpoint at step %lld: rank 0 could not create %s", (long long)r->step, tmp)
+                      : kd_err_prefix(err, "checkpoint at step %lld", (long long)r->step);
+        ok = !save_optimizer(r, tmp, err);
+        if (!ok) kd_err_prefix(err, "checkpoint at step %lld: optimizer shard %d of %d", (long long)r->step, rank,
+                               r->shard.world);
+        if (!kd_dist_all_ok(r->dist, ok))
+            return ok ? kd_errf(err, "checkpoint at step %lld: another rank could not write its optimizer shard",
+                                (long long)r->step)
+                      : -1;
+    }
+    if (rank == 0 && ok) ok = !finish_checkpoint(r, ckdir, name, tmp, fin, err);
+    if (sharded && !kd_dist_all_ok(r->dist, ok) && ok)
+        return kd_errf(err, "checkpoint at step %lld: rank 0 could not complete it", (long long)r->step);
+    return ok ? 0 : -1;
+}
+
 static int load_trainer_state(run *r, const char *dir, kd_err *err);
+
+/* The checkpoint's optimizer state must be split as this run splits it: the same
+ * number of shards (trainer_state.json "optimizer_shards"; absent: 1). */
+static int check_shards(run *r, const char *dir, kd_err *err) {
+    char p[PATHBUF];
+    if (path2(p, dir, "trainer_state.json", err)) return -1;
+    cJSON *o = kd_json_load(p, err);
+    if (!o) return -1;
+    int64_t n = 1;
+    int bad = kd_json_get_int(o, "optimizer_shards", p, 0, 1, 1 << 24, &n, err);
+    cJSON_Delete(o);
+    if (bad) return -1;
+    const int want = r->shard.world;
+    if (n == want) return 0;
+    if (n > 1)
+        return kd_errf(err, "%s: the optimizer state of this checkpoint is sharded over %lld ranks; resume it with "
+                            "mpirun -np %lld (this run has %d rank(s)%s)", dir, (long long)n, (long long)n,
+                       r->dist->world, r->rc->shard_optimizer ? "" : " and shard_optimizer false");
+    return kd_errf(err, "%s: this checkpoint holds the whole optimizer state (written by one rank or with "
+                        "shard_optimizer false), but this run shards it over %d ranks; resume it with 1 rank, or set "
+                        "\"shard_optimizer\": false in %s/run.json", dir, want, r->dir);
+}
+
+/* This rank's FP32 AdamW state from its file (its shard, or the whole state). */
+static int load_optimizer_fp32(run *r, const char *p, kd_err *err) {
+    kd_st_file *f = kd_st_open(p, err);
+    if (!f) return -1;
+    char want[48];
+    shard_name(r, want, sizeof want);
+    const char *has = kd_st_meta(f, "kd_optimizer_shard");
+    if (r->shard.world > 1 ? !has || strcmp(has, want) : has != NULL) {
+        kd_errf(err, "%s holds %s%s of the optimizer state, this process needs %s%s", p, has ? "shard " : "",
+                has ? has : "all", r->shard.world > 1 ? "shard " : "", r->shard.world > 1 ? want : "all of it");
+        kd_st_close(f);
+        return -1;
+    }
+    for (int i = 0; i < r->m.n_params; i++) {
+        kd_tensor *t = r->m.params[i];
+        int64_t shape[KD_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        shape[0] = (r->opt.hi[i] - r->opt.lo[i]) / (t->n / t->shape[0]);
+        char nm[128];
+        snprintf(nm, sizeof nm, "m.%s", t->name);
+        int bad = kd_st_read_f32(f, nm, r->opt.m[i], t->ndim, shape, err);
+        snprintf(nm, sizeof nm, "v.%s", t->name);
+        if (bad || kd_st_read_f32(f, nm, r->opt.v[i], t->ndim, shape, err)) {
+            kd_st_close(f);
+            return -1;
+        }
+    }
+    kd_st_close(f);
+    return 0;
+}
 
 static int load_checkpoint(run *r, kd_err *err) {
     char ckdir[PATHBUF], latest[PATHBUF], dir[PATHBUF], p[PATHBUF];
@@ -330,29 +438,12 @@ static int load_checkpoint(run *r, kd_err *err) {
     while (len && (name[len - 1] == '\n' || name[len - 1] == ' ')) name[--len] = 0;
     int bad_dir = path2(dir, ckdir, name, err);
     free(name);
-    if (bad_dir) return -1;
+    if (bad_dir || check_shards(r, dir, err) || optimizer_path(r, p, dir, err)) return -1;
     if (r->is_lean) {
-        if (kd_lean_load_weights(&r->lean, dir, err) || path2(p, dir, "optimizer.safetensors", err) ||
-            kd_lean_load_optimizer(&r->lean, p, err))
-            return -1;
+        if (kd_lean_load_weights(&r->lean, dir, err) || kd_lean_load_optimizer(&r->lean, p, err)) return -1;
         return load_trainer_state(r, dir, err);
     }
-    if (kd_checkpoint_load_weights(&r->m, dir, err)) return -1;
-    if (path2(p, dir, "optimizer.safetensors", err)) return -1;
-    kd_st_file *f = kd_st_open(p, err);
-    if (!f) return -1;
-    for (int i = 0; i < r->m.n_params; i++) {
-        kd_tensor *t = r->m.params[i];
-        char nm[128];
-        snprintf(nm, sizeof nm, "m.%s", t->name);
-        int bad = kd_st_read_f32(f, nm, r->opt.m[i], t->ndim, t->shape, err);
-        snprintf(nm, sizeof nm, "v.%s", t->name);
-        if (bad || kd_st_read_f32(f, nm, r->opt.v[i], t->ndim, t->shape, err)) {
-            kd_st_close(f);
-            return -1;
-        }
-    }
-    kd_st_close(f);
+    if (kd_checkpoint_load_weights(&r->m, dir, err) || load_optimizer_fp32(r, p, err)) return -1;
     return load_trainer_state(r, dir, err);
 }
 
@@ -390,6 +481,10 @@ static int load_trainer_state(run *r, const char *dir, kd_err *err) {
     }
     r->best_val = best >= 1e300 ? INFINITY : best;
     kd_loader_cursor c = {strtoull(seed_s, NULL, 10), epoch, batch, strtoull(hash_s, NULL, 10)};
+    /* rank 0 wrote its own cursor; the ranks step in lockstep (same epoch and batch), but each
+     * loader's hash covers its rank: rank 0 checks the hash (world size included), the others
+     * take the position */
+    if (r->dist->rank != 0) c.config_hash = kd_loader_cursor_get(r->train).config_hash;
     if (kd_loader_restore(r->train, &c, err)) return kd_err_prefix(err, "%s", p);
     return 0;
 }
@@ -565,6 +660,7 @@ static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out
                        (long long)r->step + 1);
     *lr_out = kd_lr_schedule(r->step, r->rc->warmup, r->total_steps, (float)r->rc->lr, (float)r->rc->lr_min);
     kd_adamw_step(&r->opt, &r->ao, *lr_out);
+    if (kd_adamw_gather(&r->opt, &r->shard, err)) return kd_err_prefix(err, "step %lld", (long long)r->step + 1);
     r->step++;
     log_step(r, sums, *loss_out, *gnorm_out, *lr_out);
     return 0;
@@ -636,6 +732,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     memset(&r, 0, sizeof r);
     r.rc = rc;
     r.dist = dist;
+    r.shard = rc->shard_optimizer && dist->world > 1 ? *dist : (kd_dist){.rank = 0, .world = 1, .active = 0};
     if (o) r.opts = *o;
     r.best_val = INFINITY;
     snprintf(r.dir, sizeof r.dir, "%s", run_dir);
@@ -654,7 +751,9 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
         kd_loss_opts_check(&r.lo, err))
         goto done;
     r.ao = (kd_adamw_opts){(float)rc->beta1, (float)rc->beta2, (float)rc->eps, (float)rc->weight_decay};
-    if (!r.is_lean && kd_adamw_init(&r.opt, r.m.params, r.m.n_params, rc->decay_embeddings, err)) goto done;
+    if (!r.is_lean && kd_adamw_init_shard(&r.opt, r.m.params, r.m.n_params, rc->decay_embeddings, r.shard.rank,
+                                          r.shard.world, err))
+        goto done;
     if (dist->rank == 0) {
         if (kd_mkdirs(run_dir, err)) goto done;
         if (!resume) {
@@ -674,9 +773,11 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     int64_t first = r.step;
     r.t_start = now_s();
     if (!r.opts.quiet && dist->rank == 0)
-        fprintf(stderr, "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s\n",
+        fprintf(stderr,
+                "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s%s\n",
                 (double)kd_config_n_params(&r.m.cfg) * 1e-6, (long long)r.total_steps, (long long)r.tokens_per_step,
-                rc->alpha, rc->temperature, rc->kd_mode, dist->world, resume ? ", resumed" : "",
+                rc->alpha, rc->temperature, rc->kd_mode, dist->world,
+                r.shard.world > 1 ? " (optimizer state sharded)" : "", resume ? ", resumed" : "",
                 r.is_lean ? ", memory_mode lean" : "");
     while (r.step < r.total_steps) {
         double loss = 0, gnorm = 0;
@@ -696,9 +797,10 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     /* the end: final weights, final evaluation, a checkpoint to resume or extend from */
     kd_eval_result e;
     if (evaluate(&r, &e, err)) goto done;
+    char fin[PATHBUF];
+    if (dist->rank == 0 && (path2(fin, run_dir, "final", err) || save_model_swap(&r, fin, err))) goto done;
+    if (save_checkpoint(&r, err)) goto done;   /* every rank: a sharded checkpoint holds a shard of each */
     if (dist->rank == 0) {
-        char fin[PATHBUF];
-        if (path2(fin, run_dir, "final", err) || save_model_swap(&r, fin, err) || save_checkpoint(&r, err)) goto done;
         if (r.val && e.ce < r.best_val) {
             r.best_val = e.ce;
             char best[PATHBUF];

@@ -5,7 +5,9 @@
  *   run.json                 the resolved run config (every key)
  *   metrics.jsonl            one JSON object per logged step and per evaluation
  *   checkpoints/step-NNNNNNNN/  checkpoint (config.json, model.safetensors,
- *                            tokenizer.bin) + optimizer.safetensors + trainer_state.json
+ *                            tokenizer.bin or, for "gpt2", tokenizer.h5) + optimizer.safetensors
+ *                            + trainer_state.json (optimizer state sharded over N
+ *                            ranks: one optimizer-0000K-of-0000N.safetensors per rank)
  *   checkpoints/latest       name of the newest complete checkpoint
  *   best/                    the checkpoint with the lowest validation CE so far
  *   final/, final_eval.json  the last weights and their evaluation (kd eval keys)

@@ -20,7 +20,9 @@ def create_dump(path, vocab_size, k, seq_len, teacher, tokenizer=None):
     """An empty top-k dump. vocab_size is the width of the teacher's logits
     (model.config.vocab_size, padded or not). tokenizer: optional dict with
     "model" ("llama" or "gpt2"), "pieces" (list of str), and optionally
-    "scores", "types", "bos_id", "eos_id", "unk_id", "add_bos", ..."""
+    "scores", "types", "bos_id", "eos_id", "unk_id", "add_bos", ...; for "gpt2"
+    also "merges" ("left right" strings or (left, right) pairs, by rank) and
+    "pre" (GGUF tokenizer.ggml.pre, e.g. "qwen2", "llama-bpe")."""
     f = h5py.File(path, "w")
     f.attrs.update(format="kd-teacher-dump", version=1, vocab_size=vocab_size, k=k,
                    seq_len=seq_len, temperature=1.0, teacher=teacher)
@@ -33,10 +35,16 @@ def create_dump(path, vocab_size, k, seq_len, teacher, tokenizer=None):
         pieces = [p.encode("utf-8") for p in tokenizer["pieces"]]
         g["piece_bytes"] = np.frombuffer(b"".join(pieces), np.uint8)
         g["piece_offsets"] = np.cumsum([0] + [len(p) for p in pieces], dtype=np.int64)
+        if "merges" in tokenizer:
+            merges = [(m if isinstance(m, str) else " ".join(m)).encode("utf-8") for m in tokenizer["merges"]]
+            g["merge_bytes"] = np.frombuffer(b"".join(merges), np.uint8)
+            g["merge_offsets"] = np.cumsum([0] + [len(m) for m in merges], dtype=np.int64)
         for name, dtype in (("scores", np.float32), ("types", np.int32)):
             if name in tokenizer:
                 g[name] = np.asarray(tokenizer[name], dtype)
         g.attrs["model"] = tokenizer["model"]
+        if "pre" in tokenizer:
+            g.attrs["pre"] = tokenizer["pre"]
         for name in ("bos_id", "eos_id", "unk_id", "pad_id", "add_bos", "add_eos", "add_space_prefix"):
             if name in tokenizer:
                 g.attrs[name] = int(tokenizer[name])
@@ -82,6 +90,14 @@ def main():
         append_batch(f, model, tokens, mask)
         all_tokens.append(tokens)
     f.close()
+    # a byte-level BPE ("gpt2") tokenizer with merges (strings and pairs) and "pre": OUT.gpt2.h5, no sequences
+    keep = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or b >= 0xAE]
+    chars = {b: chr(b) for b in keep}
+    chars.update({b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in keep)})
+    pieces = ["<|endoftext|>"] + [chars[b] for b in range(256)] + ["\u0120t", "he", "\u0120the"]
+    bpe = {"model": "gpt2", "pre": "qwen2", "pieces": pieces, "merges": ["\u0120 t", ("h", "e"), ["\u0120t", "he"]],
+           "types": [3] + [1] * (len(pieces) - 1), "eos_id": 0}
+    create_dump(out + ".gpt2.h5", vocab_size=len(pieces), k=4, seq_len=T, teacher="tiny-gpt2", tokenizer=bpe).close()
     tokens = torch.cat(all_tokens)
     with torch.no_grad():
         lp = torch.log_softmax(model(tokens[:, :-1]).double(), dim=-1)

@@ -1,0 +1,91 @@
+/*
+ * kd_tokenizer_bpe.h — byte-level BPE ("gpt2" in GGUF terms: Llama 3, Qwen2.5,
+ * SmolLM, GPT-2) on top of kd_tokenizer: a kd_tokenizer turned into a "gpt2"
+ * tokenizer carries the merges (ranked by position) and the pre-tokenizer name
+ * (GGUF tokenizer.ggml.pre), and kd_tokenizer_encode / kd_tokenizer_decode
+ * then work the byte-level way.
+ *
+ * Pieces are in GGUF's internal form: every byte is one "byte character"
+ * (GPT-2's bytes_to_unicode: the printable bytes 0x21–0x7E, 0xA1–0xAC and
+ * 0xAE–0xFF stand for themselves, the 68 others for U+0100… in byte order, so a
+ * space is "Ġ" U+0120 and a newline "Ċ" U+010A). A merge is "left right": the
+ * two pieces separated by the first space after the first byte (as llama.cpp
+ * splits them); its rank is its index.
+ *
+ * Decoding: a NORMAL piece maps each byte character back to its byte (a
+ * character outside the 256 is copied as it is); other types as for SPM.
+ *
+ * Encoding (llama.cpp's llm_tokenizer_bpe):
+ *   1. BOS when KD_TOK_ENC_ADD_SPECIAL is given and add_bos is set;
+ *   2. the text is split at special tokens as for SPM;
+ *   3. each raw fragment is split into words with the pre-tokenizer's pattern:
+ *      "gpt-2" (and aliases):
+ *        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ *      "llama-bpe" (Llama 3; aliases "llama3", "llama-v3", "falcon3") and
+ *      "qwen2" ("deepseek-r1-qwen"), which differ in D = 3 and 1:
+ *        (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,D}|
+ *        ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *      (letters, digits and spaces are exact for ASCII and Latin-1; beyond,
+ *      the Unicode spaces are spaces, combining marks, the punctuation and
+ *      symbol blocks and emoji are neither letters nor digits, and every other
+ *      code point counts as a letter: digits of other scripts count as letters);
+ *   4. each word's bytes become byte characters, the initial symbols;
+ *   5. the adjacent pair with the lowest merge rank is merged, ties to the
+ *      leftmost, until no pair has a rank;
+ *   6. each final symbol is its piece, or one piece per byte character (a
+ *      character without a piece is dropped, as llama.cpp does);
+ *   7. EOS when asked and add_eos is set.
+ * Encoding with any other pre-tokenizer (or none: llama.cpp's "default"),
+ * which kd_tokenizer_can_encode reports, fails with a message naming the
+ * tokenizer model and pre-tokenizer. Decoding works for all. Unlike
+ * llama.cpp, decoding keeps the text's spaces exactly (no clean-up of a space
+ * before punctuation).
+ */
+#ifndef KD_TOKENIZER_BPE_H
+#define KD_TOKENIZER_BPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "data/kd_tokenizer.h"
+
+#define KD_TOK_MAX_MERGES (1 << 24)
+
+/* Make tok a byte-level BPE ("gpt2") tokenizer with n_merges merges (each
+ * merges[i] of lens[i] bytes, lens NULL = NUL-terminated) and pre-tokenizer
+ * name pre (NULL or "" = none given). Clears add_space_prefix. A merge that is
+ * not "left right" (no space after its first byte, or nothing after that space)
+ * is an error naming `what` (e.g. "dump.h5: dataset 'tokenizer/merge_bytes'")
+ * and the merge. */
+int kd_tokenizer_set_bpe(kd_tokenizer *tok, const char *pre, int32_t n_merges, const char *const *merges,
+                         const size_t *lens, const char *what, kd_err *err);
+
+/* "gpt2" for a byte-level BPE tokenizer, "llama" otherwise. */
+const char *kd_tokenizer_model(const kd_tokenizer *tok);
+/* The pre-tokenizer name ("" when none was given or the model is "llama"). */
+const char *kd_tokenizer_pre(const kd_tokenizer *tok);
+int32_t kd_tokenizer_n_merges(const kd_tokenizer *tok);
+/* Merge i ("left right", NUL-terminated), NULL when out of range. */
+const char *kd_tokenizer_merge(const kd_tokenizer *tok, int32_t i, size_t *len);
+/* 1 when kd_tokenizer_encode can encode text with this tokenizer; otherwise 0
+ * and, when why is not NULL, a sentence saying why. */
+int kd_tokenizer_can_encode(const kd_tokenizer *tok, char *why, size_t n);
+
+/* GPT-2's byte ↔ byte-character map: the code point of byte b, and the byte of
+ * code point cp (−1 when cp is none of the 256). */
+uint32_t kd_bpe_byte_char(uint8_t b);
+int kd_bpe_char_byte(uint32_t cp);
+
+/* ---- used by kd_tokenizer.c --------------------------------------------------------------- */
+
+typedef struct kd_tok_bpe kd_tok_bpe;
+/* The BPE part of tok (NULL for SPM) and its attachment (kd_tokenizer.c). */
+kd_tok_bpe *kd_tokenizer_bpe_part(const kd_tokenizer *tok);
+void kd_tokenizer_attach_bpe(kd_tokenizer *tok, kd_tok_bpe *b);
+void kd_tok_bpe_free(kd_tok_bpe *b);
+/* Text of a NORMAL piece p[0..n) into dst[0..cap): its length, −1 when cap is too small. */
+int64_t kd_tok_bpe_render(const char *p, size_t n, char *dst, size_t cap);
+/* Append the ids of one raw fragment (no special tokens in it). */
+int kd_tok_bpe_encode(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err);
+
+#endif
