@@ -18,7 +18,7 @@ static const kd_command COMMANDS[] = {
     {"run", kd_cmd_run, "generate text with the inference engine (GGUF, checkpoint or llama2.c model)"},
     {"eval", kd_cmd_eval, "perplexity of a model on text, or its KL and top-1 agreement with a teacher dump"},
     {"logits", kd_cmd_logits, "write a model's raw logits for one token sequence"},
-    {"teacher", kd_cmd_teacher, "inspect and validate teacher-logit dumps (kd teacher info)"},
+    {"teacher", kd_cmd_teacher, "dump a teacher's logits to HDF5 (kd teacher dump), validate dumps (kd teacher info)"},
     {"tokenize", kd_cmd_tokenize, "encode text with a GGUF or llama2.c tokenizer, print the ids"},
     {"tokenizer", kd_cmd_tokenizer, "train a BPE tokenizer on text (kd tokenizer train)"},
     {"train", kd_cmd_train, "distill a student from teacher dumps (alpha, temperature, AdamW, MPI)"},

@@ -15,16 +15,19 @@ BUILD_PKGS=(build-essential cmake pkg-config
   libcmocka-dev             # unit tests
   libopenmpi-dev openmpi-bin # data-parallel training
 )
-# Tests and tools: PyTorch/numpy/h5py references, h5dump, plots, corpus.
-TEST_PKGS=(python3 python3-torch python3-numpy python3-h5py hdf5-tools gnuplot-nox fortunes
+# The quick start (tools/quickstart.sh): its corpus and the sweep's pictures.
+RUN_PKGS=(fortunes gnuplot-nox)
+# Tests and tools: PyTorch/numpy/h5py references, h5dump.
+TEST_PKGS=(python3 python3-torch python3-numpy python3-h5py hdf5-tools
   python3-venv              # test_export: a venv with llama.cpp's gguf-py reader
 )
 
 want=("${BUILD_PKGS[@]}")
 case "${1:-all}" in
   build) ;;
-  all) want+=("${TEST_PKGS[@]}") ;;
-  *) echo "usage: tools/setup.sh [build|all]" >&2; exit 2 ;;
+  run) want+=("${RUN_PKGS[@]}") ;;
+  all) want+=("${RUN_PKGS[@]}" "${TEST_PKGS[@]}") ;;
+  *) echo "usage: tools/setup.sh [build|run|all]" >&2; exit 2 ;;
 esac
 
 # node/npm (for llama.cpp via node-llama-cpp) only when no node is present at all.
