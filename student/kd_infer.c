@@ -416,6 +416,25 @@ static void linear(kd_infer *e, const kd_qmat *W, const float *x, int64_t n, flo
     else kd_qmatmul(W, x, n, y, W->rows, e->mm_scratch, e->n_threads);
 }
 
+/* k ≤ 3 products of one input x (q/k/v, gate/up). One token: exact path, one parallel
+ * loop over all their rows; llama.cpp's path, x quantized once when the types agree. */
+static void linear_shared(kd_infer *e, int k, const kd_qmat *const *W, const float *x, int64_t n, float *const *Y) {
+    if (n == 1 && !e->ggml_rounding) {
+        kd_qmatvec_multi(k, W, x, Y);
+        return;
+    }
+    int32_t quantized = -1;   /* the weight type e->xq holds x for */
+    for (int i = 0; i < k; i++) {
+        if (n == 1 && e->ggml_rounding && kd_q8_supported(W[i]->type)) {
+            if (quantized != W[i]->type) kd_act_quantize(W[i]->type, x, e->xq, W[i]->cols);
+            quantized = W[i]->type;
+            kd_qmatvec_q8(W[i], e->xq, Y[i]);
+        } else {
+            linear(e, W[i], x, n, Y[i]);
+        }
+    }
+}
+
 static void add_rows(float *x, const float *y, int64_t n) {
 #pragma omp parallel for simd if (n > 65536)
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
@@ -432,14 +451,10 @@ static void forward(kd_infer *e, const int32_t *tokens, int64_t n, int64_t p0) {
     for (int64_t l = 0; l < e->L; l++) {
         const kd_infer_layer *ly = &e->layers[l];
         kd_rmsnorm_forward(e->h, NULL, e->x, ly->attn_norm, n, C, eps);
-        if (n == 1 && !e->ggml_rounding) {
+        {
             const kd_qmat *W[3] = {&ly->wq, &ly->wk, &ly->wv};
             float *const Y[3] = {e->q, e->k, e->v};
-            kd_qmatvec_multi(3, W, e->h, Y);
-        } else {
-            linear(e, &ly->wq, e->h, n, e->q);
-            linear(e, &ly->wk, e->h, n, e->k);
-            linear(e, &ly->wv, e->h, n, e->v);
+            linear_shared(e, 3, W, e->h, n, Y);
         }
         kd_rope_apply(e->q, e->rope_cos + p0 * half, e->rope_sin + p0 * half, 1, n, H, D, e->rope_conv, 0);
         kd_rope_apply(e->k, e->rope_cos + p0 * half, e->rope_sin + p0 * half, 1, n, Hkv, D, e->rope_conv, 0);
@@ -449,13 +464,10 @@ static void forward(kd_infer *e, const int32_t *tokens, int64_t n, int64_t p0) {
         linear(e, &ly->wo, e->att, n, e->h);
         add_rows(e->x, e->h, n * C);
         kd_rmsnorm_forward(e->h, NULL, e->x, ly->ffn_norm, n, C, eps);
-        if (n == 1 && !e->ggml_rounding) {
+        {
             const kd_qmat *W[2] = {&ly->w_gate, &ly->w_up};
             float *const Y[2] = {e->g, e->u};
-            kd_qmatvec_multi(2, W, e->h, Y);
-        } else {
-            linear(e, &ly->w_gate, e->h, n, e->g);
-            linear(e, &ly->w_up, e->h, n, e->u);
+            linear_shared(e, 2, W, e->h, n, Y);
         }
         kd_swiglu_forward(e->g, e->g, e->u, n * e->F);
         linear(e, &ly->w_down, e->g, n, e->h);

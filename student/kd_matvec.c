@@ -36,12 +36,13 @@ kd_isa kd_isa_best(void) {
         best = KD_ISA_SCALAR;
         if (cpu.avx2 && cpu.fma && cpu.f16c) best = KD_ISA_AVX2;
         if (best == KD_ISA_AVX2 && cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512dq) best = KD_ISA_AVX512;
+        if (best == KD_ISA_AVX512 && cpu.avx512_vnni) best = KD_ISA_AVX512_VNNI;
     }
     return (kd_isa)best;
 }
 
 const char *kd_isa_name(kd_isa isa) {
-    return isa == KD_ISA_AVX512 ? "avx512" : isa == KD_ISA_AVX2 ? "avx2" : "scalar";
+    return isa == KD_ISA_AVX512_VNNI ? "avx512vnni" : isa == KD_ISA_AVX512 ? "avx512" : isa == KD_ISA_AVX2 ? "avx2" : "scalar";
 }
 
 kd_isa kd_isa_set(kd_isa isa) {
@@ -56,6 +57,7 @@ kd_isa kd_isa_get(void) {
         const char *e = getenv("KD_ISA");
         if (e && !strcmp(e, "scalar")) want = KD_ISA_SCALAR;
         else if (e && !strcmp(e, "avx2")) want = KD_ISA_AVX2;
+        else if (e && !strcmp(e, "avx512")) want = KD_ISA_AVX512;
         kd_isa_set(want);
     }
     return (kd_isa)g_isa;
@@ -153,31 +155,65 @@ T512 static float dot_q8_0_512(const void *row, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(acc);
 }
 
+/* The F16 values at p, p + bs, ..., p + (m − 1)·bs (all within the first 128 bytes:
+ * (m − 1)·bs/2 < 64 words) as floats in d[0..m): picked out of two masked loads
+ * (nothing past the last one is read) with one vpermt2w, converted together. Kernels
+ * then broadcast d[k] from memory, a plain load, instead of converting per block. */
+T512 static inline void f16_window(const uint8_t *p, int bs, int m, float d[16]) {
+    static const uint16_t iota[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                      16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+    const int words = (m - 1) * (bs / 2) + 1;
+    const __mmask32 k0 = words >= 32 ? 0xFFFFFFFFu : (1u << words) - 1;
+    const __mmask32 k1 = words <= 32 ? 0 : words >= 64 ? 0xFFFFFFFFu : (1u << (words - 32)) - 1;
+    const __m512i w0 = _mm512_maskz_loadu_epi16(k0, p), w1 = _mm512_maskz_loadu_epi16(k1, p + 64);
+    const __m512i idx = _mm512_mullo_epi16(_mm512_loadu_si512(iota), _mm512_set1_epi16((short)(bs / 2)));
+    _mm512_storeu_ps(d, _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(w0, idx, w1))));
+}
+
 /* Q4_0 / Q4_1: a 16-entry table holds the block's dequantized levels ((q − 8)·d, or
  * q·d + m: each exactly as kd_dequantize_row rounds it) and vpermps looks the nibbles
- * up (it reads the low 4 bits of each lane, so the low nibble needs no mask). */
+ * up (it reads the low 4 bits of each lane, so the low nibble needs no mask). The
+ * scales come 8 blocks at a time from f16_window. */
+#define Q4_STEP_512(TAB, QS, X, A, B)                                                               \
+    do {                                                                                            \
+        const __m512i v_ = I512(ld_u8x16(QS));                                                      \
+        A = _mm512_fmadd_ps(_mm512_permutexvar_ps(v_, TAB), _mm512_loadu_ps(X), A);                 \
+        B = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), TAB), _mm512_loadu_ps((X) + 16), B); \
+    } while (0)
+
 T512 static float dot_q4_0_512(const void *row, const float *x, int64_t n) {
     const uint8_t *p = row;
+    const int bs = (int)sizeof(kd_block_q4_0);
+    const int64_t nb = n / KD_QK;
     const __m512 lv = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
-    for (int64_t b = 0; b < n / KD_QK; b++, p += sizeof(kd_block_q4_0), x += KD_QK) {
-        const __m512 tab = _mm512_mul_ps(lv, _mm512_set1_ps(_cvtsh_ss(rd16(p))));
-        __m512i v = I512(ld_u8x16(p + 2));
-        acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, tab), _mm512_loadu_ps(x), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tab), _mm512_loadu_ps(x + 16), acc1);
+    float d[16];
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int m = nb - b0 < 8 ? (int)(nb - b0) : 8;
+        f16_window(p, bs, m, d);
+        for (int k = 0; k < m; k++, p += bs, x += KD_QK) {
+            const __m512 tab = _mm512_mul_ps(lv, _mm512_set1_ps(d[k]));
+            Q4_STEP_512(tab, p + 2, x, acc0, acc1);
+        }
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
 T512 static float dot_q4_1_512(const void *row, const float *x, int64_t n) {
     const uint8_t *p = row;
+    const int bs = (int)sizeof(kd_block_q4_1);
+    const int64_t nb = n / KD_QK;
     const __m512 lv = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
-    for (int64_t b = 0; b < n / KD_QK; b++, p += sizeof(kd_block_q4_1), x += KD_QK) {
-        const __m512 tab = _mm512_fmadd_ps(lv, _mm512_set1_ps(_cvtsh_ss(rd16(p))), _mm512_set1_ps(_cvtsh_ss(rd16(p + 2))));
-        __m512i v = I512(ld_u8x16(p + 4));
-        acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, tab), _mm512_loadu_ps(x), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tab), _mm512_loadu_ps(x + 16), acc1);
+    float d[16], mn[16];
+    for (int64_t b0 = 0; b0 < nb; b0 += 6) {   /* 6 blocks of 20 bytes: the last d at byte 100, its m at 102 */
+        const int m = nb - b0 < 6 ? (int)(nb - b0) : 6;
+        f16_window(p, bs, m, d);
+        f16_window(p + 2, bs, m, mn);
+        for (int k = 0; k < m; k++, p += bs, x += KD_QK) {
+            const __m512 tab = _mm512_fmadd_ps(lv, _mm512_set1_ps(d[k]), _mm512_set1_ps(mn[k]));
+            Q4_STEP_512(tab, p + 4, x, acc0, acc1);
+        }
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
@@ -448,7 +484,7 @@ T256 static void axpy_256(int64_t n, float a, const float *x, float *y) {
 
 void kd_axpy(int64_t n, float a, const float *x, float *y) {
     const kd_isa isa = kd_isa_get();
-    if (isa == KD_ISA_AVX512) axpy_512(n, a, x, y);
+    if (isa >= KD_ISA_AVX512) axpy_512(n, a, x, y);
     else if (isa == KD_ISA_AVX2) axpy_256(n, a, x, y);
     else
         for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
@@ -467,7 +503,7 @@ static float dot_ref_q6_k(const void *r, const float *x, int64_t n) { return kd_
 
 static dot_fn pick(int32_t type) {
     kd_isa isa = kd_isa_get();
-#define SEL(REF, A2, A5) return isa == KD_ISA_AVX512 ? A5 : isa == KD_ISA_AVX2 ? A2 : REF
+#define SEL(REF, A2, A5) return isa >= KD_ISA_AVX512 ? A5 : isa == KD_ISA_AVX2 ? A2 : REF
     switch (type) {
     case KD_GGML_TYPE_F32: SEL(dot_ref_f32, dot_f32_256, dot_f32_512);
     case KD_GGML_TYPE_F16: SEL(dot_ref_f16, dot_f16_256, dot_f16_512);
@@ -487,18 +523,20 @@ float kd_qdot(int32_t type, const void *row, const float *x, int64_t n) { return
 #define PAR_MIN_WORK (1 << 15)   /* weights below which a product runs on one thread */
 void kd_qmatvec_multi(int k, const kd_qmat *const *W, const float *x, float *const *y) {
     dot_fn f[4];
-    int64_t end[4], total = 0, work = 0;
+    int64_t end[4], ahead[4], total = 0, work = 0;
     for (int m = 0; m < k; m++) {
         f[m] = pick(W[m]->type);
         total += W[m]->rows;
         end[m] = total;
         work += W[m]->rows * W[m]->cols;
+        ahead[m] = kd_prefetch_rows(W[m]);
     }
 #pragma omp parallel for schedule(static) if (work >= PAR_MIN_WORK)
     for (int64_t r = 0; r < total; r++) {
         int m = 0;
         while (r >= end[m]) m++;
         const int64_t i = r - (end[m] - W[m]->rows);
+        kd_prefetch_row(W[m], i + ahead[m]);
         y[m][i] = f[m]((const uint8_t *)W[m]->data + (size_t)i * W[m]->row_bytes, x, W[m]->cols);
     }
 }
@@ -514,9 +552,12 @@ void kd_qmatmul(const kd_qmat *W, const float *X, int64_t n, float *Y, int64_t l
     const uint8_t *base = W->data;
     if (n < KD_QMM_MIN_GEMM) {
         dot_fn f = pick(W->type);
+        const int64_t ahead = kd_prefetch_rows(W);
 #pragma omp parallel for schedule(static) if (rows * cols >= PAR_MIN_WORK)
-        for (int64_t r = 0; r < rows; r++)
+        for (int64_t r = 0; r < rows; r++) {
+            kd_prefetch_row(W, r + ahead);
             for (int64_t i = 0; i < n; i++) Y[i * ldy + r] = f(base + (size_t)r * W->row_bytes, X + i * cols, cols);
+        }
         return;
     }
     if (W->type == KD_GGML_TYPE_F32) {   /* multithreaded OpenBLAS */

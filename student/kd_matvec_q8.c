@@ -17,7 +17,11 @@
  *   Q6_K·Q8_K              Σ_b dw·dx·Σ_k sc_k·(Σ q6·qx − 32·bsum_k)
  * The AVX2 kernels multiply unsigned by signed bytes (vpmaddubsw: pairs of products
  * into int16, no overflow for these ranges) and widen with vpmaddwd, which also
- * applies the 16-bit sub-block scales; they run on AVX-512 machines too.
+ * applies the 16-bit sub-block scales. With AVX-512 VNNI, Q8_0 and Q4_0 use vpdpbusd
+ * (64 unsigned × signed bytes summed straight into 16 int32 lanes, two blocks per
+ * zmm; see the VNNI section); the other types keep the AVX2 kernels there.
+ *
+ * Every row loop prefetches the weights KD_PREFETCH_BYTES ahead (kd_matvec.h).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -46,8 +50,33 @@ int kd_q8_supported(int32_t wtype) {
 
 static int is_k(int32_t wtype) { return wtype == KD_GGML_TYPE_Q4_K || wtype == KD_GGML_TYPE_Q6_K; }
 
+/* After the Q8_0/Q8_1 blocks, for the AVX-512 VNNI kernels (nb = n/32 blocks):
+ *   xs[nb·32]    int8   the levels again, contiguous (one zmm holds two blocks),
+ *   dx[nb]       float  the scales,
+ *   corr[nb][8]  int32  {−8·Σ_j qs_j, 0, ..., 0}: the start of a block's 8 int32 lanes,
+ *                       so vpdpbusd over unsigned nibbles q gives Σ (q − 8)·qx (Q4_0),
+ *                       and 16× it turns Σ (w + 128)·qx into Σ w·qx (Q8_0). */
+typedef struct vnni_act {
+    int8_t *xs;
+    float *dx;
+    int32_t *corr;
+} vnni_act;
+
+static vnni_act vnni_view(void *xq, int64_t n) {
+    const int64_t nb = n / KD_QK;
+    uint8_t *p = (uint8_t *)xq + ((size_t)(nb + 1) * sizeof(act_q8b) + 63) / 64 * 64;
+    vnni_act a;
+    a.xs = (int8_t *)p;
+    a.dx = (float *)(p + (size_t)nb * KD_QK);
+    a.corr = (int32_t *)(p + (size_t)nb * KD_QK + (size_t)nb * sizeof(float));
+    return a;
+}
+
 size_t kd_act_q8_bytes(int64_t n) {
-    return (size_t)(n / KD_QK + 1) * sizeof(act_q8b) + (size_t)(n / KD_QK_K + 1) * sizeof(act_q8k);
+    const size_t nb = (size_t)(n / KD_QK);
+    const size_t q8b = (nb + 1) * sizeof(act_q8b) + 64 + nb * (KD_QK + sizeof(float) + 8 * sizeof(int32_t));
+    const size_t q8k = (size_t)(n / KD_QK_K + 1) * sizeof(act_q8k);
+    return q8b > q8k ? q8b : q8k;
 }
 
 static inline uint16_t rd16(const uint8_t *p) {
@@ -94,9 +123,58 @@ static void quantize_q8k(const float *x, act_q8k *y, int64_t nb) {
     }
 }
 
+/* quantize_q8b + the VNNI copy with AVX-512, bit for bit the scalar result: the same
+ * max, scale and products x·id, and roundf's ties away from zero rebuilt from a
+ * truncation (t = trunc(v), v − t exact, ± 1 where |v − t| ≥ 0.5). */
+#define T512Q __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+T512Q static inline __m512i round_away_512(__m512 v) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __mmask16 up = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_sub_ps(v, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    return _mm512_cvtps_epi32(_mm512_mask_add_ps(t, up, t, _mm512_or_ps(_mm512_and_ps(v, sign), _mm512_set1_ps(1.0f))));
+}
+
+T512Q static void quantize_q8b_512(const float *x, act_q8b *y, int64_t nb, vnni_act a) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t b = 0; b < nb; b++, x += KD_QK) {
+        const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1)));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m512i q0 = round_away_512(_mm512_mul_ps(x0, _mm512_set1_ps(id)));
+        const __m512i q1 = round_away_512(_mm512_mul_ps(x1, _mm512_set1_ps(id)));
+        const __m256i qs = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)), _mm512_cvtepi32_epi8(q1), 1);
+        _mm256_storeu_si256((__m256i *)y[b].qs, qs);
+        _mm256_storeu_si256((__m256i *)(a.xs + b * KD_QK), qs);
+        const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        y[b].d = kd_fp16_to_f32(kd_f32_to_fp16(d));
+        y[b].s = kd_fp16_to_f32(kd_f32_to_fp16((float)sum * d));
+        a.dx[b] = y[b].d;
+        memset(a.corr + 8 * b, 0, 8 * sizeof(int32_t));
+        a.corr[8 * b] = -8 * sum;
+    }
+}
+
 void kd_act_quantize(int32_t wtype, const float *x, void *xq, int64_t n) {
-    if (is_k(wtype)) quantize_q8k(x, xq, n / KD_QK_K);
-    else quantize_q8b(x, xq, n / KD_QK);
+    if (is_k(wtype)) {
+        quantize_q8k(x, xq, n / KD_QK_K);
+        return;
+    }
+    const int64_t nb = n / KD_QK;
+    const act_q8b *y = xq;
+    const vnni_act a = vnni_view(xq, n);   /* the VNNI kernels' copy (see vnni_view) */
+    if (kd_isa_get() >= KD_ISA_AVX512) {
+        quantize_q8b_512(x, xq, nb, a);
+        return;
+    }
+    quantize_q8b(x, xq, nb);
+    for (int64_t b = 0; b < nb; b++) {
+        int sum = 0;
+        for (int j = 0; j < KD_QK; j++) sum += y[b].qs[j];
+        memcpy(a.xs + b * KD_QK, y[b].qs, KD_QK);
+        a.dx[b] = y[b].d;
+        memset(a.corr + 8 * b, 0, 8 * sizeof(int32_t));
+        a.corr[8 * b] = -8 * sum;
+    }
 }
 
 void kd_act_round(int32_t wtype, const float *x, float *y, int64_t n) {
@@ -338,13 +416,114 @@ T256 static float dot8_q6_k_256(const uint8_t *p, const void *xq, int64_t n) {
     return hsum8(acc) + offset;
 }
 
+/* ---- AVX-512 VNNI ------------------------------------------------------------------------ */
+/* Two blocks per zmm: vpdpbusd multiplies 64 unsigned weight bytes with 64 signed
+ * activation levels (xs, contiguous) and adds groups of 4 into 16 int32 lanes, starting
+ * from corr (lanes 0..7: block A, 8..15: block B). A block's 8 lanes then sum to its
+ * exact integer dot product; they are added up in integers (shuffles over 4 such
+ * vectors, below), so each block's sum becomes a float once and is multiplied by
+ * dw·dx, as ggml does. The F16 weight scales of a window of blocks (8 Q4_0 or 4 Q8_0
+ * blocks: those whose scale lies in the first 128 bytes) are picked out of two masked
+ * loads with one vpermt2w and converted together. Blocks past the last whole window go
+ * to the AVX2 kernel. */
+
+#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+static const uint16_t iota16[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+
+/* dw_k·dx_k for the m blocks of bs bytes at p (their F16 scales within the first 128
+ * bytes), lanes k < m. Masked loads read nothing past the last scale. */
+TVNNI static inline __m512 window_scales(const uint8_t *p, int bs, int m, const float *dx) {
+    const int words = (m - 1) * (bs / 2) + 1;   /* 16-bit words up to the last scale */
+    const __mmask32 k0 = words >= 32 ? 0xFFFFFFFFu : (1u << words) - 1;
+    const __mmask32 k1 = words <= 32 ? 0 : words >= 64 ? 0xFFFFFFFFu : (1u << (words - 32)) - 1;
+    const __m512i w0 = _mm512_maskz_loadu_epi16(k0, p), w1 = _mm512_maskz_loadu_epi16(k1, p + 64);
+    const __m512i idx = _mm512_mullo_epi16(_mm512_loadu_si512(iota16), _mm512_set1_epi16((short)(bs / 2)));
+    const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(w0, idx, w1)));
+    return _mm512_mul_ps(dw, _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), dx));
+}
+
+/* Pair sums r0 (blocks 0, 1), r1 (2, 3) → u: 128-bit lane k holds 4 partial sums of block k. */
+TVNNI static inline __m512i pairs_to_blocks(__m512i r0, __m512i r1) {
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(r0, r1, 0x88), _mm512_shuffle_i64x2(r0, r1, 0xDD));
+}
+
+/* Q4_0 pair: [A's 16 bytes | B's 16 bytes] duplicated to [A, A, B, B] (128-bit lanes),
+ * the second copy of each shifted right by 4: low nibbles (elements 0..15) then high
+ * (16..31) of A, then of B — the order of xs. */
+TVNNI static inline __m512i q4_0_pair(const uint8_t *p, const vnni_act *a, int64_t b) {
+    const int bs = (int)sizeof(kd_block_q4_0);
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p + 2))),
+                                              _mm_loadu_si128((const __m128i *)(p + bs + 2)), 1);
+    __m512i w = _mm512_shuffle_i64x2(_mm512_castsi256_si512(v), _mm512_castsi256_si512(v), 0x50);
+    w = _mm512_and_si512(_mm512_mask_srli_epi16(w, 0xFF00FF00u, w, 4), _mm512_set1_epi8(0x0F));
+    return _mm512_dpbusd_epi32(_mm512_loadu_si512(a->corr + 8 * b), w, _mm512_loadu_si512(a->xs + KD_QK * b));
+}
+
+/* Q4_0 in windows of 8 blocks: 4 pairs → the 8 block sums at lanes 4k (block k) and
+ * 4k + 1 (block 4 + k); the scales are spread to match (other lanes 0). */
+TVNNI static float dot8_q4_0_vnni(const uint8_t *p, const void *xq, int64_t n) {
+    const int bs = (int)sizeof(kd_block_q4_0);
+    const int64_t nb = n / KD_QK;
+    const vnni_act a = vnni_view((void *)xq, n);
+    const __m512i sidx = _mm512_setr_epi32(0, 4, 0, 0, 1, 5, 0, 0, 2, 6, 0, 0, 3, 7, 0, 0);
+    __m512 acc = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8, p += 8 * bs) {
+        const __m512 s = _mm512_maskz_permutexvar_ps(0x3333, sidx, window_scales(p, bs, 8, a.dx + b));
+        const __m512i u = pairs_to_blocks(q4_0_pair(p, &a, b), q4_0_pair(p + 2 * bs, &a, b + 2));
+        const __m512i v = pairs_to_blocks(q4_0_pair(p + 4 * bs, &a, b + 4), q4_0_pair(p + 6 * bs, &a, b + 6));
+        const __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi32(u, v), _mm512_unpackhi_epi32(u, v));
+        const __m512i sum = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), s, acc);
+    }
+    float r = _mm512_reduce_add_ps(acc);
+    if (b < nb) r += dot8_q4_0_256(p, (const act_q8b *)xq + b, (nb - b) * KD_QK);
+    return r;
+}
+
+/* Q8_0 pair: the 2 × 32 signed levels + 128 (xor), unsigned; corr × 16 takes away the
+ * 128·Σ qx this adds. */
+TVNNI static inline __m512i q8_0_pair(const uint8_t *p, const vnni_act *a, int64_t b) {
+    const int bs = (int)sizeof(kd_block_q8_0);
+    __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2))),
+                                   _mm256_loadu_si256((const __m256i *)(p + bs + 2)), 1);
+    w = _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80));
+    return _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_loadu_si512(a->corr + 8 * b), 4), w,
+                               _mm512_loadu_si512(a->xs + KD_QK * b));
+}
+
+/* Q8_0 in windows of 4 blocks: 2 pairs → block k's sum in every lane of 128-bit lane k;
+ * the scale goes to its first lane only. */
+TVNNI static float dot8_q8_0_vnni(const uint8_t *p, const void *xq, int64_t n) {
+    const int bs = (int)sizeof(kd_block_q8_0);
+    const int64_t nb = n / KD_QK;
+    const vnni_act a = vnni_view((void *)xq, n);
+    const __m512i sidx = _mm512_setr_epi32(0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4, p += 4 * bs) {
+        const __m512 s = _mm512_maskz_permutexvar_ps(0x1111, sidx, window_scales(p, bs, 4, a.dx + b));
+        const __m512i u = pairs_to_blocks(q8_0_pair(p, &a, b), q8_0_pair(p + 2 * bs, &a, b + 2));
+        const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_BADC));
+        const __m512i sum = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB));
+        if (b & 4) acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), s, acc1);
+        else acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), s, acc0);
+    }
+    float r = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    if (b < nb) r += dot8_q8_0_256(p, (const act_q8b *)xq + b, (nb - b) * KD_QK);
+    return r;
+}
+
 /* ---- the product -------------------------------------------------------------------------- */
 
 static dot8_fn pick8(int32_t wtype) {
-    const int simd = kd_isa_get() >= KD_ISA_AVX2;
+    const kd_isa isa = kd_isa_get();
+    const int simd = isa >= KD_ISA_AVX2, vnni = isa >= KD_ISA_AVX512_VNNI;
     switch (wtype) {
-    case KD_GGML_TYPE_Q8_0: return simd ? dot8_q8_0_256 : dot8_q8_0_ref;
-    case KD_GGML_TYPE_Q4_0: return simd ? dot8_q4_0_256 : dot8_q4_0_ref;
+    case KD_GGML_TYPE_Q8_0: return vnni ? dot8_q8_0_vnni : simd ? dot8_q8_0_256 : dot8_q8_0_ref;
+    case KD_GGML_TYPE_Q4_0: return vnni ? dot8_q4_0_vnni : simd ? dot8_q4_0_256 : dot8_q4_0_ref;
     case KD_GGML_TYPE_Q4_1: return simd ? dot8_q4_1_256 : dot8_q4_1_ref;
     case KD_GGML_TYPE_Q4_K: return simd ? dot8_q4_k_256 : dot8_q4_k_ref;
     case KD_GGML_TYPE_Q6_K: return simd ? dot8_q6_k_256 : dot8_q6_k_ref;
@@ -356,6 +535,10 @@ void kd_qmatvec_q8(const kd_qmat *W, const void *xq, float *y) {
     const dot8_fn f = pick8(W->type);
     const uint8_t *base = W->data;
     const int64_t rows = W->rows, cols = W->cols;
+    const int64_t ahead = kd_prefetch_rows(W);
 #pragma omp parallel for schedule(static) if (rows * cols >= (1 << 15))
-    for (int64_t r = 0; r < rows; r++) y[r] = f(base + (size_t)r * W->row_bytes, xq, cols);
+    for (int64_t r = 0; r < rows; r++) {
+        kd_prefetch_row(W, r + ahead);
+        y[r] = f(base + (size_t)r * W->row_bytes, xq, cols);
+    }
 }

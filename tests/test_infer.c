@@ -149,14 +149,14 @@ static void test_kernels(void **state) {
     (void)state;
     const int32_t types[] = {KD_GGML_TYPE_F32, KD_GGML_TYPE_F16, KD_GGML_TYPE_BF16, KD_GGML_TYPE_Q8_0,
                              KD_GGML_TYPE_Q4_0, KD_GGML_TYPE_Q4_1, KD_GGML_TYPE_Q4_K, KD_GGML_TYPE_Q6_K};
-    const int64_t cols_list[] = {7, 172, 256, 768};
+    const int64_t cols_list[] = {7, 96, 172, 256, 288, 768};   /* 3, 9 blocks: the VNNI kernels' odd tails */
     const int64_t rows = 37, nx = 9;
     kd_rng r;
     kd_rng_seed(&r, 42);
     const kd_isa best = kd_isa_best();
     fprintf(stderr, "kernel paths: scalar..%s\n", kd_isa_name(best));
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-        for (size_t ci = 0; ci < 4; ci++) {
+        for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
             const int32_t type = types[ti];
             const int64_t cols = cols_list[ci];
             if (kd_quant_check(type, cols, NULL)) continue;
@@ -167,6 +167,10 @@ static void test_kernels(void **state) {
             kd_test_fill_normal(&r, w, rows * cols, 1.0f);
             for (int64_t i = 0; i < rows * cols; i += 97) w[i] *= 8.0f;   /* outliers */
             kd_test_fill_normal(&r, x, nx * cols, 1.0f);
+            if (cols >= 32) {   /* a block of ties (d = 1: ±0.5, ±1.5, ...): roundf rounds them away from 0 */
+                x[0] = 127.0f;
+                for (int j = 1; j < 32; j++) x[j] = (j % 2 ? 1.0f : -1.0f) * ((float)(j / 2) + 0.5f);
+            }
             assert_int_equal(kd_quantize_rows(type, w, q, rows, cols, NULL), 0);
             assert_int_equal(kd_dequantize_rows(type, q, wd, rows, cols, NULL), 0);
             for (int64_t i = 0; i < nx; i++)
@@ -210,7 +214,17 @@ static void test_kernels(void **state) {
                 void *xq = malloc(kd_act_q8_bytes(cols));
                 for (int64_t i = 0; i < nx; i++) {
                     kd_act_round(type, x + i * cols, xr, cols);
-                    kd_act_quantize(type, x + i * cols, xq, cols);
+                    /* every path quantizes the activations to the same bytes */
+                    void *xq0 = calloc(1, kd_act_q8_bytes(cols));
+                    kd_isa_set(KD_ISA_SCALAR);
+                    kd_act_quantize(type, x + i * cols, xq0, cols);
+                    for (int isa = KD_ISA_SCALAR; isa <= (int)best; isa++) {
+                        kd_isa_set((kd_isa)isa);
+                        memset(xq, 0, kd_act_q8_bytes(cols));
+                        kd_act_quantize(type, x + i * cols, xq, cols);
+                        assert_memory_equal(xq, xq0, kd_act_q8_bytes(cols));
+                    }
+                    free(xq0);
                     for (int isa = KD_ISA_SCALAR; isa <= (int)best; isa++) {
                         kd_isa_set((kd_isa)isa);
                         kd_qmatvec_q8(&W, xq, y8);
