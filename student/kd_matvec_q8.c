@@ -17,9 +17,10 @@
  *   Q6_K·Q8_K              Σ_b dw·dx·Σ_k sc_k·(Σ q6·qx − 32·bsum_k)
  * The AVX2 kernels multiply unsigned by signed bytes (vpmaddubsw: pairs of products
  * into int16, no overflow for these ranges) and widen with vpmaddwd, which also
- * applies the 16-bit sub-block scales. With AVX-512 VNNI, Q8_0 and Q4_0 use vpdpbusd
- * (64 unsigned × signed bytes summed straight into 16 int32 lanes, two blocks per
- * zmm; see the VNNI section); the other types keep the AVX2 kernels there.
+ * applies the 16-bit sub-block scales. With AVX-512 VNNI every type uses vpdpbusd
+ * (64 unsigned × signed bytes summed straight into 16 int32 lanes): Q8_0, Q4_0, Q4_1
+ * two blocks per zmm, Q4_K and Q6_K a quarter super-block per zmm with the sub-block
+ * scales applied by vpdpwssd (see the VNNI sections).
  *
  * Every row loop prefetches the weights KD_PREFETCH_BYTES ahead (kd_matvec.h).
  */
@@ -82,6 +83,11 @@ size_t kd_act_q8_bytes(int64_t n) {
 static inline uint16_t rd16(const uint8_t *p) {
     uint16_t v;
     memcpy(&v, p, 2);
+    return v;
+}
+static inline uint32_t rd32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
     return v;
 }
 static inline float h2f(const uint8_t *p) { return kd_fp16_to_f32(rd16(p)); }
@@ -516,6 +522,187 @@ TVNNI static float dot8_q8_0_vnni(const uint8_t *p, const void *xq, int64_t n) {
     return r;
 }
 
+/* Q4_1 pair: as Q4_0's (nibbles at offset 4), starting from 0: Σ q·qx, q unsigned. */
+TVNNI static inline __m512i q4_1_pair(const uint8_t *p, const vnni_act *a, int64_t b) {
+    const int bs = (int)sizeof(kd_block_q4_1);
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p + 4))),
+                                              _mm_loadu_si128((const __m128i *)(p + bs + 4)), 1);
+    __m512i w = _mm512_shuffle_i64x2(_mm512_castsi256_si512(v), _mm512_castsi256_si512(v), 0x50);
+    w = _mm512_and_si512(_mm512_mask_srli_epi16(w, 0xFF00FF00u, w, 4), _mm512_set1_epi8(0x0F));
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(a->xs + KD_QK * b));
+}
+
+/* Q4_1 in windows of 4 blocks: block k's sum in lane 4k, 1 in lane 4k + 1, times
+ * dw_k·dx_k and m_k·s_k (s: Q8_1's F16 d·Σqx). Blocks past the last window go to the
+ * AVX2 kernel. */
+TVNNI static float dot8_q4_1_vnni(const uint8_t *p, const void *xq, int64_t n) {
+    const int bs = (int)sizeof(kd_block_q4_1);
+    const int64_t nb = n / KD_QK;
+    const act_q8b *y = xq;
+    const vnni_act a = vnni_view((void *)xq, n);
+    const __m512i sidx = _mm512_setr_epi32(0, 1, 0, 0, 2, 3, 0, 0, 4, 5, 0, 0, 6, 7, 0, 0);
+    __m512 acc = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4, p += 4 * bs) {
+        const __m512i u = pairs_to_blocks(q4_1_pair(p, &a, b), q4_1_pair(p + 2 * bs, &a, b + 2));
+        const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_BADC));
+        __m512i sum = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB));
+        sum = _mm512_mask_mov_epi32(sum, 0x2222, _mm512_set1_epi32(1));
+        const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32((int)rd32(p), (int)rd32(p + bs), (int)rd32(p + 2 * bs),
+                                                        (int)rd32(p + 3 * bs)));
+        const __m256 g = _mm256_setr_ps(y[b].d, y[b].s, y[b + 1].d, y[b + 1].s, y[b + 2].d, y[b + 2].s, y[b + 3].d,
+                                        y[b + 3].s);
+        const __m512 s = _mm512_maskz_permutexvar_ps(0x3333, sidx, _mm512_castps256_ps512(_mm256_mul_ps(f, g)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), s, acc);
+    }
+    float r = _mm512_reduce_add_ps(acc);
+    if (b < nb) r += dot8_q4_1_256(p, y + b, (nb - b) * KD_QK);
+    return r;
+}
+
+/* ---- AVX-512 VNNI: Q4_K and Q6_K ------------------------------------------------------- */
+/* One super-block (256 levels) is four vpdpbusd of 64 unsigned weight bytes against 64
+ * activation levels; each int32 lane then holds a sum of 4 products, which fits in int16
+ * (Q4_K: ≤ 4·15·127, Q6_K: ≤ 4·63·127), so vpdpwssd with the sub-block scale in the low
+ * word of a lane (high word 0) multiplies it exactly and accumulates. The lanes of a
+ * super-block are then summed in integers (with the min / −32 terms, also integers),
+ * 4 super-blocks at a time, and each super-block's sum becomes a float once and is
+ * multiplied by its scales, as in the scalar reference. A window of fewer than 4
+ * super-blocks (the tail) runs the same code with the missing ones zero. */
+
+/* s0..s3 (16 int32 lanes each) → 128-bit lane k holds 4 partial sums of s_k. */
+TVNNI static inline __m512i four_to_lanes(__m512i s0, __m512i s1, __m512i s2, __m512i s3) {
+    return pairs_to_blocks(pairs_to_blocks(s0, s1), pairs_to_blocks(s2, s3));
+}
+
+/* Q4_K super-block: S (16 lanes) = the pieces of Σ_j sc_j·Σ q·qx; M (8 lanes) = the pieces
+ * of Σ_j m_j·(bsum_2j + bsum_2j+1). Chunk c (32 bytes) holds sub-block 2c in its low
+ * nibbles and 2c + 1 in its high ones: broadcast to both halves of a zmm, the upper half
+ * shifted right by 4, it lines up with the 64 levels 64c.. of the activations. */
+TVNNI static inline void q4_k_sb(const uint8_t *p, const act_q8k *y, __m512i *S, __m256i *M) {
+    uint8_t sc[8], m[8];
+    q4k_unpack(p + 4, sc, m);
+    uint64_t scw, mw;
+    memcpy(&scw, sc, 8);
+    memcpy(&mw, m, 8);
+    const __m512i sc32 = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)scw));
+    const __m512i half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i acc = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p + 16 + 32 * c)));
+        w = _mm512_and_si512(_mm512_mask_srli_epi16(w, 0xFFFF0000u, w, 4), m4);
+        const __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(y->qs + 64 * c));
+        const __m512i scv = _mm512_permutexvar_epi32(_mm512_add_epi32(half, _mm512_set1_epi32(2 * c)), sc32);
+        acc = _mm512_dpwssd_epi32(acc, t, scv);
+    }
+    *S = acc;
+    const __m256i pairs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_set1_epi16(1));
+    *M = _mm256_madd_epi16(pairs, _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mw)));
+}
+
+/* m ≤ 4 super-blocks of Q4_K: lane 4k = dw_k·dx_k·float(S_k) − dmin_k·dx_k·float(M_k) pieces. */
+TVNNI static inline __m512 q4_k_window(const uint8_t *p, const act_q8k *y, int m) {
+    const int bs = (int)sizeof(kd_block_q4_k);
+    __m512i s[4];
+    __m256i mm[4];
+    uint32_t dd[4];
+    float dx[8];
+    for (int k = 0; k < 4; k++) {
+        if (k < m) {
+            q4_k_sb(p + k * bs, y + k, &s[k], &mm[k]);
+            dd[k] = rd32(p + k * bs);
+            dx[2 * k] = dx[2 * k + 1] = y[k].d;
+        } else {
+            s[k] = _mm512_setzero_si512();
+            mm[k] = _mm256_setzero_si256();
+            dd[k] = 0;
+            dx[2 * k] = dx[2 * k + 1] = 0.0f;
+        }
+    }
+    const __m512i u = four_to_lanes(s[0], s[1], s[2], s[3]);
+    const __m512i mu = pairs_to_blocks(_mm512_inserti64x4(_mm512_castsi256_si512(mm[0]), mm[1], 1),
+                                       _mm512_inserti64x4(_mm512_castsi256_si512(mm[2]), mm[3], 1));
+    /* per 128-bit lane: [S S M M] pieces → lane 0: S, lane 2: M */
+    const __m512i v = _mm512_add_epi32(_mm512_unpacklo_epi64(u, mu), _mm512_unpackhi_epi64(u, mu));
+    const __m512i w = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+    const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32((int)dd[0], (int)dd[1], (int)dd[2], (int)dd[3]));
+    const __m256 neg = _mm256_setr_ps(0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f);
+    const __m256 sc = _mm256_xor_ps(_mm256_mul_ps(f, _mm256_loadu_ps(dx)), neg);   /* dx·d, −dx·dmin */
+    const __m512i sidx = _mm512_setr_epi32(0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0);
+    const __m512 scale = _mm512_maskz_permutexvar_ps(0x5555, sidx, _mm512_castps256_ps512(sc));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(w), scale);
+}
+
+TVNNI static float dot8_q4_k_vnni(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8k *y = xq;
+    const int64_t nb = n / KD_QK_K;
+    const int bs = (int)sizeof(kd_block_q4_k);
+    __m512 acc = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) acc = _mm512_add_ps(acc, q4_k_window(p + b * bs, y + b, 4));
+    if (b < nb) acc = _mm512_add_ps(acc, q4_k_window(p + b * bs, y + b, (int)(nb - b)));
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* Q6_K super-block: Σ_k sc_k·(Σ q6·qx − 32·bsum_k) in 16 lanes, q6 unsigned (0..63). Per
+ * half h, the 64 bytes ql give the low nibbles of parts 0, 1 (& 0x0F) and 2, 3 (>> 4); qh,
+ * broadcast and its upper copy shifted right by 2, gives their high 2 bits at bits 4, 5
+ * (<< 4 for parts 0, 1; as is for 2, 3). Lane L of a dot covers group 8h + 4j + L/4. */
+TVNNI static inline __m512i q6_k_sb(const uint8_t *p, const act_q8k *y) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 192)));
+    const __m512i sc32 = _mm512_cvtepu16_epi32(sc16);   /* [sc, 0] word pairs */
+    const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512i acc = _mm512_setzero_si512();
+    for (int h = 0; h < 2; h++) {
+        const __m512i l = _mm512_loadu_si512(p + 64 * h);
+        __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h)));
+        qh = _mm512_mask_srli_epi16(qh, 0xFFFF0000u, qh, 2);
+        const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30));
+        const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_and_si512(qh, m30));
+        const __m512i t01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q01, _mm512_loadu_si512(y->qs + 128 * h));
+        const __m512i t23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q23, _mm512_loadu_si512(y->qs + 128 * h + 64));
+        acc = _mm512_dpwssd_epi32(acc, t01, _mm512_permutexvar_epi32(_mm512_add_epi32(quad, _mm512_set1_epi32(8 * h)), sc32));
+        acc = _mm512_dpwssd_epi32(acc, t23,
+                                  _mm512_permutexvar_epi32(_mm512_add_epi32(quad, _mm512_set1_epi32(8 * h + 4)), sc32));
+    }
+    const __m256i bias = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+    return _mm512_sub_epi32(acc, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_slli_epi32(bias, 5), 0));
+}
+
+TVNNI static inline __m512 q6_k_window(const uint8_t *p, const act_q8k *y, int m) {
+    const int bs = (int)sizeof(kd_block_q6_k);
+    __m512i s[4];
+    float d[4];
+    for (int k = 0; k < 4; k++) {
+        if (k < m) {
+            s[k] = q6_k_sb(p + k * bs, y + k);
+            d[k] = h2f(p + k * bs + 208) * y[k].d;
+        } else {
+            s[k] = _mm512_setzero_si512();
+            d[k] = 0.0f;
+        }
+    }
+    const __m512i u = four_to_lanes(s[0], s[1], s[2], s[3]);
+    const __m512i t = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_BADC));
+    const __m512i sum = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB));
+    const __m512i sidx = _mm512_setr_epi32(0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0);
+    const __m512 scale = _mm512_maskz_permutexvar_ps(0x1111, sidx, _mm512_castps128_ps512(_mm_loadu_ps(d)));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(sum), scale);
+}
+
+TVNNI static float dot8_q6_k_vnni(const uint8_t *p, const void *xq, int64_t n) {
+    const act_q8k *y = xq;
+    const int64_t nb = n / KD_QK_K;
+    const int bs = (int)sizeof(kd_block_q6_k);
+    __m512 acc = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) acc = _mm512_add_ps(acc, q6_k_window(p + b * bs, y + b, 4));
+    if (b < nb) acc = _mm512_add_ps(acc, q6_k_window(p + b * bs, y + b, (int)(nb - b)));
+    return _mm512_reduce_add_ps(acc);
+}
+
 /* ---- the product -------------------------------------------------------------------------- */
 
 static dot8_fn pick8(int32_t wtype) {
@@ -524,9 +711,9 @@ static dot8_fn pick8(int32_t wtype) {
     switch (wtype) {
     case KD_GGML_TYPE_Q8_0: return vnni ? dot8_q8_0_vnni : simd ? dot8_q8_0_256 : dot8_q8_0_ref;
     case KD_GGML_TYPE_Q4_0: return vnni ? dot8_q4_0_vnni : simd ? dot8_q4_0_256 : dot8_q4_0_ref;
-    case KD_GGML_TYPE_Q4_1: return simd ? dot8_q4_1_256 : dot8_q4_1_ref;
-    case KD_GGML_TYPE_Q4_K: return simd ? dot8_q4_k_256 : dot8_q4_k_ref;
-    case KD_GGML_TYPE_Q6_K: return simd ? dot8_q6_k_256 : dot8_q6_k_ref;
+    case KD_GGML_TYPE_Q4_1: return vnni ? dot8_q4_1_vnni : simd ? dot8_q4_1_256 : dot8_q4_1_ref;
+    case KD_GGML_TYPE_Q4_K: return vnni ? dot8_q4_k_vnni : simd ? dot8_q4_k_256 : dot8_q4_k_ref;
+    case KD_GGML_TYPE_Q6_K: return vnni ? dot8_q6_k_vnni : simd ? dot8_q6_k_256 : dot8_q6_k_ref;
     }
     abort();   /* callers check kd_q8_supported */
 }

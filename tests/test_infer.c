@@ -149,7 +149,8 @@ static void test_kernels(void **state) {
     (void)state;
     const int32_t types[] = {KD_GGML_TYPE_F32, KD_GGML_TYPE_F16, KD_GGML_TYPE_BF16, KD_GGML_TYPE_Q8_0,
                              KD_GGML_TYPE_Q4_0, KD_GGML_TYPE_Q4_1, KD_GGML_TYPE_Q4_K, KD_GGML_TYPE_Q6_K};
-    const int64_t cols_list[] = {7, 96, 172, 256, 288, 768};   /* 3, 9 blocks: the VNNI kernels' odd tails */
+    /* 3, 9 blocks: the VNNI kernels' odd tails; 1, 3, 5, 7 super-blocks: the K kernels' windows of 4 and tails */
+    const int64_t cols_list[] = {7, 96, 172, 256, 288, 768, 1280, 1792};
     const int64_t rows = 37, nx = 9;
     kd_rng r;
     kd_rng_seed(&r, 42);
@@ -211,6 +212,7 @@ static void test_kernels(void **state) {
             /* llama.cpp's numerics: activations rounded for the type, integer block dots */
             if (kd_q8_supported(type)) {
                 float *xr = malloc((size_t)cols * sizeof *xr), *y8 = malloc((size_t)rows * sizeof *y8);
+                float *y8s = malloc((size_t)rows * sizeof *y8s);
                 void *xq = malloc(kd_act_q8_bytes(cols));
                 for (int64_t i = 0; i < nx; i++) {
                     kd_act_round(type, x + i * cols, xr, cols);
@@ -228,12 +230,19 @@ static void test_kernels(void **state) {
                     for (int isa = KD_ISA_SCALAR; isa <= (int)best; isa++) {
                         kd_isa_set((kd_isa)isa);
                         kd_qmatvec_q8(&W, xq, y8);
+                        if (isa == KD_ISA_SCALAR) memcpy(y8s, y8, (size_t)rows * sizeof *y8);
                         for (int64_t o = 0; o < rows; o++) {
                             double s = 0, a = 0;
                             for (int64_t c = 0; c < cols; c++) {
                                 s += (double)wd[o * cols + c] * xr[c];
                                 a += fabs((double)wd[o * cols + c] * xr[c]);
                             }
+                            /* every path: the scalar path's exact block sums, up to float order (Q4_1 too) */
+                            if (!(fabs(y8[o] - y8s[o]) <= 1e-5 * a))
+                                fprintf(stderr, "q8 %s cols %lld %s row %lld: %.8g vs scalar %.8g\n",
+                                        kd_ggml_type_name(type), (long long)cols, kd_isa_name((kd_isa)isa),
+                                        (long long)o, y8[o], y8s[o]);
+                            assert_true(fabs(y8[o] - y8s[o]) <= 1e-5 * a);
                             /* Q4_1's min term uses Q8_1's F16 block sum, which the rounded floats lack */
                             const double tol = type == KD_GGML_TYPE_Q4_1 ? 2e-3 : 1e-5;
                             if (!(fabs(y8[o] - s) <= tol * a))
@@ -244,7 +253,7 @@ static void test_kernels(void **state) {
                     }
                     kd_isa_set(best);
                 }
-                free(xr), free(y8), free(xq);
+                free(xr), free(y8), free(y8s), free(xq);
             }
             kd_free(scratch);
             free(w), free(x), free(wd), free(ref), free(y), free(mag), free(q);
