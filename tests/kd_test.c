@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 
 #include "core/kd_cpu.h"
+#include "core/kd_file.h"
+#include "student/kd_checkpoint.h"
 
 static char g_tmpdir[512];
 
@@ -93,4 +95,64 @@ int kd_test_sh(const char *fmt, ...) {
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
     return run_status(cmd);
+}
+
+int kd_test_import_aidreams(const char *out) {
+    const char *shared = kd_test_env("KD_SHARED_DIR");
+    return kd_test_sh("'%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' --tokenizer "
+                      "'%s/models/aidreams260K/tok512.bin' --out '%s' > /dev/null",
+                      kd_test_env("KD_BIN"), shared, shared, out);
+}
+
+int kd_test_train_fixture(const char *dir) {
+    const char *kd = kd_test_env("KD_BIN");
+    char p[4096];
+    snprintf(p, sizeof p, "%s/teacher", dir);
+    if (kd_test_import_aidreams(p) ||
+        kd_test_sh("'%s' teacher dump --teacher '%s/teacher' --generate 160 --seq-len 32 --topk 16 --out '%s/train.h5' "
+                   "--val-out '%s/val.h5' --val-fraction 0.2 --batch 40 --quiet", kd, dir, dir, dir))
+        return -1;
+    snprintf(p, sizeof p, "%s/run.json", dir);
+    FILE *f = fopen(p, "w");
+    if (!f) return -1;
+    fprintf(f, "{\"student\": \"%s/configs/student-tiny.json\", \"train_data\": \"%s/train.h5\", "
+               "\"val_data\": \"%s/val.h5\", \"batch_size\": 8, \"steps\": 12, \"lr\": 3e-3, \"warmup\": 2, "
+               "\"eval_every\": 4, \"save_every\": 4, \"alpha\": 0.5, \"temperature\": 2.0}\n",
+            kd_test_env("KD_SOURCE_DIR"), dir, dir);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+double kd_test_weight_diff(const char *dir, const char *a, const char *b, double *rel) {
+    char pa[4096], pb[4096];
+    snprintf(pa, sizeof pa, "%s/%s", dir, a);
+    snprintf(pb, sizeof pb, "%s/%s", dir, b);
+    kd_model ma, mb;
+    kd_err err;
+    assert_int_equal(kd_checkpoint_load(&ma, pa, &err), 0);
+    assert_int_equal(kd_checkpoint_load(&mb, pb, &err), 0);
+    assert_int_equal(ma.n_params, mb.n_params);
+    double d = 0, m = 0;
+    for (int i = 0; i < ma.n_params; i++)
+        for (int64_t j = 0; j < ma.params[i]->n; j++) {
+            d = fmax(d, fabs((double)ma.params[i]->data[j] - mb.params[i]->data[j]));
+            m = fmax(m, fabs((double)ma.params[i]->data[j]));
+        }
+    kd_model_free(&ma);
+    kd_model_free(&mb);
+    if (rel) *rel = d / m;
+    return d;
+}
+
+double kd_test_json_number(const char *dir, const char *rel, const char *key) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    char *s = kd_read_file(path, NULL, NULL);
+    assert_non_null(s);
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    char *at = strstr(s, pat);
+    assert_non_null(at);
+    double v = atof(at + strlen(pat));
+    free(s);
+    return v;
 }

@@ -32,6 +32,21 @@ int kd_test_python(const char *script, const char *args_fmt, ...) __attribute__(
 /* Run a shell command; returns its exit status. */
 int kd_test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* `kd import llama2c` of ../shared's aidreams260K (and tok512.bin) into the directory OUT;
+ * 0 on success. */
+int kd_test_import_aidreams(const char *out);
+/* The training fixture of test_train, test_lean and test_shard, in DIR: aidreams260K
+ * imported as DIR/teacher, 160 of its samples dumped (32 positions, top-16) as
+ * DIR/train.h5 + DIR/val.h5 (20%), and DIR/run.json training configs/student-tiny.json
+ * on them (batch 8, 12 steps, lr 3e-3, eval and save every 4, alpha 0.5, T 2).
+ * 0 on success. */
+int kd_test_train_fixture(const char *dir);
+/* max |a − b| over the parameters of the checkpoint directories DIR/A and DIR/B (FP32
+ * loader); *rel (when not NULL): that divided by max |a|. */
+double kd_test_weight_diff(const char *dir, const char *a, const char *b, double *rel);
+/* The number after "KEY": in the text file DIR/REL (asserts that both exist). */
+double kd_test_json_number(const char *dir, const char *rel, const char *key);
+
 /* main() for a test file: picks BLAS kernels like kd, then runs the group. */
 #define KD_TEST_MAIN(tests)                                        \
     int main(int argc, char **argv) {                              \

@@ -276,12 +276,10 @@ static void test_reference_int4(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    const char *kd = kd_test_env("KD_BIN"), *sh = kd_test_env("KD_SHARED_DIR"), *tmp = kd_test_tmpdir();
+    const char *tmp = kd_test_tmpdir();
     snprintf(g_teacher, sizeof g_teacher, "%s/teacher", tmp);
     snprintf(g_dump, sizeof g_dump, "%s/calib.h5", tmp);
-    if (kd_test_sh("'%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' --tokenizer "
-                   "'%s/models/aidreams260K/tok512.bin' --out '%s' >/dev/null", kd, sh, sh, g_teacher))
-        return -1;
+    if (kd_test_import_aidreams(g_teacher)) return -1;
     /* a small dump: 24 sequences of 33 tokens (ids < 512), top-4 placeholders */
     const int64_t n = 24, T = 32, K = 4;
     kd_dump_meta meta = {.vocab_size = 512, .k = K, .seq_len = T, .temperature = 1.0, .value_dtype = KD_DUMP_F32};

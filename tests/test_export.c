@@ -92,9 +92,7 @@ static int setup(void **state) {
     const char *kd = kd_test_env("KD_BIN"), *sh = kd_test_env("KD_SHARED_DIR"), *tmp = kd_test_tmpdir();
     snprintf(g_ck, sizeof g_ck, "%s/aidreams", tmp);
     snprintf(g_syn, sizeof g_syn, "%s/synthetic", tmp);
-    if (kd_test_sh("'%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' --tokenizer "
-                   "'%s/models/aidreams260K/tok512.bin' --out '%s' >/dev/null", kd, sh, sh, g_ck))
-        return -1;
+    if (kd_test_import_aidreams(g_ck)) return -1;
     char path[800];
     for (int p = 0; p < N_PRESETS; p++) {
         out_path(path, sizeof path, "aidreams", PRESETS[p]);

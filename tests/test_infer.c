@@ -58,13 +58,11 @@ static void sharpen(kd_model *m, float s) {
 
 static int setup(void **state) {
     (void)state;
-    const char *kd = kd_test_env("KD_BIN"), *sh = kd_test_env("KD_SHARED_DIR"), *tmp = kd_test_tmpdir();
+    const char *sh = kd_test_env("KD_SHARED_DIR"), *tmp = kd_test_tmpdir();
     snprintf(g_aid, sizeof g_aid, "%s/aidreams", tmp);
     snprintf(g_syn, sizeof g_syn, "%s/synthetic", tmp);
     snprintf(g_swa, sizeof g_swa, "%s/swa", tmp);
-    if (kd_test_sh("'%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' --tokenizer "
-                   "'%s/models/aidreams260K/tok512.bin' --out '%s' >/dev/null", kd, sh, sh, g_aid))
-        return -1;
+    if (kd_test_import_aidreams(g_aid)) return -1;
     kd_err err;
     /* synthetic: C 256, F 512, GQA 4/2, untied head, sharpened weights, tok512 */
     kd_config c;

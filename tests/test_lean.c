@@ -38,22 +38,7 @@ static const char *kd(void) { return kd_test_env("KD_BIN"); }
 static int setup(void **state) {
     (void)state;
     snprintf(g_dir, sizeof g_dir, "%s", kd_test_tmpdir());
-    const char *shared = kd_test_env("KD_SHARED_DIR");
-    if (kd_test_sh("'%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' --tokenizer "
-                   "'%s/models/aidreams260K/tok512.bin' --out '%s/teacher' > /dev/null", kd(), shared, shared, g_dir) ||
-        kd_test_sh("'%s' teacher dump --teacher '%s/teacher' --generate 160 --seq-len 32 --topk 16 --out '%s/train.h5' "
-                   "--val-out '%s/val.h5' --val-fraction 0.2 --batch 40 --quiet", kd(), g_dir, g_dir, g_dir))
-        return -1;
-    char p[700];
-    snprintf(p, sizeof p, "%s/run.json", g_dir);
-    FILE *f = fopen(p, "w");
-    if (!f) return -1;
-    fprintf(f, "{\"student\": \"%s/configs/student-tiny.json\", \"train_data\": \"%s/train.h5\", "
-               "\"val_data\": \"%s/val.h5\", \"batch_size\": 8, \"steps\": 12, \"lr\": 3e-3, \"warmup\": 2, "
-               "\"eval_every\": 4, \"save_every\": 4, \"alpha\": 0.5, \"temperature\": 2.0}\n",
-            kd_test_env("KD_SOURCE_DIR"), g_dir, g_dir);
-    fclose(f);
-    return 0;
+    return kd_test_train_fixture(g_dir);
 }
 
 static int train(const char *out, const char *sets) {
@@ -63,24 +48,6 @@ static int train(const char *out, const char *sets) {
 
 static int same_file(const char *a, const char *b) {
     return kd_test_sh("cmp -s '%s/%s' '%s/%s'", g_dir, a, g_dir, b) == 0;
-}
-
-/* max |a − b| over the parameters of two checkpoints (read with the FP32 loader) */
-static double weight_diff(const char *a, const char *b) {
-    char pa[700], pb[700];
-    snprintf(pa, sizeof pa, "%s/%s", g_dir, a);
-    snprintf(pb, sizeof pb, "%s/%s", g_dir, b);
-    kd_model ma, mb;
-    kd_err err;
-    assert_int_equal(kd_checkpoint_load(&ma, pa, &err), 0);
-    assert_int_equal(kd_checkpoint_load(&mb, pb, &err), 0);
-    double d = 0;
-    for (int i = 0; i < ma.n_params; i++)
-        for (int64_t j = 0; j < ma.params[i]->n; j++)
-            d = fmax(d, fabs((double)ma.params[i]->data[j] - mb.params[i]->data[j]));
-    kd_model_free(&ma);
-    kd_model_free(&mb);
-    return d;
 }
 
 /* ---- the pieces -------------------------------------------------------------------------- */
@@ -205,7 +172,7 @@ static void test_exact_machinery_equals_fp32(void **state) {
     assert_int_equal(train("f32", CURVE), 0);
     assert_int_equal(train("x_all", CURVE " --set memory_mode=lean --set lean_weights=fp32 --set lean_m=fp32 "
                                           "--set lean_v=full --set lean_clip=exact"), 0);
-    double d = weight_diff("f32/final", "x_all/final");
+    double d = kd_test_weight_diff(g_dir, "f32/final", "x_all/final", NULL);
     fprintf(stderr, "lean (FP32 storage, full v, exact clip) vs FP32 AdamW after 100 steps: max |weight diff| %.2e\n", d);
     assert_true(d <= 1e-5);
     /* and without clipping at all it is the same arithmetic, bit for bit */
@@ -318,7 +285,7 @@ static void test_mpi_two_ranks(void **state) {
     assert_int_equal(kd_test_sh("env OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root "
                                 "--oversubscribe -x ASAN_OPTIONS -np 2 '%s' train --config '%s/run.json' --out "
                                 "'%s/lmpi' --quiet --set memory_mode=lean", kd(), g_dir, g_dir), 0);
-    double d = weight_diff("lw0/final", "lmpi/final");
+    double d = kd_test_weight_diff(g_dir, "lw0/final", "lmpi/final", NULL);
     double c1 = 0, c2 = 0, tmp[64];
     read_curve("lw0", tmp, 64, &c1);
     read_curve("lmpi", tmp, 64, &c2);

@@ -43,22 +43,7 @@ static const char *kd(void) { return kd_test_env("KD_BIN"); }
 static int setup(void **state) {
     (void)state;
     snprintf(g_dir, sizeof g_dir, "%s", kd_test_tmpdir());
-    const char *shared = kd_test_env("KD_SHARED_DIR");
-    if (kd_test_sh("'%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' --tokenizer "
-                   "'%s/models/aidreams260K/tok512.bin' --out '%s/teacher' > /dev/null", kd(), shared, shared, g_dir) ||
-        kd_test_sh("'%s' teacher dump --teacher '%s/teacher' --generate 160 --seq-len 32 --topk 16 --out '%s/train.h5' "
-                   "--val-out '%s/val.h5' --val-fraction 0.2 --batch 40 --quiet", kd(), g_dir, g_dir, g_dir))
-        return -1;
-    char p[700];
-    snprintf(p, sizeof p, "%s/run.json", g_dir);
-    FILE *f = fopen(p, "w");
-    if (!f) return -1;
-    fprintf(f, "{\"student\": \"%s/configs/student-tiny.json\", \"train_data\": \"%s/train.h5\", "
-               "\"val_data\": \"%s/val.h5\", \"batch_size\": 8, \"steps\": 12, \"lr\": 3e-3, \"warmup\": 2, "
-               "\"eval_every\": 4, \"save_every\": 4, \"alpha\": 0.5, \"temperature\": 2.0}\n",
-            kd_test_env("KD_SOURCE_DIR"), g_dir, g_dir);
-    fclose(f);
-    return 0;
+    return kd_test_train_fixture(g_dir);
 }
 
 static int have_mpirun(void) { return kd_test_sh("command -v mpirun > /dev/null 2>&1") == 0; }
@@ -73,37 +58,6 @@ static int same_file(const char *a, const char *b) {
     return kd_test_sh("cmp -s '%s/%s' '%s/%s'", g_dir, a, g_dir, b) == 0;
 }
 
-/* max |a − b| over the parameters of two checkpoints (read with the FP32 loader) */
-static double weight_diff(const char *a, const char *b) {
-    char pa[700], pb[700];
-    snprintf(pa, sizeof pa, "%s/%s", g_dir, a);
-    snprintf(pb, sizeof pb, "%s/%s", g_dir, b);
-    kd_model ma, mb;
-    kd_err err;
-    assert_int_equal(kd_checkpoint_load(&ma, pa, &err), 0);
-    assert_int_equal(kd_checkpoint_load(&mb, pb, &err), 0);
-    double d = 0;
-    for (int i = 0; i < ma.n_params; i++)
-        for (int64_t j = 0; j < ma.params[i]->n; j++)
-            d = fmax(d, fabs((double)ma.params[i]->data[j] - mb.params[i]->data[j]));
-    kd_model_free(&ma);
-    kd_model_free(&mb);
-    return d;
-}
-
-static double json_number(const char *rel, const char *key) {
-    char p[700];
-    snprintf(p, sizeof p, "%s/%s", g_dir, rel);
-    char *s = kd_read_file(p, NULL, NULL);
-    assert_non_null(s);
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    char *at = strstr(s, pat);
-    assert_non_null(at);
-    double v = atof(at + strlen(pat));
-    free(s);
-    return v;
-}
 
 static void load_config(kd_config *c, const char *name) {
     char path[700];
@@ -275,7 +229,7 @@ static void test_mpi_fp32(void **state) {
     assert_int_equal(train(1, "one4", "--set steps=4 --set lr=1e-3"), 0);
     assert_int_equal(train(2, "s4", "--set steps=4 --set lr=1e-3"), 0);
     assert_int_equal(train(2, "u4", "--set steps=4 --set lr=1e-3 --set shard_optimizer=false"), 0);
-    double d = weight_diff("one4/final", "s4/final");
+    double d = kd_test_weight_diff(g_dir, "one4/final", "s4/final", NULL);
     fprintf(stderr, "fp32, 2 ranks sharded vs 1 rank after 4 steps: max |weight diff| %.2e\n", d);
     assert_true(d <= 1e-5);
     /* sharded and unsharded 2-rank runs: the same all-reduced gradients, the same elementwise arithmetic */
@@ -285,10 +239,11 @@ static void test_mpi_fp32(void **state) {
     /* the whole run: 12 steps at lr 3e-3 (≤ 1e-4 in the unsharded test) */
     assert_int_equal(train(1, "one12", ""), 0);
     assert_int_equal(train(2, "s12", ""), 0);
-    d = weight_diff("one12/final", "s12/final");
+    d = kd_test_weight_diff(g_dir, "one12/final", "s12/final", NULL);
     fprintf(stderr, "fp32, 2 ranks sharded vs 1 rank after 12 steps at lr 3e-3: max |weight diff| %.2e\n", d);
     assert_true(d <= 1e-4);
-    assert_true(fabs(json_number("one12/final_eval.json", "ce") - json_number("s12/final_eval.json", "ce")) < 1e-4);
+    assert_true(fabs(kd_test_json_number(g_dir, "one12/final_eval.json", "ce") -
+                     kd_test_json_number(g_dir, "s12/final_eval.json", "ce")) < 1e-4);
 }
 
 static void test_mpi_lean(void **state) {
@@ -298,8 +253,9 @@ static void test_mpi_lean(void **state) {
     assert_int_equal(train(1, "l1", "--set memory_mode=lean"), 0);
     assert_int_equal(train(2, "ls", "--set memory_mode=lean"), 0);
     assert_int_equal(train(2, "lu", "--set memory_mode=lean --set shard_optimizer=false"), 0);
-    double d = weight_diff("l1/final", "ls/final");
-    double c1 = json_number("l1/final_eval.json", "ce"), c2 = json_number("ls/final_eval.json", "ce");
+    double d = kd_test_weight_diff(g_dir, "l1/final", "ls/final", NULL);
+    double c1 = kd_test_json_number(g_dir, "l1/final_eval.json", "ce");
+    double c2 = kd_test_json_number(g_dir, "ls/final_eval.json", "ce");
     fprintf(stderr, "lean, 2 ranks sharded vs 1 rank after 12 steps: max |weight diff| %.2e, final val CE %.6f vs %.6f\n",
             d, c2, c1);
     assert_true(d <= 1e-2);
@@ -312,7 +268,7 @@ static void test_mpi_lean(void **state) {
                         "--set steps=4 --set lr=1e-3";
     assert_int_equal(train(1, "lx1", exact), 0);
     assert_int_equal(train(2, "lxs", exact), 0);
-    d = weight_diff("lx1/final", "lxs/final");
+    d = kd_test_weight_diff(g_dir, "lx1/final", "lxs/final", NULL);
     fprintf(stderr, "lean FP32 storage + full v, 2 ranks sharded vs 1 rank after 4 steps: max |weight diff| %.2e\n", d);
     assert_true(d <= 1e-5);
 }

@@ -23,22 +23,7 @@ static const char *kd(void) { return kd_test_env("KD_BIN"); }
 static int setup(void **state) {
     (void)state;
     snprintf(g_dir, sizeof g_dir, "%s", kd_test_tmpdir());
-    const char *shared = kd_test_env("KD_SHARED_DIR");
-    if (kd_test_sh("'%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' --tokenizer "
-                   "'%s/models/aidreams260K/tok512.bin' --out '%s/teacher' > /dev/null", kd(), shared, shared, g_dir) ||
-        kd_test_sh("'%s' teacher dump --teacher '%s/teacher' --generate 160 --seq-len 32 --topk 16 --out '%s/train.h5' "
-                   "--val-out '%s/val.h5' --val-fraction 0.2 --batch 40 --quiet", kd(), g_dir, g_dir, g_dir))
-        return -1;
-    FILE *f;
-    char p[700];
-    snprintf(p, sizeof p, "%s/run.json", g_dir);
-    if (!(f = fopen(p, "w"))) return -1;
-    fprintf(f, "{\"student\": \"%s/configs/student-tiny.json\", \"train_data\": \"%s/train.h5\", "
-               "\"val_data\": \"%s/val.h5\", \"batch_size\": 8, \"steps\": 12, \"lr\": 3e-3, \"warmup\": 2, "
-               "\"eval_every\": 4, \"save_every\": 4, \"alpha\": 0.5, \"temperature\": 2.0}\n",
-            kd_test_env("KD_SOURCE_DIR"), g_dir, g_dir);
-    fclose(f);
-    return 0;
+    return kd_test_train_fixture(g_dir);
 }
 
 static int train(const char *env, const char *out, const char *extra) {
@@ -46,40 +31,6 @@ static int train(const char *env, const char *out, const char *extra) {
                       g_dir, g_dir, out, extra);
 }
 
-/* max |a − b| over all parameters of two checkpoints (absolute; *rel: relative to max |a|) */
-static double weight_diff(const char *a, const char *b, double *rel) {
-    char pa[700], pb[700];
-    snprintf(pa, sizeof pa, "%s/%s", g_dir, a);
-    snprintf(pb, sizeof pb, "%s/%s", g_dir, b);
-    kd_model ma, mb;
-    kd_err err;
-    assert_int_equal(kd_checkpoint_load(&ma, pa, &err), 0);
-    assert_int_equal(kd_checkpoint_load(&mb, pb, &err), 0);
-    double d = 0, m = 0;
-    for (int i = 0; i < ma.n_params; i++)
-        for (int64_t j = 0; j < ma.params[i]->n; j++) {
-            d = fmax(d, fabs((double)ma.params[i]->data[j] - mb.params[i]->data[j]));
-            m = fmax(m, fabs((double)ma.params[i]->data[j]));
-        }
-    kd_model_free(&ma);
-    kd_model_free(&mb);
-    *rel = d / m;
-    return d;
-}
-
-static double json_number(const char *rel, const char *key) {
-    char p[700];
-    snprintf(p, sizeof p, "%s/%s", g_dir, rel);
-    char *s = kd_read_file(p, NULL, NULL);
-    assert_non_null(s);
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    char *at = strstr(s, pat);
-    assert_non_null(at);
-    double v = atof(at + strlen(pat));
-    free(s);
-    return v;
-}
 
 static void test_learns_and_is_deterministic(void **state) {
     (void)state;
@@ -88,8 +39,10 @@ static void test_learns_and_is_deterministic(void **state) {
     /* same seed, same threads: identical files */
     assert_int_equal(kd_test_sh("cmp -s '%s/a/final/model.safetensors' '%s/b/final/model.safetensors'", g_dir, g_dir), 0);
     /* the final evaluation has the kd eval keys and improved on the first evaluation */
-    double ce = json_number("a/final_eval.json", "ce"), ppl = json_number("a/final_eval.json", "ppl");
-    double kl = json_number("a/final_eval.json", "kl"), top1 = json_number("a/final_eval.json", "top1");
+    double ce = kd_test_json_number(g_dir, "a/final_eval.json", "ce");
+    double ppl = kd_test_json_number(g_dir, "a/final_eval.json", "ppl");
+    double kl = kd_test_json_number(g_dir, "a/final_eval.json", "kl");
+    double top1 = kd_test_json_number(g_dir, "a/final_eval.json", "top1");
     assert_true(fabs(ppl - exp(ce)) < 1e-6 * ppl);
     assert_true(top1 > 0 && top1 <= 1);
     char p[700];
@@ -126,7 +79,8 @@ static void test_resume_bit_exact(void **state) {
     assert_false(kd_file_exists(p));
     assert_int_equal(kd_test_sh("env OMP_NUM_THREADS=1 '%s' train --resume '%s/r' --quiet", kd(), g_dir), 0);
     assert_int_equal(kd_test_sh("cmp -s '%s/a/final/model.safetensors' '%s/r/final/model.safetensors'", g_dir, g_dir), 0);
-    assert_true(json_number("a/final_eval.json", "ce") == json_number("r/final_eval.json", "ce"));
+    assert_true(kd_test_json_number(g_dir, "a/final_eval.json", "ce") ==
+                kd_test_json_number(g_dir, "r/final_eval.json", "ce"));
     /* a real kill -9 in the middle: the run resumes from its last complete checkpoint */
     assert_int_equal(train("", "k", "--stop-after 5"), 0);
     assert_int_equal(kd_test_sh("rm -rf '%s/k/checkpoints/step-00000005.tmp'; mkdir '%s/k/checkpoints/step-00000006.tmp'",
@@ -151,13 +105,14 @@ static void test_mpi_two_ranks(void **state) {
                                 mpirun, kd(), g_dir, g_dir), 0);
     assert_int_equal(kd_test_sh("%s '%s' train --config '%s/run.json' --out '%s/mpi' --quiet", mpirun, kd(), g_dir,
                                 g_dir), 0);
-    double rel, d4 = weight_diff("one4/final", "mpi4/final", &rel);
+    double rel, d4 = kd_test_weight_diff(g_dir, "one4/final", "mpi4/final", &rel);
     fprintf(stderr, "2 ranks vs 1 rank, same global batch: max |weight difference| %.2e after 4 AdamW steps", d4);
-    double d12 = weight_diff("a/final", "mpi/final", &rel);
+    double d12 = kd_test_weight_diff(g_dir, "a/final", "mpi/final", &rel);
     fprintf(stderr, ", %.2e after 12 at lr 3e-3\n", d12);
     assert_true(d4 <= 1e-5);
     assert_true(d12 <= 1e-4);
-    assert_true(fabs(json_number("a/final_eval.json", "ce") - json_number("mpi/final_eval.json", "ce")) < 1e-4);
+    assert_true(fabs(kd_test_json_number(g_dir, "a/final_eval.json", "ce") -
+                     kd_test_json_number(g_dir, "mpi/final_eval.json", "ce")) < 1e-4);
 }
 
 static void test_nan_stops(void **state) {
