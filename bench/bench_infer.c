@@ -43,7 +43,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_mem.h"
-#include "student/kd_infer.h"
+#include "infer/kd_infer.h"
 
 static double now(void) {
     struct timespec ts;

@@ -5,7 +5,8 @@
 #include <string.h>
 
 #include "cli/kd_cli.h"
-#include "student/kd_gguf_write.h"
+#include "export/kd_export.h"
+#include "quant/kd_quant_plan.h"
 
 static void export_help(void) {
     int n;

@@ -1,5 +1,5 @@
 /*
- * cmd_infer.c — inference subcommands on the engine (student/kd_infer.h):
+ * cmd_infer.c — inference subcommands on the engine (infer/kd_infer.h):
  *   kd run   generate text from a prompt
  *   kd eval  perplexity (and KL / top-1 agreement against a teacher dump)
  */
@@ -13,8 +13,8 @@
 #include "core/kd_file.h"
 #include "core/kd_mem.h"
 #include "data/kd_tokenizer_bpe.h"
-#include "student/kd_infer.h"
-#include "teacher/kd_dump.h"
+#include "infer/kd_infer.h"
+#include "data/kd_dump.h"
 #include "train/kd_loss.h"
 
 /* ---- kd run ------------------------------------------------------------------------ */

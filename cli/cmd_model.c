@@ -10,7 +10,7 @@
 #include "cli/kd_cli.h"
 #include "core/kd_file.h"
 #include "student/kd_checkpoint.h"
-#include "student/kd_infer.h"
+#include "infer/kd_infer.h"
 #include "student/kd_llama2c.h"
 
 /* ---- kd init ------------------------------------------------------------------ */

@@ -2,16 +2,16 @@
  * cmd_quantize.c — `kd quantize`: AWQ (or the RTN baseline) for a GGUF target,
  * writing a checkpoint that `kd export` then quantizes; and `kd quantize eval`,
  * which measures a checkpoint as a GGUF preset would store it against its FP32
- * original (student/kd_awq.h).
+ * original (quant/kd_awq.h).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/kd_cli.h"
-#include "student/kd_awq.h"
+#include "quant/kd_awq.h"
 #include "student/kd_checkpoint.h"
-#include "student/kd_gguf_write.h"
+#include "quant/kd_quant_plan.h"
 
 static void quantize_help(void) {
     printf("usage: kd quantize --model CKPT_DIR --method awq|rtn --format q4_0|q4_1|q4_k --out OUT_DIR\n"

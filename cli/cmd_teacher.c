@@ -1,7 +1,7 @@
 /*
  * cmd_teacher.c — `kd teacher <subcommand>`: teacher-logit dumps
  * (docs/dump-format.md). Subcommands are rows of TEACHER_COMMANDS; each parses
- * its own arguments and calls teacher/kd_dump.h.
+ * its own arguments and calls data/kd_dump.h.
  *
  *   kd teacher dump --teacher MODEL ...       run a teacher, write a dump
  *   kd teacher dump --tokens-only ...         pack text into a tokens-only dump
@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 
 #include "cli/kd_cli.h"
-#include "teacher/kd_dump.h"
+#include "data/kd_dump.h"
 #include "teacher/kd_teacher_dump.h"
 
 /* ---- kd teacher info ------------------------------------------------------------ */

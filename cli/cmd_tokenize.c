@@ -9,7 +9,7 @@
 #include "cli/kd_cli.h"
 #include "core/kd_file.h"
 #include "data/kd_tokenizer.h"
-#include "teacher/kd_dump_tok.h"
+#include "data/kd_dump_tok.h"
 
 static void help(void) {
     printf("usage: kd tokenize --tokenizer FILE (--text STRING | --file PATH) [--no-bos]\n"

@@ -1,6 +1,6 @@
 /*
  * kd_loader.h — batches for distillation from one or more teacher dumps
- * (teacher/kd_dump.h): [B, T] tokens and labels with the teacher's top-k
+ * (data/kd_dump.h): [B, T] tokens and labels with the teacher's top-k
  * (ids + log-probs) or full logits, shuffled per epoch, split into train and
  * validation, sharded by rank, resumable from a cursor, read ahead by a
  * background thread.
@@ -55,7 +55,7 @@
 #include <stdint.h>
 
 #include "core/kd_err.h"
-#include "teacher/kd_dump.h"
+#include "data/kd_dump.h"
 
 typedef enum kd_split {
     KD_SPLIT_TRAIN = 0,   /* sequences not in the validation fraction */

@@ -13,7 +13,7 @@
 
 #include "core/kd_file.h"
 #include "data/kd_tokenizer_bpe.h"
-#include "student/kd_gguf.h"
+#include "format/kd_gguf.h"
 
 #define SPACE_MARK     "\xE2\x96\x81"   /* U+2581, the internal form of a space */
 #define MAX_ENCODE_LEN ((size_t)1 << 29)

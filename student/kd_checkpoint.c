@@ -11,7 +11,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_log.h"
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 #include "student/kd_gguf_model.h"
 #include "student/kd_llama2c.h"
 

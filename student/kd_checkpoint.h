@@ -12,7 +12,7 @@
 #ifndef KD_CHECKPOINT_H
 #define KD_CHECKPOINT_H
 
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 #include "student/kd_model.h"
 
 /* Write config.json and model.safetensors into dir (created if needed); each file atomically. */

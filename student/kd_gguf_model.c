@@ -9,9 +9,9 @@
 #include <string.h>
 
 #include "data/kd_tokenizer.h"
-#include "student/kd_gguf.h"
+#include "format/kd_gguf.h"
 #include "student/kd_llama2c.h"
-#include "student/kd_quant.h"
+#include "format/kd_quant.h"
 
 static int get_u32(const kd_gguf *g, const char *key, int required, int64_t *out, kd_err *err) {
     if (kd_gguf_find_key(g, key) < 0) return required ? kd_errf(err, "%s: key '%s' is missing", kd_gguf_name(g), key) : 0;

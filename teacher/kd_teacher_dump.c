@@ -19,7 +19,7 @@
 #include "core/kd_rng.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
-#include "teacher/kd_dump_tok.h"
+#include "data/kd_dump_tok.h"
 
 void kd_teacher_dump_opts_init(kd_teacher_dump_opts *o) {
     memset(o, 0, sizeof *o);

@@ -47,7 +47,7 @@
 #include <stdint.h>
 
 #include "core/kd_err.h"
-#include "teacher/kd_dump.h"
+#include "data/kd_dump.h"
 
 typedef struct kd_teacher_dump_opts {
     const char *teacher;          /* model path (NULL with tokens_only) */

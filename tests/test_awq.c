@@ -1,5 +1,5 @@
 /*
- * test_awq.c — AWQ and RTN (student/kd_awq.h, kd quantize).
+ * test_awq.c — AWQ and RTN (quant/kd_awq.h, kd quantize).
  *
  * Synthetic students with salient channels (a few embedding columns and norm
  * weights scaled up, so some input channels carry far larger activations,
@@ -29,10 +29,10 @@
 
 #include "core/kd_file.h"
 #include "core/kd_json.h"
-#include "student/kd_awq.h"
+#include "quant/kd_awq.h"
 #include "student/kd_checkpoint.h"
-#include "student/kd_gguf.h"
-#include "teacher/kd_dump.h"
+#include "format/kd_gguf.h"
+#include "data/kd_dump.h"
 
 static char g_teacher[600], g_dump[600];
 

@@ -24,10 +24,10 @@
 #include "core/kd_json.h"
 #include "data/kd_tokenizer_bpe.h"
 #include "kd_test.h"
-#include "student/kd_gguf.h"
-#include "student/kd_gguf_write.h"
-#include "teacher/kd_dump.h"
-#include "teacher/kd_dump_tok.h"
+#include "format/kd_gguf.h"
+#include "format/kd_gguf_write.h"
+#include "data/kd_dump.h"
+#include "data/kd_dump_tok.h"
 
 /* Merges of the synthetic vocabulary; each adds the piece left+right. */
 static const char *const MERGES[] = {

@@ -1,5 +1,5 @@
 /*
- * test_dump.c — teacher dumps (teacher/kd_dump.h, docs/dump-format.md): kd
+ * test_dump.c — teacher dumps (data/kd_dump.h, docs/dump-format.md): kd
  * writes and h5py reads the same values (tests/py/dump_check.py); the documented
  * h5py/PyTorch recipe (tests/py/dump_recipe.py, also checked to be verbatim in
  * the docs) writes and kd reads and validates; corrupted dumps are rejected with
@@ -19,8 +19,8 @@
 #include "core/kd_file.h"
 #include "core/kd_fp16.h"
 #include "data/kd_tokenizer_bpe.h"
-#include "teacher/kd_dump.h"
-#include "teacher/kd_dump_tok.h"
+#include "data/kd_dump.h"
+#include "data/kd_dump_tok.h"
 
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", kd_test_tmpdir(), name); }
 

@@ -1,5 +1,5 @@
 /*
- * test_export.c — the GGUF writer and `kd export` (student/kd_gguf_write.c).
+ * test_export.c — the GGUF writer and `kd export` (format/kd_gguf_write.c, export/kd_export.c).
  *
  * The real aidreams260K teacher (dims 64/172, tied embeddings), imported with
  * `kd import llama2c`, is exported in every preset and read back with kd's
@@ -32,9 +32,11 @@
 #include "core/kd_json.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
-#include "student/kd_gguf_write.h"
+#include "export/kd_export.h"
+#include "format/kd_gguf_write.h"
+#include "quant/kd_quant_plan.h"
 #include "student/kd_llama2c.h"
-#include "student/kd_quant.h"
+#include "format/kd_quant.h"
 
 #define F32 KD_GGML_TYPE_F32
 #define F16 KD_GGML_TYPE_F16

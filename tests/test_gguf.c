@@ -14,7 +14,7 @@
 #include "core/kd_err.h"
 #include "core/kd_rng.h"
 #include "data/kd_tokenizer.h"
-#include "student/kd_gguf.h"
+#include "format/kd_gguf.h"
 
 /* ---- a byte buffer to assemble files ------------------------------------------ */
 

@@ -15,7 +15,7 @@
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
 #include "student/kd_gguf_model.h"
-#include "student/kd_quant.h"
+#include "format/kd_quant.h"
 
 static void test_roundtrip(void **state) {
     (void)state;

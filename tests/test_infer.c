@@ -1,5 +1,5 @@
 /*
- * test_infer.c — the inference engine (student/kd_infer.c, kd_matvec.c), `kd run`,
+ * test_infer.c — the inference engine (infer/kd_infer.c, kd_matvec.c), `kd run`,
  * `kd eval` and `kd logits` on GGUF files.
  *
  *   kernels     every type × every instruction-set path (scalar, AVX2, AVX-512, as
@@ -35,9 +35,10 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "student/kd_checkpoint.h"
-#include "student/kd_gguf_write.h"
-#include "student/kd_infer.h"
-#include "student/kd_quant.h"
+#include "export/kd_export.h"
+#include "format/kd_gguf_write.h"
+#include "infer/kd_infer.h"
+#include "format/kd_quant.h"
 
 static const char *PRESETS[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m"};
 #define N_PRESETS 7

@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "autograd/kd_ops.h"
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 #include "train/kd_loss.h"
 
 /* ---- test data -------------------------------------------------------------------- */

@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "core/kd_file.h"
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 #include "student/kd_checkpoint.h"
 #include "student/kd_plan.h"
 #include "train/kd_lean.h"

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "autograd/kd_ops.h"
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 
 #define MAX_CASES 32
 

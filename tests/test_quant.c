@@ -1,5 +1,5 @@
 /*
- * test_quant.c — the ggml block quantizers (student/kd_quant.c):
+ * test_quant.c — the ggml block quantizers (format/kd_quant.c):
  *   - bytes of every type against an independent numpy version of the
  *     reference rules (tests/py/quant_ref.py), on fixed random rows and edge
  *     cases (zeros, one huge value per block, exact .5 ties, negative maxima,
@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "core/kd_file.h"
-#include "student/kd_quant.h"
+#include "format/kd_quant.h"
 
 #define N 512              /* row length: two K-quant super-blocks, 16 blocks of 32 */
 #define ROWS_RANDOM 48

@@ -15,7 +15,7 @@
 
 #include "core/kd_file.h"
 #include "core/kd_fp16.h"
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 
 static void tmp_path(char *out, size_t n, const char *name) {
     snprintf(out, n, "%s/%s", kd_test_tmpdir(), name);

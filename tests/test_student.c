@@ -18,7 +18,7 @@
 
 #include "core/kd_file.h"
 #include "core/kd_fp16.h"
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 #include "student/kd_checkpoint.h"
 #include "student/kd_llama2c.h"
 

@@ -29,7 +29,7 @@
 #include <string.h>
 
 #include "core/kd_file.h"
-#include "teacher/kd_dump.h"
+#include "data/kd_dump.h"
 
 /* --doc-sep: newline, '%', newline, inside sh single quotes; SEP_F inside printf formats, SEP_R as data */
 #define SEP_F "'\n%%\n'"

@@ -27,7 +27,7 @@
 
 #include "core/kd_file.h"
 #include "data/kd_loader.h"
-#include "teacher/kd_dump.h"
+#include "data/kd_dump.h"
 
 #define CHECK(call) do { if ((call) != 0) fail_msg("%s", err.msg); } while (0)
 

@@ -26,7 +26,7 @@
 
 #include "core/kd_file.h"
 #include "core/kd_rng.h"
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 #include "student/kd_checkpoint.h"
 
 #define F4 ((int64_t)sizeof(float))

@@ -33,8 +33,8 @@
 #include "core/kd_rng.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_config.h"
-#include "student/kd_gguf.h"
-#include "student/kd_matvec.h"
+#include "format/kd_gguf.h"
+#include "infer/kd_matvec.h"
 #include "student/kd_model.h"
 
 #define KD_INFER_MAX_CTX_DEFAULT 4096   /* default cache size cap (the model's context when smaller) */

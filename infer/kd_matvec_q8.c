@@ -30,8 +30,8 @@
 #include <string.h>
 
 #include "core/kd_fp16.h"
-#include "student/kd_matvec.h"
-#include "student/kd_quant.h"
+#include "infer/kd_matvec.h"
+#include "format/kd_quant.h"
 
 typedef struct act_q8b {
     float d, s;                 /* F16-rounded scale; Q8_1: F16(d·Σq) */

@@ -8,7 +8,7 @@
 
 #include <hdf5.h>
 
-#include "teacher/kd_dump.h"
+#include "data/kd_dump.h"
 
 /* Dataset slots; names depend on the kind of dump (kdd_dname). */
 enum { D_TOKENS, D_MASK, D_IDS, D_VALUES, D_COUNT };

@@ -29,7 +29,7 @@
  * kd_gguf_get_u32 ("x.gguf: key 'llama.block_count' has type UINT64, expected
  * UINT32"), as llama.cpp is strict.
  *
- * Writing GGUF belongs to student/kd_gguf_write.c (a builder with its own
+ * Writing GGUF belongs to format/kd_gguf_write.c (a builder with its own
  * type); it shares the constants, kd_gguf_type and the ggml type table below.
  */
 #ifndef KD_GGUF_H

@@ -6,7 +6,7 @@
  * against the real data size, and all tensors are checked for duplicate names
  * and overlapping bytes before the handle is returned.
  */
-#include "core/kd_safetensors.h"
+#include "format/kd_safetensors.h"
 
 #include <inttypes.h>
 #include <math.h>

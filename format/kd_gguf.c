@@ -7,7 +7,7 @@
  * open-addressing hash indexes, which catch duplicates while parsing and serve
  * lookups afterwards.
  */
-#include "student/kd_gguf.h"
+#include "format/kd_gguf.h"
 
 #include <inttypes.h>
 #include <stdio.h>

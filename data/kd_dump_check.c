@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "teacher/kd_dump.h"
-#include "teacher/kd_dump_impl.h"
+#include "data/kd_dump.h"
+#include "data/kd_dump_impl.h"
 
 #define CHECK_BLOCK (8u << 20)   /* bytes of float32 values checked per read */
 

@@ -12,7 +12,7 @@
  * instruction set with target attributes, so the library itself needs no
  * -march flag and runs on any x86-64; kd_isa_get() picks one at run time.
  */
-#include "student/kd_matvec.h"
+#include "infer/kd_matvec.h"
 
 #include <cblas.h>
 #include <immintrin.h>
@@ -22,7 +22,7 @@
 
 #include "core/kd_cpu.h"
 #include "core/kd_fp16.h"
-#include "student/kd_quant.h"
+#include "format/kd_quant.h"
 
 /* ---- instruction set choice ---------------------------------------------------------- */
 

@@ -14,7 +14,7 @@
 #define KD_DUMP_TOK_H
 
 #include "data/kd_tokenizer.h"
-#include "teacher/kd_dump.h"
+#include "data/kd_dump.h"
 
 #define KD_TOKENIZER_H5_FORMAT "kd-tokenizer"
 

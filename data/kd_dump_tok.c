@@ -2,7 +2,7 @@
  * kd_dump_tok.c — tokenizer conversion for dumps and the tokenizer file of a
  * checkpoint directory (see kd_dump_tok.h).
  */
-#include "teacher/kd_dump_tok.h"
+#include "data/kd_dump_tok.h"
 
 #include <hdf5.h>
 #include <stdio.h>
@@ -12,7 +12,7 @@
 
 #include "core/kd_file.h"
 #include "data/kd_tokenizer_bpe.h"
-#include "teacher/kd_dump_impl.h"
+#include "data/kd_dump_impl.h"
 
 /* Offsets [n+1] over a blob → NUL-terminated copies (pieces or merges). */
 static char **split_blob(const uint8_t *bytes, const int64_t *off, int32_t n, size_t **lens) {

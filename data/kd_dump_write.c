@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "core/kd_fp16.h"
-#include "teacher/kd_dump.h"
-#include "teacher/kd_dump_impl.h"
+#include "data/kd_dump.h"
+#include "data/kd_dump_impl.h"
 
 #define CHUNK_MAX (4u << 20)    /* largest chunk written, bytes */
 #define WRITE_BLOCK (8u << 20)  /* raw bytes converted per H5Dwrite */

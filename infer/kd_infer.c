@@ -2,7 +2,7 @@
  * kd_infer.c — the inference engine (see kd_infer.h): loading GGUF files and
  * checkpoints, the forward pass over a KV cache, sampling and generation.
  */
-#include "student/kd_infer.h"
+#include "infer/kd_infer.h"
 
 #include <math.h>
 #include <omp.h>
@@ -16,8 +16,8 @@
 #include "core/kd_file.h"
 #include "core/kd_mem.h"
 #include "student/kd_checkpoint.h"
-#include "student/kd_quant.h"
-#include "teacher/kd_dump_tok.h"
+#include "format/kd_quant.h"
+#include "data/kd_dump_tok.h"
 
 void kd_infer_opts_init(kd_infer_opts *o) { memset(o, 0, sizeof *o); }
 

@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 #include "core/kd_err.h"
-#include "student/kd_gguf.h"
+#include "format/kd_gguf.h"
 
 #define KD_QK      32    /* elements per Q8_0 / Q4_0 / Q4_1 block */
 #define KD_QK_K    256   /* elements per Q4_K / Q6_K super-block */

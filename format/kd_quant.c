@@ -8,7 +8,7 @@
  */
 #pragma GCC optimize("fp-contract=off")   /* no FMA: every product and sum rounds as written */
 
-#include "student/kd_quant.h"
+#include "format/kd_quant.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -8,8 +8,8 @@
  * and uint16 data are read raw into a kdd_scratch buffer and widened here (F16C
  * when the CPU has it), which is much faster than HDF5's soft conversions.
  */
-#include "teacher/kd_dump.h"
-#include "teacher/kd_dump_impl.h"
+#include "data/kd_dump.h"
+#include "data/kd_dump_impl.h"
 
 #include <inttypes.h>
 #include <math.h>

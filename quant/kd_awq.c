@@ -6,7 +6,7 @@
  * searched on those caches, folded into the weights, then the clip search
  * runs on the scaled weights and inputs.
  */
-#include "student/kd_awq.h"
+#include "quant/kd_awq.h"
 
 #include <cblas.h>
 #include <inttypes.h>
@@ -19,8 +19,8 @@
 
 #include "autograd/kd_kernels.h"
 #include "autograd/kd_ops.h"
-#include "student/kd_gguf_write.h"
-#include "student/kd_quant.h"
+#include "quant/kd_quant_plan.h"
+#include "format/kd_quant.h"
 
 void kd_awq_opts_init(kd_awq_opts *o) {
     memset(o, 0, sizeof *o);

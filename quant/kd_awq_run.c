@@ -5,7 +5,7 @@
  * (pseudo-)quantized model against its FP32 original (perplexity, KL over the
  * full vocabulary, top-1 agreement).
  */
-#include "student/kd_awq.h"
+#include "quant/kd_awq.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -19,9 +19,9 @@
 #include "core/kd_json.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
-#include "student/kd_gguf.h"
-#include "teacher/kd_dump.h"
-#include "teacher/kd_dump_tok.h"
+#include "format/kd_gguf.h"
+#include "data/kd_dump.h"
+#include "data/kd_dump_tok.h"
 
 void kd_quantize_opts_init(kd_quantize_opts *o) {
     memset(o, 0, sizeof *o);
@@ -164,7 +164,7 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
     if (kd_awq_check(&m, a, err)) goto done;
     if (kd_path_join(tok, sizeof tok, o->model, "tokenizer.bin", err)) goto done;
     int have_tok = kd_file_exists(tok);
-    /* a byte-level BPE ("gpt2") tokenizer lives in tokenizer.h5 (teacher/kd_dump_tok.h) */
+    /* a byte-level BPE ("gpt2") tokenizer lives in tokenizer.h5 (data/kd_dump_tok.h) */
     if (kd_path_join(tok_h5, sizeof tok_h5, o->model, "tokenizer.h5", err)) goto done;
     int have_h5 = kd_file_exists(tok_h5);
     cJSON_AddStringToObject(rec, "method", a->method == KD_QUANT_AWQ ? "awq" : "rtn");
