@@ -14,7 +14,6 @@
  */
 #include "infer/kd_matvec.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 
 #include "core/kd_cpu.h"
 #include "core/kd_fp16.h"
+#include "core/kd_linalg.h"
 #include "format/kd_quant.h"
 
 /* ---- instruction set choice ---------------------------------------------------------- */
@@ -560,9 +560,8 @@ void kd_qmatmul(const kd_qmat *W, const float *X, int64_t n, float *Y, int64_t l
         }
         return;
     }
-    if (W->type == KD_GGML_TYPE_F32) {   /* multithreaded OpenBLAS */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)cols, 1.0f, X, (int)cols,
-                    (const float *)W->data, (int)cols, 0.0f, Y, (int)ldy);
+    if (W->type == KD_GGML_TYPE_F32) {   /* kd_sgemm shares its tiles among the threads */
+        kd_sgemm(0, 1, n, rows, cols, 1.0f, X, cols, (const float *)W->data, cols, 0.0f, Y, ldy);
         return;
     }
     const int64_t n_tiles = (rows + KD_QMM_TILE - 1) / KD_QMM_TILE;
@@ -574,7 +573,6 @@ void kd_qmatmul(const kd_qmat *W, const float *X, int64_t n, float *Y, int64_t l
         for (int64_t r = 0; r < nr; r++)
             kd_dequantize_row(W->type, base + (size_t)(r0 + r) * W->row_bytes, tile + r * cols, cols);
         /* single-threaded inside the parallel region (OpenBLAS' OpenMP build) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)cols, 1.0f, X, (int)cols, tile,
-                    (int)cols, 0.0f, Y + r0, (int)ldy);
+        kd_sgemm(0, 1, n, nr, cols, 1.0f, X, cols, tile, cols, 0.0f, Y + r0, ldy);
     }
 }

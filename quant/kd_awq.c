@@ -8,7 +8,6 @@
  */
 #include "quant/kd_awq.h"
 
-#include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h>
@@ -17,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/kd_linalg.h"
 #include "autograd/kd_kernels.h"
 #include "autograd/kd_ops.h"
 #include "quant/kd_quant_plan.h"
@@ -229,8 +229,7 @@ static int ws_init(awq_ws *w, const kd_config *c, int64_t B, int64_t T, kd_err *
 
 /* y[n, out] = x[n, in] · W[out, in]ᵀ */
 static void linear(float *y, const float *x, const float *W, int64_t n, int64_t out, int64_t in) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x, (int)in, W, (int)in,
-                0.0f, y, (int)out);
+    kd_sgemm(0, 1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
 }
 
 /* y = attention(rope(h·Wqᵀ), rope(h·Wkᵀ), h·Wvᵀ)·Woᵀ; a (NULL: a temporary) gets the attention output. */
@@ -295,13 +294,7 @@ static void embed(const kd_model *m, const int32_t *tokens, int64_t n, float *x)
 }
 
 static double mse(const float *a, const float *b, int64_t n) {
-    double s = 0;
-#pragma omp parallel for reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        s += d * d;
-    }
-    return s / (double)n;
+    return kd_sumsqdiff(a, b, n) / (double)n;   /* same bits whatever the thread count */
 }
 
 /* ---- scale groups ------------------------------------------------------------------------ */
@@ -518,8 +511,7 @@ static int clip_linear(awq_ws *w, kd_tensor *W, const char *short_name, const qz
                 }
             }
             /* E = D · x_groupᵀ: the change of each partial output per token */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(rb * ns_max), (int)nt, (int)gs, 1.0f, D,
-                        (int)gs, xs + gi * gs, (int)in, 0.0f, E, (int)nt);
+            kd_sgemm(0, 1, (rb * ns_max), nt, gs, 1.0f, D, gs, xs + gi * gs, in, 0.0f, E, nt);
 #pragma omp parallel for
             for (int64_t j = 0; j < rb * ns_max; j++) {
                 double s = 0;

@@ -397,6 +397,15 @@ static void test_threads(void **state) {
     assert_int_equal(kd("OMP_NUM_THREADS=1", "%s --out tg1.h5", g), 0);
     assert_int_equal(kd(two, "%s --out tg2.h5", g), 0);
     assert_true(same_dump("tg1.h5", "tg2.h5", 1));
+    /* OpenBLAS's AVX2 kernels (Zen, Haswell) give thread-count-dependent threaded products;
+     * kd's tiled products (core/kd_linalg.h) must not. Forced here so any AVX2 CPU checks it. */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        assert_int_equal(kd("OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell KD_ISA=avx2",
+                            TEXT_ARGS(SEP_F) " --topk 16 --quiet --out hw1.h5"), 0);
+        assert_int_equal(kd("OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE=Haswell KD_ISA=avx2",
+                            TEXT_ARGS(SEP_F) " --topk 16 --quiet --out hw2.h5"), 0);
+        assert_true(same_dump("hw1.h5", "hw2.h5", 1));
+    }
 }
 
 int main(int argc, char **argv) {

@@ -35,9 +35,15 @@ static int train(const char *env, const char *out, const char *extra) {
 static void test_learns_and_is_deterministic(void **state) {
     (void)state;
     assert_int_equal(train("", "a", ""), 0);
-    assert_int_equal(train("", "b", ""), 0);
-    /* same seed, same threads: identical files */
+    assert_int_equal(train("OMP_NUM_THREADS=2", "b", ""), 0);
+    /* same seed, 1 vs 2 threads: identical files (core/kd_linalg.h) */
     assert_int_equal(kd_test_sh("cmp -s '%s/a/final/model.safetensors' '%s/b/final/model.safetensors'", g_dir, g_dir), 0);
+    /* and so on OpenBLAS's AVX2 kernels, whose threaded products differ by thread count */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        assert_int_equal(train("OPENBLAS_CORETYPE=Haswell KD_ISA=avx2", "h1", ""), 0);
+        assert_int_equal(train("OPENBLAS_CORETYPE=Haswell KD_ISA=avx2 OMP_NUM_THREADS=2", "h2", ""), 0);
+        assert_int_equal(kd_test_sh("cmp -s '%s/h1/final/model.safetensors' '%s/h2/final/model.safetensors'", g_dir, g_dir), 0);
+    }
     /* the final evaluation has the kd eval keys and improved on the first evaluation */
     double ce = kd_test_json_number(g_dir, "a/final_eval.json", "ce");
     double ppl = kd_test_json_number(g_dir, "a/final_eval.json", "ppl");

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/kd_linalg.h"
+
 kd_adamw_opts kd_adamw_defaults(void) { return (kd_adamw_opts){0.9f, 0.95f, 1e-8f, 0.1f}; }
 
 int kd_adamw_init(kd_adamw *o, kd_tensor **params, int n, int decay_embeddings, kd_err *err) {
@@ -108,12 +110,7 @@ int64_t kd_adamw_state_bytes(const kd_adamw *o) {
 double kd_grad_norm(kd_tensor **params, int n) {
     double ss = 0.0;
     for (int i = 0; i < n; i++) {
-        const float *g = params[i]->grad;
-        int64_t m = params[i]->n;
-        double s = 0.0;
-#pragma omp parallel for reduction(+ : s) if (m > 32768)
-        for (int64_t j = 0; j < m; j++) s += (double)g[j] * g[j];
-        ss += s;
+        ss += kd_sumsq(params[i]->grad, params[i]->n);   /* same bits whatever the thread count */
     }
     return sqrt(ss);
 }
