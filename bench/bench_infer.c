@@ -248,7 +248,7 @@ int main(int argc, char **argv) {
         snprintf(dir, sizeof dir, "%s/m%s", work, size);
         snprintf(cmd, sizeof cmd,
                  "'%s' init --config '%s/configs/student-%s.json' --out '%s' --seed 1 >/dev/null && "
-                 "cp '%s/../shared/models/aidreams260K/tok512.bin' '%s/tokenizer.bin'", kd, src, size, dir, src, dir);
+                 "cp '%s/tests/data/models/aidreams260K/tok512.bin' '%s/tokenizer.bin'", kd, src, size, dir, src, dir);
         if (run(cmd)) die(size, "kd init failed (or tok512.bin is missing)");
         snprintf(ty_list, sizeof ty_list, "%s", types);
         for (char *tv = NULL, *type = strtok_r(ty_list, ",", &tv); type; type = strtok_r(NULL, ",", &tv)) {

@@ -394,8 +394,8 @@ static void test_gguf_loads_in_llama_cpp(void **state) {
     snprintf(mod, sizeof mod, "%s/tests/node/node_modules/node-llama-cpp/package.json", src);
     if (!kd_file_exists(mod) ||
         kd_test_sh("node -e 'process.exit(+process.versions.node.split(\".\")[0] >= 20 ? 0 : 1)' 2>/dev/null")) {
-        fprintf(stderr, "SKIP llama.cpp check: node >= 20 or %s missing (tools/setup.sh installs them)\n", mod);
-        skip();
+        KD_TEST_MISSING("llama.cpp check: node >= 20 or tests/node/node_modules/node-llama-cpp missing "
+                        "(tools/setup.sh installs them)");
     }
     snprintf(js, sizeof js, "%s.node.json", gguf);
     int rc = kd_test_sh("cd '%s/tests/node' && node load_and_generate.mjs '%s' --prompt 'The robot' --n 8 >'%s'", src,
@@ -478,5 +478,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_command_records), cmocka_unit_test(test_gguf_loads_in_llama_cpp),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

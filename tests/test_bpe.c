@@ -507,9 +507,7 @@ static void test_fortunes(void **state) {
     (void)state;
     corpus c = {0};
     if (!load_fortunes(&c)) {
-        printf("[  SKIPPED ] test_fortunes: %s not found (tools/setup.sh installs the 'fortunes' package)\n",
-               FORTUNE_DIR);
-        skip();
+        KD_TEST_MISSING("test_fortunes: " FORTUNE_DIR " not found (tools/setup.sh installs the 'fortunes' package)");
     }
     for (int v = 2048; v <= 4096; v *= 2) {
         kd_bpe_stats st;

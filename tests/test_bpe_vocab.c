@@ -568,5 +568,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_train_export_llama_cpp),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

@@ -91,7 +91,7 @@ static int32_t expect_synthetic(const char *preset, const char *name) {
 
 static int setup(void **state) {
     (void)state;
-    const char *kd = kd_test_env("KD_BIN"), *sh = kd_test_env("KD_SHARED_DIR"), *tmp = kd_test_tmpdir();
+    const char *kd = kd_test_env("KD_BIN"), *sh = kd_test_env("KD_DATA_DIR"), *tmp = kd_test_tmpdir();
     snprintf(g_ck, sizeof g_ck, "%s/aidreams", tmp);
     snprintf(g_syn, sizeof g_syn, "%s/synthetic", tmp);
     if (kd_test_import_aidreams(g_ck)) return -1;
@@ -320,7 +320,7 @@ static void test_synthetic_kquants(void **state) {
 static void test_f32_matches_llama2c(void **state) {
     (void)state;
     char bin[700], path[800];
-    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
     out_path(path, sizeof path, "aidreams", "f32");
     size_t len;
     char *raw = kd_read_file(bin, &len, NULL);
@@ -420,9 +420,8 @@ static void gguf_py_check(const char *path) {
 static void test_gguf_py(void **state) {
     (void)state;
     if (!g_have_gguf_py) {
-        fprintf(stderr, "SKIP gguf-py check: could not create %s with gguf==0.17.1 (pip could not reach the "
-                "registry?)\n", g_venv_py);
-        skip();
+        KD_TEST_MISSING("gguf-py check: could not create the venv with gguf==0.17.1 (pip could not reach the "
+                        "registry?)");
     }
     char path[800];
     for (int p = 0; p < N_PRESETS; p++) {
@@ -561,8 +560,8 @@ static void test_llama_cpp(void **state) {
     snprintf(mod, sizeof mod, "%s/tests/node/node_modules/node-llama-cpp/package.json", kd_test_env("KD_SOURCE_DIR"));
     if (!kd_file_exists(mod) ||
         kd_test_sh("node -e 'process.exit(+process.versions.node.split(\".\")[0] >= 20 ? 0 : 1)' 2>/dev/null")) {
-        fprintf(stderr, "SKIP llama.cpp check: node >= 20 or %s missing (tools/setup.sh installs them)\n", mod);
-        skip();
+        KD_TEST_MISSING("llama.cpp check: node >= 20 or tests/node/node_modules/node-llama-cpp missing "
+                        "(tools/setup.sh installs them)");
     }
     kd_model m;
     kd_tokenizer *tok;
@@ -754,5 +753,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_llama_cpp), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_writer),           cmocka_unit_test(test_nograd_same_bytes),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

@@ -59,7 +59,7 @@ static void sharpen(kd_model *m, float s) {
 
 static int setup(void **state) {
     (void)state;
-    const char *sh = kd_test_env("KD_SHARED_DIR"), *tmp = kd_test_tmpdir();
+    const char *sh = kd_test_env("KD_DATA_DIR"), *tmp = kd_test_tmpdir();
     snprintf(g_aid, sizeof g_aid, "%s/aidreams", tmp);
     snprintf(g_syn, sizeof g_syn, "%s/synthetic", tmp);
     snprintf(g_swa, sizeof g_swa, "%s/swa", tmp);
@@ -752,5 +752,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_eval),            cmocka_unit_test(test_run_and_logits),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

@@ -141,7 +141,7 @@ static void test_parity_gqa_window(void **state) {
 static void test_llama2c_import(void **state) {
     (void)state;
     char bin[600], out[700], dir[700];
-    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
     snprintf(out, sizeof out, "%s/l2c_ref.f32", kd_test_tmpdir());
     snprintf(dir, sizeof dir, "%s/aidreams", kd_test_tmpdir());
     const char *toks = "1 403 407 261 378 280 30 432 360 271 311 292 46 13 1 82 29 290 7 511 2 3 100 200";
@@ -377,7 +377,7 @@ static void test_nograd_load(void **state) {
 
     /* llama2.c import for inference: no gradients, same weights */
     char bin[600];
-    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
     kd_model l0, l1;
     assert_int_equal(kd_llama2c_load(&l0, bin, &err), 0);
     assert_int_equal(kd_llama2c_load_flags(&l1, bin, KD_MODEL_NO_GRAD, &err), 0);
@@ -425,7 +425,7 @@ static void test_config_errors(void **state) {
 static void test_llama2c_errors(void **state) {
     (void)state;
     char bin[600], cut[700];
-    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
     snprintf(cut, sizeof cut, "%s/cut.bin", kd_test_tmpdir());
     size_t len;
     char *bytes = kd_read_file(bin, &len, NULL);
@@ -458,5 +458,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_checkpoint_roundtrip), cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_llama2c_errors),    cmocka_unit_test(test_nograd_load),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

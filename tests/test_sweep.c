@@ -32,7 +32,7 @@ static char *slurp(const char *fmt, const char *a, const char *b) {
 
 static int group_setup(void **state) {
     (void)state;
-    const char *kd = kd_test_env("KD_BIN"), *m = kd_test_env("KD_SHARED_DIR");
+    const char *kd = kd_test_env("KD_BIN"), *m = kd_test_env("KD_DATA_DIR");
     snprintf(g_dir, sizeof g_dir, "%s/data", kd_test_tmpdir());
     if (kd_test_sh("mkdir -p '%s' && cd '%s' && '%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' "
                    "--tokenizer '%s/models/aidreams260K/tok512.bin' --out T >/dev/null && "
@@ -291,5 +291,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_one_key_and_failures),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return KD_RUN_GROUP(tests, group_setup, NULL);
 }

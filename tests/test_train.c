@@ -188,5 +188,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_nan_stops),
         cmocka_unit_test(test_bad_configs),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }
