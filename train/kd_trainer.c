@@ -44,6 +44,7 @@
 #include "student/kd_checkpoint.h"
 #include "data/kd_dump_tok.h"
 #include "train/kd_lean.h"
+#include "train/kd_step.h"
 #include "train/kd_loss.h"
 #include "train/kd_optim.h"
 
@@ -60,6 +61,7 @@ typedef struct run {
     kd_tokenizer *tok;
     kd_adamw opt;
     kd_adamw_opts ao;
+    kd_stepper stepper;       /* one optimizer step, FP32 or lean (train/kd_step.h) */
     kd_loader *train, *val;
     kd_loader_cursor val_start;
     kd_graph g;
@@ -591,78 +593,28 @@ static int eval_and_log(run *r, kd_err *err) {
 
 static void log_step(run *r, const double *sums, double loss, double gnorm, float lr);
 
-/* Lean mode: one batch, one kd_lean_step (forward, loss, recomputing backward with per-layer updates). */
-static int train_step_lean(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
-    const char *poison = getenv("KD_TRAIN_POISON_STEP");
-    if (poison && atoll(poison) == r->step + 1) kd_lean_set(&r->lean, r->lean.m.n_params - 1, 0, NAN);
+/* The next micro-batch of the training loader (kd_step_next_fn). */
+static int next_train_batch(void *ctx, kd_step_batch *out, kd_err *err) {
+    run *r = ctx;
     const kd_batch *b = kd_loader_next(r->train, err);
     if (!b) return -1;
-    kd_loss_batch lb = loss_batch(b);
-    *lr_out = kd_lr_schedule(r->step, r->rc->warmup, r->total_steps, (float)r->rc->lr, (float)r->rc->lr_min);
-    kd_lean_result res;
-    if (kd_lean_step(&r->lean, &r->g, b->tokens, b->B, b->T, &lb, &r->lo, *lr_out, r->rc->grad_clip, r->dist, &res,
-                     err))
-        return -1;
-    double n = res.sums[4];
-    *loss_out = n > 0 ? res.sums[0] / n : 0.0;
-    *gnorm_out = res.grad_norm;
-    r->step++;
-    log_step(r, res.sums, *loss_out, *gnorm_out, *lr_out);
+    *out = (kd_step_batch){b->tokens, b->B, b->T, loss_batch(b)};
     return 0;
 }
 
 static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
-    if (r->is_lean) return train_step_lean(r, loss_out, gnorm_out, lr_out, err);
-    kd_model_zero_grad(&r->m);
     /* fault injection for tests: KD_TRAIN_POISON_STEP=N puts a NaN into the weights before step N */
     const char *poison = getenv("KD_TRAIN_POISON_STEP");
-    if (poison && atoll(poison) == r->step + 1) r->m.params[r->m.n_params - 1]->data[0] = NAN;
-    kd_tensor *head = kd_model_head(&r->m);
-    double sums[5] = {0, 0, 0, 0, 0};   /* loss·n, ce·n, kl·n, agree, n */
-    for (int64_t a = 0; a < r->rc->grad_accum; a++) {
-        const kd_batch *b = kd_loader_next(r->train, err);
-        if (!b) return -1;
-        kd_graph_reset(&r->g);
-        kd_tensor *h = kd_model_hidden(&r->g, &r->m, b->tokens, b->B, b->T);
-        kd_loss_batch lb = loss_batch(b);
-        kd_loss_stats st;
-        kd_tensor *loss = kd_distill_loss(&r->g, h, head, &lb, &r->lo, &st, err);
-        if (!loss) return kd_err_prefix(err, "step %lld", (long long)r->step + 1);
-        if (st.n_valid > 0) {
-            float seed = (float)st.n_valid;     /* gradient of the token sum */
-            kd_graph_backward_from(&r->g, loss, &seed);
-        }
-        sums[0] += st.loss * (double)st.n_valid;
-        sums[1] += st.ce * (double)st.n_valid;
-        sums[2] += st.kl * (double)st.n_valid;
-        sums[3] += (double)st.top1_agree;
-        sums[4] += (double)st.n_valid;
-    }
-    kd_graph_reset(&r->g);
-    if (kd_dist_allreduce_sum_f64(r->dist, sums, 5, err)) return -1;
-    for (int i = 0; i < r->m.n_params; i++)
-        if (kd_dist_allreduce_sum_f32(r->dist, r->m.params[i]->grad, r->m.params[i]->n, err)) return -1;
-    double n = sums[4];
-    *loss_out = n > 0 ? sums[0] / n : 0.0;
-    if (!isfinite(*loss_out))
-        return kd_errf(err, "step %lld: the loss is %s; stopping (the last checkpoint is intact)",
-                       (long long)r->step + 1, isnan(*loss_out) ? "NaN" : "infinite");
-    if (n > 0) {
-        float inv = (float)(1.0 / n);
-        for (int i = 0; i < r->m.n_params; i++) {
-            float *gr = r->m.params[i]->grad;
-            for (int64_t j = 0; j < r->m.params[i]->n; j++) gr[j] *= inv;
-        }
-    }
-    *gnorm_out = kd_grad_clip(r->m.params, r->m.n_params, r->rc->grad_clip);
-    if (!isfinite(*gnorm_out))
-        return kd_errf(err, "step %lld: the gradient norm is not finite; stopping (the last checkpoint is intact)",
-                       (long long)r->step + 1);
+    if (poison && atoll(poison) == r->step + 1) kd_step_poison(&r->stepper);
     *lr_out = kd_lr_schedule(r->step, r->rc->warmup, r->total_steps, (float)r->rc->lr, (float)r->rc->lr_min);
-    kd_adamw_step(&r->opt, &r->ao, *lr_out);
-    if (kd_adamw_gather(&r->opt, &r->shard, err)) return kd_err_prefix(err, "step %lld", (long long)r->step + 1);
+    kd_step_result res;
+    if (kd_step_run(&r->stepper, &r->g, r->rc->grad_accum, next_train_batch, r, &r->lo, *lr_out, r->rc->grad_clip,
+                    r->dist, &res, err))
+        return kd_err_prefix(err, "step %lld", (long long)r->step + 1);
+    *loss_out = res.loss;
+    *gnorm_out = res.grad_norm;
     r->step++;
-    log_step(r, sums, *loss_out, *gnorm_out, *lr_out);
+    log_step(r, res.sums, *loss_out, *gnorm_out, *lr_out);
     return 0;
 }
 
@@ -754,6 +706,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     if (!r.is_lean && kd_adamw_init_shard(&r.opt, r.m.params, r.m.n_params, rc->decay_embeddings, r.shard.rank,
                                           r.shard.world, err))
         goto done;
+    r.stepper = r.is_lean ? kd_stepper_lean(&r.lean) : kd_stepper_fp32(&r.m, &r.opt, &r.ao, &r.shard);
     if (dist->rank == 0) {
         if (kd_mkdirs(run_dir, err)) goto done;
         if (!resume) {
