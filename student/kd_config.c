@@ -54,7 +54,7 @@ static const char *const k_read[] = {
     "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings", "rope_theta", "rope_scaling",
     "rope_parameters", "partial_rotary_factor", "rms_norm_eps", "tie_word_embeddings", "sliding_window",
     "use_sliding_window", "max_window_layers", "layer_types", "bos_token_id", "eos_token_id", "hidden_act",
-    "attention_bias", "mlp_bias",
+    "attention_bias", "mlp_bias", "original_max_position_embeddings",
 };
 
 static int in_list(const char *key, const char *const *list, size_t n) {
@@ -139,7 +139,7 @@ static int parse_rope_dict(const cJSON *d, const char *key, const char *name, ro
         if (kd_json_get_float(d, "factor", where, 1, 1e-6, 1e6, &r->factor, err) ||
             kd_json_get_float(d, "low_freq_factor", where, 1, 1e-9, 1e9, &r->low, err) ||
             kd_json_get_float(d, "high_freq_factor", where, 1, 1e-9, 1e9, &r->high, err) ||
-            kd_json_get_int(d, "original_max_position_embeddings", where, 1, 1, (int64_t)1 << 30, &r->orig, err))
+            kd_json_get_int(d, "original_max_position_embeddings", where, 0, 1, (int64_t)1 << 30, &r->orig, err))
             return -1;
         if (!(r->high > r->low))
             return kd_errf(err, "%s: '%s': high_freq_factor %g must be greater than low_freq_factor %g", name, key,
@@ -190,9 +190,14 @@ static int parse_rope(const cJSON *root, const char *name, kd_config *c, kd_err 
         c->rope_type = s->type;
         if (s->type != KD_ROPE_TYPE_DEFAULT) c->rope_factor = s->factor;
         if (s->type == KD_ROPE_TYPE_LLAMA3) {
+            /* transformers 5: a top-level original_max_position_embeddings wins, then the dict's,
+             * then max_position_embeddings */
+            int64_t top = 0;
+            if (kd_json_get_int(root, "original_max_position_embeddings", name, 0, 1, (int64_t)1 << 30, &top, err))
+                return -1;
             c->rope_low_freq_factor = s->low;
             c->rope_high_freq_factor = s->high;
-            c->rope_original_max_position_embeddings = s->orig;
+            c->rope_original_max_position_embeddings = top > 0 ? top : s->orig > 0 ? s->orig : c->max_position_embeddings;
         }
     }
     double prf = 1.0;

@@ -207,6 +207,14 @@ static void test_keys(void **state) {
                      0);
     assert_true(c.rope_type == KD_ROPE_TYPE_LLAMA3 && c.rope_factor == 32.0 && c.rope_high_freq_factor == 4.0 &&
                 c.rope_original_max_position_embeddings == 8192 && c.rope_theta == 500000.0);
+    /* transformers 5: a top-level original_max_position_embeddings wins; absent, max_position_embeddings */
+    assert_int_equal(parse(&c, "\"original_max_position_embeddings\": 4096, \"rope_parameters\": {\"rope_type\": "
+                               "\"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+                               "\"original_max_position_embeddings\": 8192}", &err), 0);
+    assert_int_equal(c.rope_original_max_position_embeddings, 4096);
+    assert_int_equal(parse(&c, "\"max_position_embeddings\": 1024, \"rope_parameters\": {\"rope_type\": \"llama3\", "
+                               "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}", &err), 0);
+    assert_int_equal(c.rope_original_max_position_embeddings, 1024);
     assert_int_equal(parse(&c, "\"sliding_window\": 8, \"use_sliding_window\": false", &err), 0);
     assert_int_equal(c.sliding_window, 0);
     assert_int_equal(parse(&c, "\"sliding_window\": 8, \"layer_types\": [\"sliding_attention\", \"sliding_attention\"]",
