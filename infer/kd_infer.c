@@ -16,6 +16,7 @@
 #include "core/kd_file.h"
 #include "core/kd_mem.h"
 #include "student/kd_checkpoint.h"
+#include "student/kd_gguf_model.h"
 #include "format/kd_quant.h"
 #include "data/kd_dump_tok.h"
 
@@ -126,10 +127,17 @@ static int finish(kd_infer *e, const kd_infer_opts *o, kd_err *err) {
     p += e->ggml_rounding ? B * max_cols : 0;
     e->xq = e->ggml_rounding ? (void *)p : NULL;
     int32_t *pos = malloc((size_t)ctx * sizeof *pos);
-    if (!pos) return kd_errf(err, "out of memory");
+    double *inv = malloc((size_t)(half + 1) * sizeof *inv);
+    if (!pos || !inv) {
+        free(pos);
+        free(inv);
+        return kd_errf(err, "out of memory");
+    }
     for (int64_t t = 0; t < ctx; t++) pos[t] = (int32_t)t;
-    kd_rope_table(e->rope_cos, e->rope_sin, pos, ctx, e->D, (float)c->rope_theta);
+    kd_config_rope_inv_freq(c, inv);   /* default, linear or llama3 RoPE */
+    kd_rope_table_inv(e->rope_cos, e->rope_sin, pos, ctx, e->D, inv);
     free(pos);
+    free(inv);
     e->bos = e->tok ? kd_tokenizer_bos(e->tok) : (int32_t)c->bos_token_id;
     e->eos = e->tok ? kd_tokenizer_eos(e->tok) : (int32_t)c->eos_token_id;
     if (e->tok && kd_tokenizer_n_vocab(e->tok) > e->V)
@@ -255,11 +263,6 @@ static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
         gguf_u32(g, "llama.rope.dimension_count", 0, D, &rot, err))
         return -1;
     if (rot != D || D % 2) return kd_errf(err, "%s: rope dimension %u, head dim %u: kd needs them equal and even", name, rot, D);
-    if (kd_gguf_find_key(g, "llama.rope.scaling.type") >= 0) {
-        const char *st;
-        if (kd_gguf_get_str(g, "llama.rope.scaling.type", &st, NULL, err)) return -1;
-        if (strcmp(st, "none")) return kd_errf(err, "%s: RoPE scaling '%s' is not supported", name, st);
-    }
     const kd_gguf_tensor *te;
     if (kd_gguf_get_tensor(g, "token_embd.weight", &te, err)) return -1;
     kd_config *c = &e->cfg;
@@ -273,6 +276,7 @@ static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
     c->vocab_size = te->ne[1];
     c->max_position_embeddings = ctx;
     c->rope_theta = theta;
+    if (kd_gguf_read_rope(g, c, err)) return -1;   /* scaling type, factor, rope_freqs (Llama 3) */
     c->rms_norm_eps = eps;
     c->sliding_window = 0;
     c->tie_word_embeddings = kd_gguf_find_tensor(g, "output.weight") == NULL;
@@ -286,7 +290,7 @@ static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
         gguf_mat(e, "output.weight", C, V, 1, &e->head, err) || gguf_vec(e, "output_norm.weight", C, &e->norm, err))
         return -1;
     if (!e->head.data) e->head = e->embed;
-    int64_t expected = 2 + !c->tie_word_embeddings;
+    int64_t expected = 2 + !c->tie_word_embeddings + (kd_gguf_find_tensor(g, "rope_freqs.weight") != NULL);
     for (uint32_t l = 0; l < L; l++, expected += 9) {
         kd_infer_layer *ly = &e->layers[l];
         char tn[KD_GGUF_MAX_NAME + 16];
@@ -307,15 +311,14 @@ static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
         for (int64_t i = 0; i < kd_gguf_n_tensors(g); i++) {
             const char *tn = kd_gguf_tensor_at(g, i)->name;
             int known = !strcmp(tn, "token_embd.weight") || !strcmp(tn, "output.weight") ||
-                        !strcmp(tn, "output_norm.weight");
+                        !strcmp(tn, "output_norm.weight") || !strcmp(tn, "rope_freqs.weight");
             unsigned blk;
             char rest[KD_GGUF_MAX_NAME];
             if (sscanf(tn, "blk.%u.%63s", &blk, rest) == 2 && blk < L && strstr(rest, ".weight") &&
                 !strstr(rest, "bias"))
                 known = 1;
             if (!known)
-                return kd_errf(err, "%s: tensor '%s' is not supported (kd runs plain llama models: no biases, no "
-                                    "RoPE scaling factors)", name, tn);
+                return kd_errf(err, "%s: tensor '%s' is not supported (kd runs plain llama models: no biases)", name, tn);
         }
         return kd_errf(err, "%s: %lld tensors, expected %lld", name, (long long)kd_gguf_n_tensors(g),
                        (long long)expected);

@@ -222,7 +222,15 @@ static int ws_init(awq_ws *w, const kd_config *c, int64_t B, int64_t T, kd_err *
         return kd_errf(err, "out of memory for the layer workspace (%" PRId64 " calibration tokens)", n);
     }
     for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)t;
-    kd_rope_table(w->cos_t, w->sin_t, pos, T, w->D, (float)c->rope_theta);
+    double *inv = malloc((size_t)(w->D / 2 + 1) * sizeof *inv);
+    if (!inv) {
+        free(pos);
+        ws_free(w);
+        return kd_errf(err, "out of memory");
+    }
+    kd_config_rope_inv_freq(c, inv);   /* the model's RoPE type */
+    kd_rope_table_inv(w->cos_t, w->sin_t, pos, T, w->D, inv);
+    free(inv);
     free(pos);
     return 0;
 }

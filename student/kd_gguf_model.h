@@ -11,6 +11,15 @@
 #include "student/kd_model.h"
 
 struct kd_tokenizer;
+struct kd_gguf;
+
+/* The RoPE of a llama GGUF into c (whose head_dim is set): llama.rope.freq_base,
+ * llama.rope.scaling.type ("none", "linear" or absent; others are refused) with
+ * llama.rope.scaling.factor (or the older llama.rope.scale_linear), and the
+ * per-dimension divisors of the rope_freqs.weight tensor (Llama 3.1 scaling),
+ * turned back into a RoPE type kd computes (kd_config_rope_from_factors, with
+ * llama.rope.scaling.original_context_length when present). */
+int kd_gguf_read_rope(const struct kd_gguf *g, kd_config *c, kd_err *err);
 
 /* Load path into a new model; with tok non-NULL, also its tokenizer (NULL if the file has none). */
 int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok, kd_err *err);

@@ -137,6 +137,20 @@ static void test_parity_gqa_window(void **state) {
     parity("gqa_window", &c, 2, 80);       /* T > one attention query block (64) */
 }
 
+/* Llama 3.1 RoPE scaling (and linear) through forward and backward: llama_ref.py
+ * computes the frequencies from config.json as transformers does. */
+static void test_parity_rope_scaled(void **state) {
+    (void)state;
+    kd_config c;
+    make_config(&c, 64, 128, 2, 2, 1, 80, 0, 0);   /* head dim 32: several dims in each llama3 band */
+    c.rope_type = KD_ROPE_TYPE_LLAMA3, c.rope_factor = 8.0, c.rope_low_freq_factor = 1.0;
+    c.rope_high_freq_factor = 8.0, c.rope_original_max_position_embeddings = 256;
+    parity("rope_llama3", &c, 2, 40);
+    make_config(&c, 64, 128, 2, 4, 2, 80, 0, 1);
+    c.rope_type = KD_ROPE_TYPE_LINEAR, c.rope_factor = 3.0;
+    parity("rope_linear", &c, 2, 24);
+}
+
 /* The imported aidreams260K against llama2.c's forward on the original file. */
 static void test_llama2c_import(void **state) {
     (void)state;
@@ -454,6 +468,7 @@ int main(int argc, char **argv) {
     kd_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_tiny),       cmocka_unit_test(test_parity_gqa_window),
+        cmocka_unit_test(test_parity_rope_scaled),
         cmocka_unit_test(test_llama2c_import),    cmocka_unit_test(test_rope_permutation),
         cmocka_unit_test(test_checkpoint_roundtrip), cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_llama2c_errors),    cmocka_unit_test(test_nograd_load),
