@@ -322,7 +322,7 @@ static void gguf_case(const char *variant, kd_rope_type want, int have_node) {
     kd_err err;
     snprintf(dir, sizeof dir, "%s/%s", g_dir, variant);
     snprintf(path, sizeof path, "%s/%s.gguf", kd_test_tmpdir(), variant);
-    assert_int_equal(kd_test_sh("cp '%s/models/aidreams260K/tok512.bin' '%s/tokenizer.bin'", kd_test_env("KD_SHARED_DIR"),
+    assert_int_equal(kd_test_sh("cp '%s/models/aidreams260K/tok512.bin' '%s/tokenizer.bin'", kd_test_env("KD_DATA_DIR"),
                                 dir), 0);
     int rc = kd_export_checkpoint(dir, "f32", path, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);
