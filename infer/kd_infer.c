@@ -18,6 +18,7 @@
 #include "student/kd_checkpoint.h"
 #include "format/kd_quant.h"
 #include "data/kd_dump_tok.h"
+#include "data/kd_tokenizer_load.h"
 
 void kd_infer_opts_init(kd_infer_opts *o) { memset(o, 0, sizeof *o); }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 #include "format/kd_gguf.h"
 #include "student/kd_llama2c.h"
 #include "format/kd_quant.h"

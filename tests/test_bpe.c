@@ -22,6 +22,7 @@
 #include "core/kd_rng.h"
 #include "data/kd_bpe_train.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 
 #define SP          "\xE2\x96\x81"
 #define FORTUNE_DIR "/usr/share/games/fortunes"

@@ -31,6 +31,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 #include "student/kd_checkpoint.h"
 #include "export/kd_export.h"
 #include "format/kd_gguf_write.h"
