@@ -6,6 +6,7 @@
 # a file and its header form one unit (kd_loader.c + kd_loader.h; a private
 # header kd_dump_impl.h belongs to kd_dump), and the units may not include each
 # other in a cycle. Usage: check_layers.sh [repository root].
+# docs/architecture.md's table must list the same folders in the same order.
 # Prints each violation and exits 1 when there is one.
 root=${1:-$(dirname "$0")/..}
 cd "$root" || exit 2
@@ -45,5 +46,10 @@ for layer in $layers; do
   fi
   rm -f "$edges"
 done
+# docs/architecture.md's table of layers lists the same folders in the same order.
+documented=$(sed -n 's/^| [0-9][0-9]* | `\([a-z]*\)\/` |.*/\1/p' docs/architecture.md | tr '\n' ' ')
+if [ "$documented" != "$layers " ]; then
+  echo "docs/architecture.md: the table of layers lists '$documented', expected KD_LAYERS '$layers'"; bad=1
+fi
 [ "$bad" = 0 ] && echo "check_layers: $(echo $layers | wc -w) layers in order, no cycles"
 exit $bad
