@@ -17,9 +17,10 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "data/kd_bpe_words.h"
+
+#include "core/kd_time.h"
 
 #define SPACE_MARK KD_BPE_SPACE
 #define GROW       KD_BPE_GROW
@@ -381,12 +382,6 @@ static int merge_pair(trainer *t, int32_t pi, int32_t S, int32_t step) {
 
 /* ---- training --------------------------------------------------------------------------- */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Phases 2-3: characters, then words as symbol sequences and the initial pair counts. */
 static int build_symbols(trainer *t, double coverage, int32_t max_chars, kd_bpe_stats *st) {
     int64_t total = 0;
@@ -526,7 +521,7 @@ done:
 
 kd_tokenizer *kd_bpe_train(const char *const *texts, const size_t *lens, int n_texts, const kd_bpe_opts *o,
                            kd_err *err) {
-    double t0 = now_s();
+    double t0 = kd_now_s();
     if (!o || o->vocab_size < KD_BPE_MIN_VOCAB || o->vocab_size > KD_TOK_MAX_VOCAB) {
         kd_errf(err, "bpe: vocab_size %" PRId32 ", expected %d..%d (3 special pieces, 256 bytes and \"" SPACE_MARK
                      "\" included)",
@@ -586,7 +581,7 @@ kd_tokenizer *kd_bpe_train(const char *const *texts, const size_t *lens, int n_t
     st.n_tokens = t.n_tokens;
     if (o->progress) o->progress(o->progress_ctx, KD_BPE_N_FIXED + st.n_chars + n_merged, o->vocab_size, last_count);
     tok = make_tokenizer(&t, st.n_chars, merged, n_merged, err);
-    st.seconds = now_s() - t0;
+    st.seconds = kd_now_s() - t0;
     if (tok && o->stats) *o->stats = st;
     goto done;
 oom:

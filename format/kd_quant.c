@@ -239,17 +239,6 @@ static float search_scale_min(int n, const float *x, const float *w, uint8_t *L,
     return scale;
 }
 
-/* 6-bit scale and min of sub-block j from the packed 12 bytes. */
-static inline void q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 static void quant_q4_k(const float *x, kd_block_q4_k *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += KD_QK_K) {
         uint8_t L[KD_QK_K];
@@ -286,7 +275,7 @@ static void quant_q4_k(const float *x, kd_block_q4_k *y, int64_t nb) {
         const float d_all = h2f(blk.d), dmin_all = h2f(blk.dmin);
         for (int j = 0; j < 8; j++) {   /* final levels against the rounded scales */
             int sc, m;
-            q4k_scale_min(j, blk.scales, &sc, &m);
+            kd_q4k_scale_min(j, blk.scales, &sc, &m);
             const float d = d_all * sc;
             if (d == 0.0f) continue;    /* keep the search's levels */
             const float dm = dmin_all * m;
@@ -307,8 +296,8 @@ static void dequant_q4_k(const kd_block_q4_k *in, float *y, int64_t nb) {
         const float d = h2f(blk.d), dmin = h2f(blk.dmin);
         for (int c = 0; c < 4; c++) {
             int sc0, m0, sc1, m1;
-            q4k_scale_min(2 * c, blk.scales, &sc0, &m0);
-            q4k_scale_min(2 * c + 1, blk.scales, &sc1, &m1);
+            kd_q4k_scale_min(2 * c, blk.scales, &sc0, &m0);
+            kd_q4k_scale_min(2 * c + 1, blk.scales, &sc1, &m1);
             const float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
             for (int l = 0; l < 32; l++) {
                 y[64 * c + l] = d0 * (blk.qs[32 * c + l] & 0x0F) - mm0;
@@ -538,7 +527,7 @@ float kd_vec_dot_q(int32_t type, const void *row, const float *x, int64_t n) {
             const double d = h2f(blk.d), dmin = h2f(blk.dmin);
             for (int j = 0; j < 8; j++) {
                 int sc, m;
-                q4k_scale_min(j, blk.scales, &sc, &m);
+                kd_q4k_scale_min(j, blk.scales, &sc, &m);
                 const int c = j / 2, hi = j % 2;
                 float s = 0, sx = 0;
                 for (int l = 0; l < 32; l++) {

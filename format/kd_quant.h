@@ -35,6 +35,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/kd_err.h"
 #include "format/kd_gguf.h"
@@ -75,6 +76,32 @@ _Static_assert(sizeof(kd_block_q4_0) == 18, "block_q4_0 is 18 bytes");
 _Static_assert(sizeof(kd_block_q4_1) == 20, "block_q4_1 is 20 bytes");
 _Static_assert(sizeof(kd_block_q4_k) == 144, "block_q4_K is 144 bytes");
 _Static_assert(sizeof(kd_block_q6_k) == 210, "block_q6_K is 210 bytes");
+
+/* The packed scales[12] of a Q4_K block (docs/quantization.md): the 6-bit scale
+ * and min of sub-block j (0..7) ... */
+static inline void kd_q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+/* ... and all eight of each at once, as bytes (the same values, unpacked 32
+ * bits at a time as SIMD kernels want them). */
+static inline void kd_q4k_unpack(const uint8_t *scales, uint8_t sc[8], uint8_t m[8]) {
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t mins_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[0] &= k1;
+    u[2] = mins_lo;
+    memcpy(sc, u, 8);
+    memcpy(m, u + 2, 8);
+}
 
 /* 1 when kd can quantize and dequantize this ggml type (F32, F16, BF16, Q8_0,
  * Q4_0, Q4_1, Q4_K, Q6_K). */

@@ -213,20 +213,6 @@ void kd_act_round(int32_t wtype, const float *x, float *y, int64_t n) {
     }
 }
 
-/* The 8 scales and 8 mins of a Q4_K block (llama.cpp's 32-bit unpacking of B.6). */
-static inline void q4k_unpack(const uint8_t *scales, uint8_t sc[8], uint8_t m[8]) {
-    uint32_t u[4];
-    memcpy(u, scales, 12);
-    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-    const uint32_t mins_lo = u[1] & k1;
-    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-    u[0] &= k1;
-    u[2] = mins_lo;
-    memcpy(sc, u, 8);
-    memcpy(m, u + 2, 8);
-}
-
 typedef float (*dot8_fn)(const uint8_t *row, const void *xq, int64_t n);
 
 /* ---- scalar reference ------------------------------------------------------------------ */
@@ -270,7 +256,7 @@ static float dot8_q4_k_ref(const uint8_t *p, const void *xq, int64_t n) {
     float sum = 0.0f;
     for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q4_k)) {
         uint8_t sc[8], m[8];
-        q4k_unpack(p + 4, sc, m);
+        kd_q4k_unpack(p + 4, sc, m);
         const uint8_t *qs = p + 16;
         int32_t sumi = 0, summ = 0;
         for (int j = 0; j < 8; j++) {
@@ -370,7 +356,7 @@ T256 static float dot8_q4_k_256(const uint8_t *p, const void *xq, int64_t n) {
     float summ = 0.0f;
     for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q4_k)) {
         uint8_t sc[8], m[8];
-        q4k_unpack(p + 4, sc, m);
+        kd_q4k_unpack(p + 4, sc, m);
         int32_t mins = 0;
         for (int j = 0; j < 8; j++) mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
         summ += y[b].d * _cvtsh_ss(rd16(p + 2)) * (float)mins;
@@ -581,7 +567,7 @@ TVNNI static inline __m512i four_to_lanes(__m512i s0, __m512i s1, __m512i s2, __
  * shifted right by 4, it lines up with the 64 levels 64c.. of the activations. */
 TVNNI static inline void q4_k_sb(const uint8_t *p, const act_q8k *y, __m512i *S, __m256i *M) {
     uint8_t sc[8], m[8];
-    q4k_unpack(p + 4, sc, m);
+    kd_q4k_unpack(p + 4, sc, m);
     uint64_t scw, mw;
     memcpy(&scw, sc, 8);
     memcpy(&mw, m, 8);

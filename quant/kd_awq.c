@@ -15,12 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/kd_kernels.h"
 #include "autograd/kd_ops.h"
 #include "quant/kd_quant_plan.h"
 #include "format/kd_quant.h"
+
+#include "core/kd_time.h"
 
 void kd_awq_opts_init(kd_awq_opts *o) {
     memset(o, 0, sizeof *o);
@@ -596,19 +597,13 @@ static int clip_layer(awq_ws *w, const kd_model *m, kd_layer *ly, grp g[4], cons
 
 /* ---- progress ------------------------------------------------------------------------------ */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void progress(int quiet, double t0, int64_t done, int64_t total, int64_t layer, int64_t L, const char *stage) {
     if (quiet) return;
     char bar[31];
     int fill = (int)(30 * done / (total ? total : 1));
     for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
     bar[30] = '\0';
-    double el = now_s() - t0, eta = done ? el * (double)(total - done) / (double)done : 0;
+    double el = kd_now_s() - t0, eta = done ? el * (double)(total - done) / (double)done : 0;
     fprintf(stderr, "\rawq [%s] layer %" PRId64 "/%" PRId64 " %-10s %5.0fs, ETA %5.0fs ", bar,
             layer + 1 < L ? layer + 1 : L, L, stage, el, eta);
     if (done == total) fprintf(stderr, "\n");
@@ -659,7 +654,7 @@ int kd_awq_quantize(kd_model *m, const int32_t *tokens, int64_t n_seq, int64_t T
         goto done;
     }
     if (cache_init(&c, &w, err)) goto done;
-    double t0 = now_s();
+    double t0 = kd_now_s();
     embed(m, tokens, w.n, x);
     for (int64_t l = 0; l < L; l++) {
         kd_layer *ly = &m->layers[l];

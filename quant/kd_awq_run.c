@@ -12,11 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
 #include "core/kd_json.h"
+#include "core/kd_time.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
 #include "format/kd_gguf.h"
@@ -159,8 +159,7 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
     int64_t n = o->samples, T = o->seq;
     cJSON *rec = cJSON_CreateObject();
     int rc = -1;
-    struct timespec ts0, ts1;
-    clock_gettime(CLOCK_MONOTONIC, &ts0);
+    double t0 = kd_now_s();
     if (kd_awq_check(&m, a, err)) goto done;
     if (kd_path_join(tok, sizeof tok, o->model, "tokenizer.bin", err)) goto done;
     int have_tok = kd_file_exists(tok);
@@ -196,8 +195,7 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
     }
     cJSON_AddItemToObject(rec, "tensors", tensor_types(&m, a));
     if (kd_awq_quantize(&m, tokens, n, T, a, rec, err)) goto done;
-    clock_gettime(CLOCK_MONOTONIC, &ts1);
-    cJSON_AddNumberToObject(rec, "seconds", (double)(ts1.tv_sec - ts0.tv_sec) + 1e-9 * (double)(ts1.tv_nsec - ts0.tv_nsec));
+    cJSON_AddNumberToObject(rec, "seconds", kd_now_s() - t0);
     if (kd_checkpoint_save(&m, o->out, err)) goto done;
     if (have_tok && (kd_path_join(path, sizeof path, o->out, "tokenizer.bin", err) || copy_file(tok, path, err)))
         goto done;

@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
 #include "core/kd_rng.h"
+#include "core/kd_time.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
 #include "data/kd_dump_tok.h"
@@ -47,12 +47,6 @@ void kd_topk_logprobs(const float *logits, int64_t V, int64_t k, int32_t *ids, f
     float lse = kd_logsumexp(logits, V);
     for (int64_t i = 0; i < k; i++) lp[i] = i < n ? logits[ids[i]] - lse : -INFINITY;
     for (int64_t i = n; i < k; i++) ids[i] = 0;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- text → token stream ------------------------------------------------------------ */
@@ -234,7 +228,7 @@ typedef struct progress {
 } progress;
 
 static void progress_show(progress *p, int64_t done, int64_t total, int64_t computed, int64_t T, int last) {
-    double now = now_s(), el = now - p->t0;
+    double now = kd_now_s(), el = now - p->t0;
     if (!p->tty && !last && p->lines && now - p->last < 10.0) return;
     p->last = now;
     p->lines++;
@@ -395,7 +389,7 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
      * the writers — what a kill between two batches leaves behind. */
     const char *stop_env = getenv("KD_DUMP_STOP_AFTER");
     long stop_after = stop_env && *stop_env ? strtol(stop_env, NULL, 10) : 0, appends = 0;
-    progress pg = {now_s(), 0, isatty(2), 0};
+    progress pg = {kd_now_s(), 0, isatty(2), 0};
     int64_t written = 0, skipped = 0;
     if (!o->quiet)
         for (int pass = 0; pass < (wv ? 2 : 1); pass++)

@@ -23,6 +23,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_log.h"
+#include "core/kd_time.h"
 #include "train/kd_run_config.h"
 #include "train/kd_trainer.h"
 
@@ -170,12 +171,6 @@ typedef struct point {
     double t0, tps;
     kd_eval_result ev;
 } point;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double metric_of(const kd_eval_result *e, kd_sweep_metric m) {
     return m == KD_SWEEP_CE ? e->ce : m == KD_SWEEP_PPL ? e->ppl : m == KD_SWEEP_KL ? e->kl : e->top1;
@@ -411,7 +406,7 @@ static int spawn(const kd_sweep_opts *o, point *pt, const char *exe, char **envp
     free(argv);
     if (pid < 0) return kd_errf(err, "fork: %s", strerror(saved));
     pt->pid = pid;
-    pt->t0 = now_s();
+    pt->t0 = kd_now_s();
     pt->state = P_RUNNING;
     return 0;
 }
@@ -478,7 +473,7 @@ static int run_points(const kd_sweep_opts *o, point *pts, int64_t n, kd_sweep_su
                 if (o->quiet) continue;
                 clear_status();
                 fprintf(stderr, "[%lld/%lld] done  %s in %.1f s: ce %.4f ppl %.2f kl %.4f top1 %.3f\n", (long long)done,
-                        (long long)n, pt->label, now_s() - pt->t0, pt->ev.ce, pt->ev.ppl, pt->ev.kl, pt->ev.top1);
+                        (long long)n, pt->label, kd_now_s() - pt->t0, pt->ev.ce, pt->ev.ppl, pt->ev.kl, pt->ev.top1);
             } else {
                 char tail[300];
                 pt->state = P_FAILED;
@@ -491,7 +486,7 @@ static int run_points(const kd_sweep_opts *o, point *pts, int64_t n, kd_sweep_su
         }
         if (!reaped && running) {
             nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-            if (tty && now_s() - last_show > 1.0) show_running(pts, n), last_show = now_s();
+            if (tty && kd_now_s() - last_show > 1.0) show_running(pts, n), last_show = kd_now_s();
         }
     }
     for (int64_t i = 0; i < n; i++)   /* after an error: stop the others (they resume from their checkpoints) */

@@ -32,12 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_log.h"
+#include "core/kd_time.h"
 #include "format/kd_safetensors.h"
 #include "data/kd_loader.h"
 #include "data/kd_tokenizer.h"
@@ -69,12 +69,6 @@ typedef struct run {
     FILE *metrics;
     double t_start;
 } run;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 #define PATHBUF (2 * KD_RUN_PATH + 128)
 
@@ -241,9 +235,6 @@ static int optimizer_path(const run *r, char *out, const char *dir, kd_err *err)
     return path2(out, dir, name, err);
 }
 
-/* "RANK/WORLD": the metadata that names a shard of the FP32 AdamW state (lean: kd_lean_save_optimizer). */
-static void shard_name(const run *r, char *out, size_t n) { snprintf(out, n, "%d/%d", r->shard.rank, r->shard.world); }
-
 /* This rank's part of the optimizer state (all of it when not sharded): m.NAME and v.NAME of its rows. */
 static int save_optimizer(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
@@ -252,10 +243,8 @@ static int save_optimizer(run *r, const char *dir, kd_err *err) {
     kd_st_writer *w = kd_st_writer_new(err);
     if (!w) return -1;
     char (*names)[128] = malloc((size_t)r->m.n_params * 2 * sizeof *names);
-    char shard[48];
-    shard_name(r, shard, sizeof shard);
     int rc = names ? 0 : kd_errf(err, "out of memory");
-    if (!rc && r->shard.world > 1) rc = kd_st_writer_set_meta(w, "kd_optimizer_shard", shard, err);
+    if (!rc) rc = kd_optim_shard_mark(w, r->shard.rank, r->shard.world, err);
     for (int i = 0; !rc && i < r->m.n_params; i++) {
         kd_tensor *t = r->m.params[i];
         int64_t shape[KD_MAX_DIMS];
@@ -402,12 +391,7 @@ static int check_shards(run *r, const char *dir, kd_err *err) {
 static int load_optimizer_fp32(run *r, const char *p, kd_err *err) {
     kd_st_file *f = kd_st_open(p, err);
     if (!f) return -1;
-    char want[48];
-    shard_name(r, want, sizeof want);
-    const char *has = kd_st_meta(f, "kd_optimizer_shard");
-    if (r->shard.world > 1 ? !has || strcmp(has, want) : has != NULL) {
-        kd_errf(err, "%s holds %s%s of the optimizer state, this process needs %s%s", p, has ? "shard " : "",
-                has ? has : "all", r->shard.world > 1 ? "shard " : "", r->shard.world > 1 ? want : "all of it");
+    if (kd_optim_shard_check(f, p, r->shard.rank, r->shard.world, err) < 0) {
         kd_st_close(f);
         return -1;
     }
@@ -671,7 +655,7 @@ static void log_step(run *r, const double *sums, double loss, double gnorm, floa
     if (r->dist->rank != 0) return;
     double n = sums[4];
     cJSON *o = cJSON_CreateObject();
-    double el = now_s() - r->t_start;
+    double el = kd_now_s() - r->t_start;
     cJSON_AddNumberToObject(o, "step", (double)r->step);
     cJSON_AddNumberToObject(o, "loss", loss);
     cJSON_AddNumberToObject(o, "ce", n > 0 ? sums[1] / n : 0);
@@ -686,7 +670,7 @@ static void log_step(run *r, const double *sums, double loss, double gnorm, floa
 
 static void progress(run *r, int64_t first_step, double loss, float lr) {
     if (r->opts.quiet || r->dist->rank != 0) return;
-    double el = now_s() - r->t_start;
+    double el = kd_now_s() - r->t_start;
     int64_t done = r->step - first_step;
     double tps = el > 0 ? (double)(done * r->tokens_per_step) / el : 0;
     double eta = done > 0 ? el / (double)done * (double)(r->total_steps - r->step) : 0;
@@ -771,7 +755,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     }
     if (resume && load_checkpoint(&r, err)) goto done;
     int64_t first = r.step;
-    r.t_start = now_s();
+    r.t_start = kd_now_s();
     if (!r.opts.quiet && dist->rank == 0)
         fprintf(stderr,
                 "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s%s\n",
