@@ -13,7 +13,7 @@
  * "▁" and kd_tokenizer_write_llama2c turns them back, so one encoder serves
  * both formats. Byte tokens are pieces "<0xXX>" (two uppercase hex digits).
  *
- * Encoding (shared/docs A.7, llama.cpp's llm_tokenizer_spm):
+ * Encoding (as llama.cpp's llm_tokenizer_spm):
  *   1. BOS when KD_TOK_ENC_ADD_SPECIAL is given and add_bos is set;
  *   2. the text is split at special tokens: USER_DEFINED always, CONTROL and
  *      UNKNOWN only with KD_TOK_ENC_PARSE_SPECIAL (longest texts first);

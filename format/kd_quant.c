@@ -1,6 +1,6 @@
 /*
  * kd_quant.c — ggml block quantizers, dequantizers and dot products
- * (see kd_quant.h; the rules are shared/docs B.2–B.7).
+ * (see kd_quant.h; the formats and rules: docs/quantization.md#ggml-block-formats).
  *
  * Written from the documented rules. Where bit-exactness with ggml depends on
  * the order of float operations (the K-quant searches), the order is spelled
@@ -68,7 +68,7 @@ static void misuse(const char *fn, int32_t type, int64_t n) {
 static inline float h2f(uint16_t h) { return kd_fp16_to_f32(h); }
 static inline uint16_t f2h(float f) { return kd_f32_to_fp16(f); }
 
-/* Round half to even through 1.5·2^23 (B.2); |v| ≤ 4194303. */
+/* Round half to even through 1.5·2^23, as ggml does; |v| ≤ 4194303. */
 static inline int nearest_int(float v) {
     float t = v + 12582912.0f;
     int32_t i;
@@ -78,7 +78,7 @@ static inline int nearest_int(float v) {
 
 static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* ---- Q8_0 (B.3) -------------------------------------------------------------------- */
+/* ---- Q8_0 -------------------------------------------------------------------------- */
 
 static void quant_q8_0(const float *x, kd_block_q8_0 *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += KD_QK) {
@@ -102,7 +102,7 @@ static void dequant_q8_0(const kd_block_q8_0 *in, float *y, int64_t nb) {
     }
 }
 
-/* ---- Q4_0 (B.4) -------------------------------------------------------------------- */
+/* ---- Q4_0 -------------------------------------------------------------------------- */
 
 static void quant_q4_0(const float *x, kd_block_q4_0 *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += KD_QK) {
@@ -139,7 +139,7 @@ static void dequant_q4_0(const kd_block_q4_0 *in, float *y, int64_t nb) {
     }
 }
 
-/* ---- Q4_1 (B.5) -------------------------------------------------------------------- */
+/* ---- Q4_1 -------------------------------------------------------------------------- */
 
 static void quant_q4_1(const float *x, kd_block_q4_1 *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += KD_QK) {
@@ -176,7 +176,7 @@ static void dequant_q4_1(const kd_block_q4_1 *in, float *y, int64_t nb) {
     }
 }
 
-/* ---- Q4_K (B.6) -------------------------------------------------------------------- */
+/* ---- Q4_K -------------------------------------------------------------------------- */
 
 /* Weighted asymmetric search for one sub-block (make_qkx2_quants with
  * nmax = 15, rmin = −1, rdelta = 0.1, nstep = 20, squared error). Writes the
@@ -307,7 +307,7 @@ static void dequant_q4_k(const kd_block_q4_k *in, float *y, int64_t nb) {
     }
 }
 
-/* ---- Q6_K (B.7) -------------------------------------------------------------------- */
+/* ---- Q6_K -------------------------------------------------------------------------- */
 
 /* Symmetric search for one sub-block (make_qx_quants, nmax = 32, weights x²):
  * levels L[i] = l + 32 with l in [−32, 31]; returns the scale. */

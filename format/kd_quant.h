@@ -1,6 +1,6 @@
 /*
  * kd_quant.h — ggml tensor types as rows of bytes: quantize, dequantize,
- * dot products and pseudo-quantization (shared/docs B).
+ * dot products and pseudo-quantization (docs/quantization.md#ggml-block-formats).
  *
  * Types: F32, F16, BF16 (one element per "block"), Q8_0, Q4_0, Q4_1 (blocks of
  * 32) and Q4_K, Q6_K (super-blocks of 256). A row of n elements is n / block
@@ -12,7 +12,7 @@
  *     (roundf ties away from zero for Q8_0, truncating int8 casts for Q4_x,
  *     the fp32 scale used for the quants and its fp16 rounding stored);
  *   - Q4_K and Q6_K follow make_qkx2_quants / make_qx_quants / nearest_int in
- *     ggml's float operation order (B.6, B.7) and are bit-identical too:
+ *     ggml's float operation order and are bit-identical too:
  *     tests/test_quant.c compares every type with an independent numpy version
  *     and, when node-llama-cpp's prebuilt libggml-base.so is installed (tests/
  *     node), with ggml's own quantize_row_*_ref and dequantize_row_*.
@@ -60,7 +60,7 @@ typedef struct kd_block_q4_1 {
 
 typedef struct kd_block_q4_k {
     uint16_t d, dmin;           /* fp16 scales of the 6-bit scales and mins */
-    uint8_t scales[12];         /* 8 × (6-bit scale, 6-bit min), packed (B.6) */
+    uint8_t scales[12];         /* 8 × (6-bit scale, 6-bit min), packed: kd_q4k_scale_min */
     uint8_t qs[KD_QK_K / 2];    /* chunk c (64 elements): qs[32c+l] low = 64c+l, high = 64c+32+l */
 } kd_block_q4_k;                /* x = d·sc_j·q − dmin·m_j, j = sub-block of 32 */
 

@@ -8,7 +8,7 @@
  * terms are min·Σx. Levels become floats exactly (they are small integers),
  * so the kernels differ from the reference only in summation order.
  *
- * Byte layouts: kd_quant.h (shared/docs B). The kernels are compiled for their
+ * Byte layouts: kd_quant.h and docs/quantization.md#ggml-block-formats. The kernels are compiled for their
  * instruction set with target attributes, so the library itself needs no
  * -march flag and runs on any x86-64; kd_isa_get() picks one at run time.
  */

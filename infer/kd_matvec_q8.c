@@ -3,7 +3,7 @@
  * quantized as ggml's CPU backend does for each weight type, and integer block dot
  * products with them.
  *
- * Activation blocks (ggml's reference quantizers, B.3 and quantize_row_q8_{1,K}_ref):
+ * Activation blocks (ggml's reference quantizers: Q8_0 as docs/quantization.md, and quantize_row_q8_{1,K}_ref):
  *   Q8_0 (partner of Q8_0, Q4_0): per 32, d = amax/127, q = roundf(x/d), d kept as F16;
  *   Q8_1 (partner of Q4_1): the same, plus s = F16(d·Σq) for the min term;
  *   Q8_K (partner of Q4_K, Q6_K): per 256, d = max/−127 in F32 (max: the signed
@@ -279,7 +279,7 @@ static float dot8_q6_k_ref(const uint8_t *p, const void *xq, int64_t n) {
     for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q6_k)) {
         const int8_t *sc = (const int8_t *)(p + 192);
         int32_t sumi = 0;
-        for (int i = 0; i < KD_QK_K; i++) {   /* element i: half h, part, lane l (B.7) */
+        for (int i = 0; i < KD_QK_K; i++) {   /* element i: half h, part, lane l (docs/quantization.md, Q6_K) */
             const int h = i / 128, r = i % 128, l = r % 32, part = r / 32;
             const uint8_t *ql = p + 64 * h, *qh = p + 128 + 32 * h;
             const int lo = part & 1 ? ql[l + 32] : ql[l];

@@ -1,6 +1,6 @@
 /*
  * kd_awq.c — the AWQ scale and clip search on a kd student (see kd_awq.h and
- * shared/docs C). Written from the description of the algorithm, on kd's own
+ * docs/quantization.md). Written from the description of the algorithm, on kd's own
  * kernels: one decoder layer at a time, the layer's FP forward caches the
  * inputs of its linears and the outputs of its blocks; each scale group is
  * searched on those caches, folded into the weights, then the clip search
@@ -19,6 +19,7 @@
 #include "autograd/kd_kernels.h"
 #include "autograd/kd_ops.h"
 #include "quant/kd_quant_plan.h"
+#include "student/kd_gguf_model.h"
 #include "format/kd_quant.h"
 
 #include "core/kd_time.h"
@@ -50,36 +51,12 @@ int kd_quant_method_parse(const char *name) {
 
 /* ---- which quantizer a tensor gets ----------------------------------------------------- */
 
-/* The GGUF name of an HF parameter name (kd_gguf_write.c's export names); *layer = block or −1. */
-static int gguf_name(const char *hf, char *out, size_t n, int64_t *layer) {
-    static const char *map[][2] = {
-        {"input_layernorm.weight", "attn_norm"}, {"self_attn.q_proj.weight", "attn_q"},
-        {"self_attn.k_proj.weight", "attn_k"},   {"self_attn.v_proj.weight", "attn_v"},
-        {"self_attn.o_proj.weight", "attn_output"}, {"post_attention_layernorm.weight", "ffn_norm"},
-        {"mlp.gate_proj.weight", "ffn_gate"},    {"mlp.up_proj.weight", "ffn_up"},
-        {"mlp.down_proj.weight", "ffn_down"},
-    };
-    *layer = -1;
-    if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight") < 0;
-    if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight") < 0;
-    if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight") < 0;
-    long long l;
-    int pos = 0;
-    if (sscanf(hf, "model.layers.%lld.%n", &l, &pos) != 1 || pos == 0) return -1;
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (!strcmp(hf + pos, map[i][0])) {
-            *layer = l;
-            return snprintf(out, n, "blk.%lld.%s.weight", l, map[i][1]) < 0;
-        }
-    return -1;
-}
-
 int32_t kd_awq_export_type(const kd_model *m, const char *preset, const char *name) {
     const kd_export_preset *p = kd_export_preset_find(preset);
     const kd_tensor *t = kd_model_param(m, name);
     char g[96];
     int64_t layer;
-    if (!p || !t || gguf_name(name, g, sizeof g, &layer)) return -1;
+    if (!p || !t || kd_gguf_tensor_name(name, g, sizeof g, &layer)) return -1;
     return kd_export_tensor_type(p, g, t->ndim, t->shape[t->ndim - 1], layer, m->cfg.num_hidden_layers,
                                  m->lm_head == NULL, NULL);
 }
@@ -99,7 +76,7 @@ static qz qz_for(const kd_model *m, const kd_awq_opts *o, const char *name) {
     return q;
 }
 
-/* llm-awq's pseudo-quantizer (C.2): asymmetric int4 over one group; rintf rounds half to even like torch.round. */
+/* llm-awq's pseudo-quantizer (docs/quantization.md#the-reference-int4-quantizer): asymmetric int4 over one group; rintf rounds half to even like torch.round. */
 static void int4_group(const float *x, float *y, int64_t n) {
     float mx = x[0], mn = x[0];
     for (int64_t i = 1; i < n; i++) {

@@ -1,6 +1,6 @@
 /*
  * kd_awq.h — activation-aware weight quantization (AWQ) of a student for a
- * GGUF target, and the plain round-to-nearest baseline (shared/docs C).
+ * GGUF target, and the plain round-to-nearest baseline (docs/quantization.md).
  *
  * AWQ changes FP32 weights only; the model stays an ordinary checkpoint and
  * `kd export` quantizes it afterwards. Layer by layer, on calibration tokens:
@@ -37,8 +37,8 @@
  * to whole rows, so the search optimises the numbers that will ship. The
  * quantization group of the clip search is that type's block (32, or 256 for
  * the K-quants). With group_size > 0 the quantizer is instead the reference's
- * asymmetric int4 with groups of group_size along the input (C.2, round half
- * to even), which reproduces llm-awq's w4-g128 with group_size 128.
+ * asymmetric int4 with groups of group_size along the input (round half to
+ * even, docs/quantization.md), which reproduces llm-awq's w4-g128 with group_size 128.
  * Tensors that stay unquantized (F32/F16/BF16 by fallback) take no part in a
  * group's search (a group of only such tensors is skipped) nor in clipping.
  *

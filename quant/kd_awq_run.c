@@ -173,7 +173,7 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
         cJSON_AddStringToObject(rec, "format", a->format);
         cJSON_AddStringToObject(rec, "export_preset", kd_awq_preset(a->format));
     }
-    cJSON_AddStringToObject(rec, "quantizer", a->group_size > 0 ? "reference int4 asymmetric (llm-awq C.2)"
+    cJSON_AddStringToObject(rec, "quantizer", a->group_size > 0 ? "reference int4 asymmetric (llm-awq)"
                                                                 : "ggml reference quantizer of each tensor's export type");
     cJSON_AddStringToObject(rec, "source", o->model);
     if (a->method == KD_QUANT_AWQ) {
