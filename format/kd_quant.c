@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/kd_fp16.h"
+#include "core/kd_log.h"
 
 #define GROUP_MAX_EPS 1e-15f   /* below this |max| a Q6_K group is all zeros */
 
@@ -57,10 +58,9 @@ int kd_quant_check(int32_t type, int64_t n, kd_err *err) {
     return 0;
 }
 
-static void misuse(const char *fn, int32_t type, int64_t n) {
-    fprintf(stderr, "kd: %s: type %d (%s) with row length %" PRId64 ": unsupported type or not a multiple of the block\n",
-            fn, (int)type, kd_ggml_type_name(type), n);
-    abort();
+static _Noreturn void misuse(const char *fn, int32_t type, int64_t n) {
+    kd_fatal("%s: type %d (%s) with row length %" PRId64 ": unsupported type or not a multiple of the block", fn,
+             (int)type, kd_ggml_type_name(type), n);
 }
 
 /* ---- scalar helpers ---------------------------------------------------------------- */

@@ -574,17 +574,11 @@ static int clip_layer(awq_ws *w, const kd_model *m, kd_layer *ly, grp g[4], cons
 
 /* ---- progress ------------------------------------------------------------------------------ */
 
-static void progress(int quiet, double t0, int64_t done, int64_t total, int64_t layer, int64_t L, const char *stage) {
-    if (quiet) return;
-    char bar[31];
-    int fill = (int)(30 * done / (total ? total : 1));
-    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
-    bar[30] = '\0';
-    double el = kd_now_s() - t0, eta = done ? el * (double)(total - done) / (double)done : 0;
-    fprintf(stderr, "\rawq [%s] layer %" PRId64 "/%" PRId64 " %-10s %5.0fs, ETA %5.0fs ", bar,
-            layer + 1 < L ? layer + 1 : L, L, stage, el, eta);
-    if (done == total) fprintf(stderr, "\n");
-    fflush(stderr);
+static void progress(const kd_awq_opts *o, double t0, int64_t done, int64_t total, int64_t layer, int64_t L,
+                     const char *stage, int failed) {
+    if (!o->progress) return;
+    kd_awq_progress p = {NULL, 0, 0, done, total, layer, L, stage, kd_now_s() - t0, failed};
+    o->progress(o->progress_ctx, &p);
 }
 
 /* ---- the driver ------------------------------------------------------------------------- */
@@ -635,7 +629,7 @@ int kd_awq_quantize(kd_model *m, const int32_t *tokens, int64_t n_seq, int64_t T
     embed(m, tokens, w.n, x);
     for (int64_t l = 0; l < L; l++) {
         kd_layer *ly = &m->layers[l];
-        progress(o->quiet, t0, 5 * l, 5 * L, l, L, "forward");
+        progress(o, t0, 5 * l, 5 * L, l, L, "forward", 0);
         layer_fp(&w, ly, x, &c);   /* x becomes the next layer's FP input before anything changes */
         grp g[4];
         build_groups(m, o, ly, &c, &c, g);
@@ -646,22 +640,22 @@ int kd_awq_quantize(kd_model *m, const int32_t *tokens, int64_t n_seq, int64_t T
         if (layers) cJSON_AddItemToArray(layers, le);
         int bad = 0;
         for (int k = 0; k < 4 && !bad; k++) {
-            progress(o->quiet, t0, 5 * l + k, 5 * L, l, L, g[k].measured);
+            progress(o, t0, 5 * l + k, 5 * L, l, L, g[k].measured, 0);
             bad = search_group(&w, ly, &g[k], o, wq, y, s, sc, err);
             if (!bad && !g[k].skipped) fold(&w, &g[k], s);
         }
         if (!bad && o->clip) {
-            progress(o->quiet, t0, 5 * l + 4, 5 * L, l, L, "clip");
+            progress(o, t0, 5 * l + 4, 5 * L, l, L, "clip", 0);
             bad = clip_layer(&w, m, ly, g, o, wq, y, backup, cl, err);
         }
         if (!layers) cJSON_Delete(le);
         if (bad) {
-            if (!o->quiet) fprintf(stderr, "\n");
+            progress(o, t0, 5 * l, 5 * L, l, L, "failed", 1);
             kd_err_prefix(err, "AWQ layer %" PRId64, l);
             goto done;
         }
     }
-    progress(o->quiet, t0, 5 * L, 5 * L, L, L, "done");
+    progress(o, t0, 5 * L, 5 * L, L, L, "done", 0);
     rc = 0;
 done:
     free(x), free(y), free(s), free(wq[0]), free(wq[1]), free(wq[2]);

@@ -60,6 +60,18 @@ typedef enum kd_quant_method {
     KD_QUANT_AWQ = 1,
 } kd_quant_method;
 
+/* What the AWQ search reports as it goes; the caller shows it (kd prints a bar). */
+typedef struct kd_awq_progress {
+    const char *start;       /* non-NULL only on the note before the search: the target ("q4_k", "int4
+                                (reference)") and the calibration, samples sequences of seq tokens */
+    int64_t samples, seq;
+    int64_t done, total;     /* search stages done of total (5 per layer: forward, the scale groups, clip) */
+    int64_t layer, n_layers; /* the layer being searched (0-based; n_layers once done) */
+    const char *stage;       /* what runs now: "forward", the block a group is measured on, "clip", "done" */
+    double elapsed_s;
+    int failed;              /* 1: the search stopped on an error (err says why) */
+} kd_awq_progress;
+
 typedef struct kd_awq_opts {
     kd_quant_method method;
     const char *format;      /* "q4_0" | "q4_1" | "q4_k" (the q4_k_m recipe); may be NULL with group_size > 0 */
@@ -71,7 +83,8 @@ typedef struct kd_awq_opts {
     int clip_guard;          /* undo a block's clips when they raise its loss: 1, 0 (the reference), −1 auto:
                                 on for GGUF types, off for the reference int4 (group_size > 0) */
     double force_ratio;      /* ≥ 0: skip the search and use this ratio for every group (tests); −1: search */
-    int quiet;               /* no progress bar */
+    void (*progress)(void *ctx, const kd_awq_progress *p);   /* NULL: no reports */
+    void *progress_ctx;
 } kd_awq_opts;
 
 void kd_awq_opts_init(kd_awq_opts *o);

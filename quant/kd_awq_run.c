@@ -189,9 +189,10 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
         cJSON_AddBoolToObject(rec, "clip", a->clip);
         cJSON_AddNumberToObject(rec, "clip_tokens", (double)a->clip_tokens);
         cJSON_AddNumberToObject(rec, "max_shrink", a->max_shrink);
-        if (!a->quiet)
-            fprintf(stderr, "kd quantize: AWQ for %s on %" PRId64 " calibration sequences of %" PRId64 " tokens\n",
-                    a->group_size > 0 ? "int4 (reference)" : a->format, n, T);
+        if (a->progress) {
+            kd_awq_progress p = {a->group_size > 0 ? "int4 (reference)" : a->format, n, T, 0, 0, 0, 0, NULL, 0, 0};
+            a->progress(a->progress_ctx, &p);
+        }
     }
     cJSON_AddItemToObject(rec, "tensors", tensor_types(&m, a));
     if (kd_awq_quantize(&m, tokens, n, T, a, rec, err)) goto done;

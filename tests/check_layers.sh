@@ -7,6 +7,11 @@
 # header kd_dump_impl.h belongs to kd_dump), and the units may not include each
 # other in a cycle. Usage: check_layers.sh [repository root].
 # docs/architecture.md's table must list the same folders in the same order.
+# No library file prints (stdout, stderr, printf, puts, ...) or starts a
+# process (fork, exec*, system, popen): only cli/ does; library code speaks
+# through kd_log (core/kd_log.c, the one writer of stderr) and the progress
+# callbacks of long operations, and core/kd_cpu.c may re-execute the program
+# once to pick OpenBLAS's kernels.
 # Prints each violation and exits 1 when there is one.
 root=${1:-$(dirname "$0")/..}
 cd "$root" || exit 2
@@ -46,10 +51,27 @@ for layer in $layers; do
   fi
   rm -f "$edges"
 done
+# Only cli/ prints or starts processes (comment lines are skipped).
+out='\<(stdout|stderr)\>|\<(printf|vprintf|puts|putchar|perror)[[:space:]]*\(|\<write[[:space:]]*\([[:space:]]*[12],'
+spawn='\<(fork|vfork|system|popen|posix_spawnp?)[[:space:]]*\(|\<exec[lv]p?e?[[:space:]]*\('
+for layer in $layers; do
+  for f in "$layer"/*.c "$layer"/*.h; do
+    [ -e "$f" ] || continue
+    case $f in
+      core/kd_log.c) continue ;;
+      core/kd_cpu.c) pat="$out|\<(fork|vfork|system|popen|posix_spawnp?)[[:space:]]*\(" ;;
+      *) pat="$out|$spawn" ;;
+    esac
+    hits=$(grep -nE "$pat" "$f" | grep -vE '^[0-9]+:[[:space:]]*(/?\*|//)')
+    if [ -n "$hits" ]; then
+      echo "$hits" | sed "s|^|$f:|; s|\$|   <- only cli/ prints or starts processes|"; bad=1
+    fi
+  done
+done
 # docs/architecture.md's table of layers lists the same folders in the same order.
 documented=$(sed -n 's/^| [0-9][0-9]* | `\([a-z]*\)\/` |.*/\1/p' docs/architecture.md | tr '\n' ' ')
 if [ "$documented" != "$layers " ]; then
   echo "docs/architecture.md: the table of layers lists '$documented', expected KD_LAYERS '$layers'"; bad=1
 fi
-[ "$bad" = 0 ] && echo "check_layers: $(echo $layers | wc -w) layers in order, no cycles"
+[ "$bad" = 0 ] && echo "check_layers: $(echo $layers | wc -w) layers in order, no cycles, no printing outside cli/"
 exit $bad
