@@ -344,7 +344,7 @@ kd_tokenizer *kd_tokenizer_parse_llama2c(const void *bytes, size_t len, const ch
         lens[i] = (size_t)(buf + w - pcs[i]);
     }
     tok = kd_tokenizer_build(name, n, pcs, lens, scores, types, n > 1 ? 1 : -1, n > 2 ? 2 : -1, 0,
-                KD_TOK_ADD_BOS | KD_TOK_ADD_SPACE_PREFIX, err);
+                             KD_TOK_ADD_BOS | KD_TOK_ADD_SPACE_PREFIX, err);
 done:
     free(buf);
     free(pcs);
