@@ -11,6 +11,9 @@
 
 #include <stdint.h>
 
+/* ---- Embedding backward: dw[ids[n], :] += dy[n, :] for n < N, rows of C. ---- */
+void kd_embedding_backward(float *dw, const float *dy, const int32_t *ids, int64_t N, int64_t C);
+
 /* ---- RMSNorm over rows of C: y = x·rstd ⊙ w, rstd[n] saved for backward. ---- */
 void kd_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps);
 void kd_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,

@@ -6,10 +6,11 @@
  * scaled RoPE types divide it per dimension: student/kd_config.h computes the
  * table of a config), and each pair (a, b) is rotated:
  *     a' = a·cos θ − b·sin θ,   b' = a·sin θ + b·cos θ.
- * Two conventions pick which elements form a pair (formats-and-algorithms A.9):
+ * Two conventions pick which elements form a pair (docs/gguf.md#rope-layout-of-q-and-k):
  *   KD_ROPE_HALF  (Hugging Face rotate_half, used by kd checkpoints): (i, i + D/2)
  *   KD_ROPE_PAIRS (GGUF / llama2.c / ggml "norm"):                    (2i, 2i + 1)
- * A checkpoint's q/k rows convert between them by the permutation of A.9.
+ * A checkpoint's q/k rows convert between them by a permutation of rows per head
+ * (kd_rope_permute_rows, student/kd_llama2c.h).
  * The rotation is orthogonal, so backward rotates the gradient by −θ.
  */
 #include <math.h>

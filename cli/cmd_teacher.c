@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/kd_cli.h"
 #include "data/kd_dump.h"
@@ -106,11 +107,47 @@ static int teacher_info(int argc, char **argv) {
 
 /* ---- kd teacher dump ------------------------------------------------------------ */
 
+/* "1:02:03" or "2:03" */
+static void fmt_duration(char *buf, size_t n, double s) {
+    long t = s < 0 ? 0 : s > 3.6e8 ? 360000000L : (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* The progress bar on stderr: redrawn in place on a terminal; otherwise one
+ * line at the first and last batch and at most every 10 s in between. */
+typedef struct dump_bar {
+    double last;
+    int tty, lines;
+} dump_bar;
+
+static void dump_progress(void *ctx, const kd_teacher_dump_progress *p) {
+    dump_bar *b = ctx;
+    if (p->resumed) {
+        fprintf(stderr, "dump: resuming %s.partial after its %lld sequences\n", p->resumed, (long long)p->done);
+        return;
+    }
+    double el = p->elapsed_s;
+    if (!b->tty && !p->last && b->lines && el - b->last < 10.0) return;
+    b->last = el;
+    b->lines++;
+    double rate = el > 0 ? (double)p->computed / el : 0;   /* sequences/s computed in this run */
+    char when[32], bar[32];
+    if (p->last) fmt_duration(when, sizeof when, el);
+    else fmt_duration(when, sizeof when, rate > 0 ? (double)(p->total - p->done) / rate : 0);
+    int fill = p->total > 0 ? (int)(24 * p->done / p->total) : 24;
+    for (int i = 0; i < 24; i++) bar[i] = i < fill ? '#' : '-';
+    bar[24] = '\0';
+    fprintf(stderr, "%sdump [%s] %lld/%lld sequences, %.0f tokens/s, %s %s%s", b->tty ? "\r" : "", bar,
+            (long long)p->done, (long long)p->total, rate * (double)p->seq_len, p->last ? "took" : "ETA", when,
+            b->tty && !p->last ? "   " : "\n");
+}
+
 static int teacher_dump(int argc, char **argv) {
     kd_teacher_dump_opts o;
     kd_teacher_dump_opts_init(&o);
     const char *out = NULL, *texts[256];
-    int n_text = 0, full = 0, batch_given = 0;
+    int n_text = 0, full = 0, batch_given = 0, quiet = 0;
     const char *teacher_only = NULL;   /* an option about the teacher's distribution (refused with --tokens-only) */
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd teacher dump --teacher MODEL (--text FILE... | --generate N) --seq-len T\n"
@@ -199,7 +236,7 @@ static int teacher_dump(int argc, char **argv) {
             full = 1;
             teacher_only = "--full";
         }
-        else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
+        else if (!strcmp(argv[i], "--quiet")) quiet = 1;
         else {
             fprintf(stderr, "kd teacher dump: unknown argument '%s' (see kd teacher dump --help)\n", argv[i]);
             return 2;
@@ -234,6 +271,8 @@ static int teacher_dump(int argc, char **argv) {
         return 2;
     }
     kd_err err;
+    dump_bar bar = {0, isatty(2), 0};
+    if (!quiet) o.progress = dump_progress, o.progress_ctx = &bar;
     if (kd_teacher_dump(&o, out, &err)) {
         fprintf(stderr, "kd teacher dump: %s\n", err.msg);
         return 1;

@@ -1,11 +1,61 @@
 /*
  * cmd_train.c — `kd train`: distill a student from teacher dumps.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/kd_cli.h"
 #include "train/kd_trainer.h"
+
+/* The run's lines on stderr: a bar redrawn in place on a terminal, otherwise a
+ * line every log_every steps; evaluations and the end on lines of their own. */
+static void train_progress(void *ctx, const kd_train_progress *p) {
+    (void)ctx;
+    const int tty = isatty(2);
+    const kd_eval_result *e = &p->eval;
+    switch (p->event) {
+    case KD_TRAIN_START:
+        fprintf(stderr,
+                "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s%s\n",
+                p->n_params * 1e-6, (long long)p->total_steps, (long long)p->tokens_per_step, p->alpha, p->temperature,
+                p->kd_mode, p->world, p->sharded ? " (optimizer state sharded)" : "", p->resumed ? ", resumed" : "",
+                p->lean ? ", memory_mode lean" : "");
+        break;
+    case KD_TRAIN_STEP:
+        if (tty) {
+            int width = 24, fill = (int)(width * p->step / (p->total_steps ? p->total_steps : 1));
+            char bar[32];
+            for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+            bar[width] = 0;
+            fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %.0fs   ", bar, (long long)p->step,
+                    (long long)p->total_steps, p->loss, p->lr, p->tokens_per_s, p->eta_s);
+        } else if (p->step % p->log_every == 0 || p->step == p->total_steps) {
+            fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s eta %.0fs\n", (long long)p->step,
+                    (long long)p->total_steps, p->loss, p->lr, p->tokens_per_s, p->eta_s);
+        }
+        break;
+    case KD_TRAIN_EVAL:
+        if (isfinite(e->kl))
+            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f kl %.4f top1 %.3f (%lld tokens)\n", tty ? "\n" : "",
+                    (long long)p->step, e->ce, e->ppl, e->kl, e->top1, (long long)e->tokens);
+        else
+            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f (%lld tokens)\n", tty ? "\n" : "", (long long)p->step,
+                    e->ce, e->ppl, (long long)e->tokens);
+        break;
+    case KD_TRAIN_STEPS_DONE:
+        if (tty) fputc('\n', stderr);
+        break;
+    case KD_TRAIN_DONE:
+        if (isfinite(e->kl))
+            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f kl %.4f top1 %.3f -> %s/final\n", e->ce, e->ppl,
+                    e->kl, e->top1, p->run_dir);
+        else
+            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f -> %s/final\n", e->ce, e->ppl, p->run_dir);
+        break;
+    }
+}
 
 static void usage(void) {
     printf("usage: kd train --config RUN.json [--set key=value ...] --out RUN_DIR [--quiet]\n"
@@ -50,7 +100,7 @@ int kd_cmd_train(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *resume = NULL;
     char *sets[256];
     int n_sets = 0;
-    kd_train_opts o = {0, 0};
+    kd_train_opts o = {0, train_progress, NULL};
     if (kd_cli_wants_help(argc, argv)) {
         usage();
         return 0;
@@ -64,7 +114,7 @@ int kd_cmd_train(int argc, char **argv) {
             if (!(v = kd_cli_value("train", argc, argv, &i))) return 2;
             if (n_sets == 256) { fprintf(stderr, "kd train: too many --set\n"); return 2; }
             sets[n_sets++] = (char *)v;
-        } else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
+        } else if (!strcmp(argv[i], "--quiet")) o.progress = NULL;
         else if (!strcmp(argv[i], "--stop-after")) {   /* testing: stop with a checkpoint, like a kill */
             int64_t n;
             if (!(v = kd_cli_value("train", argc, argv, &i)) || kd_cli_int("train", "--stop-after", v, 1, INT64_MAX, &n)) return 2;

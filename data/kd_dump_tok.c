@@ -12,6 +12,7 @@
 
 #include "core/kd_file.h"
 #include "data/kd_tokenizer_bpe.h"
+#include "data/kd_tokenizer_load.h"
 #include "data/kd_dump_impl.h"
 
 /* Offsets [n+1] over a blob → NUL-terminated copies (pieces or merges). */

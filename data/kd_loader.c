@@ -16,10 +16,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/kd_mem.h"
 #include "core/kd_rng.h"
+#include "core/kd_time.h"
 
 struct kd_loader {
     kd_loader_opts o;
@@ -62,12 +62,6 @@ static uint64_t mix64(uint64_t z) {
 static uint64_t fnv(uint64_t h, uint64_t v) {
     for (int i = 0; i < 8; i++) h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
     return h;
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 void kd_loader_opts_init(kd_loader_opts *o) {
@@ -265,9 +259,9 @@ const kd_batch *kd_loader_next(kd_loader *L, kd_err *err) {
             L->held = 0;
             pthread_cond_signal(&L->cv_put);
         }
-        double t0 = now();
+        double t0 = kd_now_s();
         while (L->count == 0) pthread_cond_wait(&L->cv_get, &L->mu);
-        L->stats.wait_seconds += now() - t0;
+        L->stats.wait_seconds += kd_now_s() - t0;
         L->held = 1;
         b = &L->slots[L->head];
         if (L->slot_failed[L->head]) {

@@ -10,23 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
 #include "core/kd_mem.h"
+#include "core/kd_time.h"
 #include "student/kd_checkpoint.h"
 #include "student/kd_gguf_model.h"
 #include "format/kd_quant.h"
 #include "data/kd_dump_tok.h"
+#include "data/kd_tokenizer_load.h"
 
 void kd_infer_opts_init(kd_infer_opts *o) { memset(o, 0, sizeof *o); }
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Memory the engine frees at close. */
 static void *own(kd_infer *e, size_t bytes, kd_err *err) {
@@ -489,7 +484,7 @@ int kd_infer_eval(kd_infer *e, const int32_t *tokens, int64_t n, float *logits, 
         if (tokens[i] < 0 || tokens[i] >= e->V)
             return kd_errf(err, "token %d at position %lld is outside the vocabulary (%lld)", tokens[i],
                            (long long)i, (long long)e->V);
-    const double t0 = now_s();
+    const double t0 = kd_now_s();
     for (int64_t off = 0; off < n; off += e->n_batch) {
         const int64_t nb = n - off < e->n_batch ? n - off : e->n_batch;
         forward(e, tokens + off, nb, e->n_past);
@@ -498,7 +493,7 @@ int kd_infer_eval(kd_infer *e, const int32_t *tokens, int64_t n, float *logits, 
         if (logits && all_logits) linear(e, &e->head, e->h, nb, logits + off * e->V);
         else if (logits && off + nb == n) linear(e, &e->head, e->h + (nb - 1) * e->C, 1, logits);
     }
-    const double dt = now_s() - t0;
+    const double dt = kd_now_s() - t0;
     if (n == 1) e->stats.n_decode++, e->stats.decode_s += dt;
     else e->stats.n_prompt += n, e->stats.prompt_s += dt;
     return 0;

@@ -8,7 +8,7 @@
  * terms are min·Σx. Levels become floats exactly (they are small integers),
  * so the kernels differ from the reference only in summation order.
  *
- * Byte layouts: kd_quant.h (shared/docs B). The kernels are compiled for their
+ * Byte layouts: kd_quant.h and docs/quantization.md#ggml-block-formats. The kernels are compiled for their
  * instruction set with target attributes, so the library itself needs no
  * -march flag and runs on any x86-64; kd_isa_get() picks one at run time.
  */
@@ -68,17 +68,6 @@ int kd_qmat_init(kd_qmat *m, int32_t type, int64_t rows, int64_t cols, const voi
     if (kd_quant_check(type, cols, err)) return -1;
     *m = (kd_qmat){type, rows, cols, kd_quant_row_size(type, cols), data};
     return 0;
-}
-
-/* 6-bit scale and min of Q4_K sub-block j (B.6). */
-static inline void q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
 }
 
 static inline uint16_t rd16(const uint8_t *p) {
@@ -218,20 +207,6 @@ T512 static float dot_q4_1_512(const void *row, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-/* The 8 scales and 8 mins of a Q4_K block as bytes (llama.cpp's 32-bit unpacking of B.6). */
-static inline void q4k_unpack(const uint8_t *scales, uint8_t sc[8], uint8_t m[8]) {
-    uint32_t u[4];
-    memcpy(u, scales, 12);
-    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-    const uint32_t mins_lo = u[1] & k1;
-    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-    u[0] &= k1;
-    u[2] = mins_lo;
-    memcpy(sc, u, 8);
-    memcpy(m, u + 2, 8);
-}
-
 /* Q4_K: per sub-block j a table of q·(d·sc_j) − dmin·m_j (q = 0..15), the exact dequantized levels. */
 T512 static float dot_q4_k_512(const void *row, const float *x, int64_t n) {
     const uint8_t *p = row;
@@ -239,7 +214,7 @@ T512 static float dot_q4_k_512(const void *row, const float *x, int64_t n) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
     for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q4_k), x += KD_QK_K) {
         uint8_t sc[8], mn[8];
-        q4k_unpack(p + 4, sc, mn);
+        kd_q4k_unpack(p + 4, sc, mn);
         float ds[8], dm[8];
         const __m256 d = _mm256_set1_ps(_cvtsh_ss(rd16(p))), dmin = _mm256_set1_ps(-_cvtsh_ss(rd16(p + 2)));
         _mm256_storeu_ps(ds, _mm256_mul_ps(d, _mm256_cvtepi32_ps(ld_u8x8_256(sc))));
@@ -411,7 +386,7 @@ T256 static float dot_q4_k_256(const void *row, const float *x, int64_t n) {
         const uint8_t *scales = p + 4, *qs = p + 16;
         for (int j = 0; j < 8; j++) {   /* sub-block j: low (j even) or high nibbles of qs[32·(j/2) ..] */
             int sc, m;
-            q4k_scale_min(j, scales, &sc, &m);
+            kd_q4k_scale_min(j, scales, &sc, &m);
             const uint8_t *q = qs + 32 * (j / 2);
             const float *xj = x + 32 * j;
             __m256 s = _mm256_setzero_ps(), xs = s;

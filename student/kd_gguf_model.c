@@ -1,6 +1,6 @@
 /*
  * kd_gguf_model.c — load a GGUF llama model as an F32 kd_model (see
- * kd_gguf_model.h). Tensor names and shapes follow formats-and-algorithms A.8.
+ * kd_gguf_model.h). Tensor names and shapes: docs/gguf.md#tensors.
  */
 #include "student/kd_gguf_model.h"
 
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 #include "format/kd_gguf.h"
 #include "student/kd_llama2c.h"
 #include "format/kd_quant.h"
@@ -78,23 +79,26 @@ done:
     return rc;
 }
 
-/* GGUF tensor name of parameter p (HF name), or -1 when it has none. */
-static int gguf_name(const char *hf, char *out, size_t n) {
-    int l;
-    char rest[96];
+int kd_gguf_tensor_name(const char *hf, char *out, size_t n, int64_t *layer) {
+    static const char *map[][2] = {
+        {"input_layernorm.weight", "attn_norm"}, {"self_attn.q_proj.weight", "attn_q"},
+        {"self_attn.k_proj.weight", "attn_k"},   {"self_attn.v_proj.weight", "attn_v"},
+        {"self_attn.o_proj.weight", "attn_output"}, {"post_attention_layernorm.weight", "ffn_norm"},
+        {"mlp.gate_proj.weight", "ffn_gate"},    {"mlp.up_proj.weight", "ffn_up"},
+        {"mlp.down_proj.weight", "ffn_down"},
+    };
+    if (layer) *layer = -1;
     if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight") < 0;
     if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight") < 0;
     if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight") < 0;
-    if (sscanf(hf, "model.layers.%d.%95s", &l, rest) != 2) return -1;
-    static const char *map[][2] = {
-        {"input_layernorm.weight", "attn_norm"},   {"self_attn.q_proj.weight", "attn_q"},
-        {"self_attn.k_proj.weight", "attn_k"},     {"self_attn.v_proj.weight", "attn_v"},
-        {"self_attn.o_proj.weight", "attn_output"}, {"post_attention_layernorm.weight", "ffn_norm"},
-        {"mlp.gate_proj.weight", "ffn_gate"},      {"mlp.up_proj.weight", "ffn_up"},
-        {"mlp.down_proj.weight", "ffn_down"},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
-        if (!strcmp(rest, map[i][0])) return snprintf(out, n, "blk.%d.%s.weight", l, map[i][1]) < 0;
+    long long l;
+    int pos = 0;
+    if (sscanf(hf, "model.layers.%lld.%n", &l, &pos) != 1 || pos == 0) return -1;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(hf + pos, map[i][0])) {
+            if (layer) *layer = l;
+            return snprintf(out, n, "blk.%lld.%s.weight", l, map[i][1]) < 0;
+        }
     return -1;
 }
 
@@ -171,7 +175,7 @@ int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer 
     for (int i = 0; i < m->n_params; i++) {
         kd_tensor *p = m->params[i];
         char name[96];
-        if (gguf_name(p->name, name, sizeof name)) {
+        if (kd_gguf_tensor_name(p->name, name, sizeof name, NULL)) {
             kd_errf(err, "%s: no GGUF name for '%s'", path, p->name);
             goto done;
         }

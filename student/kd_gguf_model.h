@@ -26,4 +26,9 @@ int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok,
 /* The same with kd_model_new_flags flags (KD_MODEL_NO_GRAD: no gradient buffers). */
 int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer **tok, int flags, kd_err *err);
 
+/* The GGUF tensor name of a parameter's Hugging Face name ("model.layers.3.mlp.up_proj.weight" →
+ * "blk.3.ffn_up.weight", as kd export writes them) into out[0..n); *layer (when not NULL) is the block, −1 for
+ * the embedding, final norm and LM head. Returns 0, or −1 when the name has no GGUF counterpart. */
+int kd_gguf_tensor_name(const char *hf, char *out, size_t n, int64_t *layer);
+
 #endif

@@ -11,12 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
+#include "core/kd_log.h"
 #include "core/kd_rng.h"
+#include "core/kd_time.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
 #include "data/kd_dump_tok.h"
@@ -47,12 +48,6 @@ void kd_topk_logprobs(const float *logits, int64_t V, int64_t k, int32_t *ids, f
     float lse = kd_logsumexp(logits, V);
     for (int64_t i = 0; i < k; i++) lp[i] = i < n ? logits[ids[i]] - lse : -INFINITY;
     for (int64_t i = n; i < k; i++) ids[i] = 0;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- text → token stream ------------------------------------------------------------ */
@@ -216,38 +211,14 @@ static void writer_keep(kd_dump_writer *w, const char *path) {
     snprintf(aside, sizeof aside, "%s.partial.keep", path);
     int moved = rename(partial, aside) == 0;
     kd_dump_writer_abort(w);
-    if (moved && rename(aside, partial) != 0) fprintf(stderr, "kd: cannot rename %s back to %s\n", aside, partial);
+    if (moved && rename(aside, partial) != 0) kd_warn("cannot rename %s back to %s", aside, partial);
 }
 
-/* "1:02:03" or "2:03" */
-static void fmt_duration(char *buf, size_t n, double s) {
-    long t = s < 0 ? 0 : s > 3.6e8 ? 360000000L : (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
-}
-
-/* The progress bar on stderr: redrawn in place on a terminal; otherwise one
- * line at the first and last batch and at most every 10 s in between. */
-typedef struct progress {
-    double t0, last;
-    int tty, lines;
-} progress;
-
-static void progress_show(progress *p, int64_t done, int64_t total, int64_t computed, int64_t T, int last) {
-    double now = now_s(), el = now - p->t0;
-    if (!p->tty && !last && p->lines && now - p->last < 10.0) return;
-    p->last = now;
-    p->lines++;
-    double rate = el > 0 ? (double)computed / el : 0;   /* sequences/s computed in this run */
-    char when[32], bar[32];
-    if (last) fmt_duration(when, sizeof when, el);
-    else fmt_duration(when, sizeof when, rate > 0 ? (double)(total - done) / rate : 0);
-    int fill = total > 0 ? (int)(24 * done / total) : 24;
-    for (int i = 0; i < 24; i++) bar[i] = i < fill ? '#' : '-';
-    bar[24] = '\0';
-    fprintf(stderr, "%sdump [%s] %lld/%lld sequences, %.0f tokens/s, %s %s%s", p->tty ? "\r" : "", bar,
-            (long long)done, (long long)total, rate * (double)T, last ? "took" : "ETA", when,
-            p->tty && !last ? "   " : "\n");
+static void report(const kd_teacher_dump_opts *o, const char *resumed, int64_t done, int64_t total, int64_t computed,
+                   int64_t T, double t0, int last) {
+    if (!o->progress) return;
+    kd_teacher_dump_progress p = {resumed, done, total, computed, T, kd_now_s() - t0, last};
+    o->progress(o->progress_ctx, &p);
 }
 
 static int is_gguf(const char *path) {
@@ -395,13 +366,11 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
      * the writers — what a kill between two batches leaves behind. */
     const char *stop_env = getenv("KD_DUMP_STOP_AFTER");
     long stop_after = stop_env && *stop_env ? strtol(stop_env, NULL, 10) : 0, appends = 0;
-    progress pg = {now_s(), 0, isatty(2), 0};
+    double t0 = kd_now_s();
     int64_t written = 0, skipped = 0;
-    if (!o->quiet)
-        for (int pass = 0; pass < (wv ? 2 : 1); pass++)
-            if (kd_dump_writer_n_seq(pass ? wv : wt) > 0)
-                fprintf(stderr, "dump: resuming %s.partial after its %lld sequences\n", pass ? o->val_out : out,
-                        (long long)kd_dump_writer_n_seq(pass ? wv : wt));
+    for (int pass = 0; pass < (wv ? 2 : 1); pass++)
+        if (kd_dump_writer_n_seq(pass ? wv : wt) > 0)
+            report(o, pass ? o->val_out : out, kd_dump_writer_n_seq(pass ? wv : wt), n_total, 0, T, t0, 0);
     /* pass 0 fills the training file, pass 1 the validation file; sequence i
      * belongs to the pass is_val(i) names, and each file is in index order */
     for (int pass = 0; pass < (wv ? 2 : 1); pass++) {
@@ -451,15 +420,14 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
             }
             if (kd_dump_writer_append(w, n, seqs, mask, k ? ids : NULL, lp, err)) goto done;
             written += n;
-            if (!o->quiet) progress_show(&pg, written + skipped, n_total, written, T, 0);
+            report(o, NULL, written + skipped, n_total, written, T, t0, 0);
             if (stop_after > 0 && ++appends == stop_after) {
-                fprintf(stderr, "\nkd: KD_DUMP_STOP_AFTER=%ld: exiting after %ld appends, as if killed\n",
-                        stop_after, appends);
+                kd_warn("KD_DUMP_STOP_AFTER=%ld: exiting after %ld appends, as if killed", stop_after, appends);
                 _exit(75);
             }
         }
     }
-    if (!o->quiet) progress_show(&pg, written + skipped, n_total, written, T, 1);
+    report(o, NULL, written + skipped, n_total, written, T, t0, 1);
     int rc1 = kd_dump_writer_close(wt, err);
     wt = NULL;
     if (rc1) goto done;

@@ -34,7 +34,8 @@
  * name, skips the sequences it holds and appends the rest. An error during the run also leaves the
  * .partial files (when they hold sequences). Options the file does not record
  * (text files, --doc-sep, seed, temperature, val fraction) must be the same.
- * Progress goes to stderr: a bar with sequences, tokens/s and ETA.
+ * Progress goes to the caller's callback (kd teacher dump draws a bar with
+ * sequences, tokens/s and ETA on stderr).
  *
  * Testing knob: the environment variable KD_DUMP_STOP_AFTER=N makes the
  * process exit with status 75 immediately after its N-th append, without
@@ -48,6 +49,16 @@
 
 #include "core/kd_err.h"
 #include "data/kd_dump.h"
+
+/* What kd_teacher_dump reports as it goes; the caller shows it (kd prints a bar). */
+typedef struct kd_teacher_dump_progress {
+    const char *resumed;          /* non-NULL only on a resume note: this file's .partial is kept ... */
+    int64_t done, total;          /* ... with `done` sequences; otherwise sequences written of total */
+    int64_t computed;             /* sequences this process computed (done minus what it resumed after) */
+    int64_t seq_len;              /* tokens per sequence */
+    double elapsed_s;             /* since this process started writing */
+    int last;                     /* 1 on the report after the last append */
+} kd_teacher_dump_progress;
 
 typedef struct kd_teacher_dump_opts {
     const char *teacher;          /* model path (NULL with tokens_only) */
@@ -66,7 +77,10 @@ typedef struct kd_teacher_dump_opts {
     const char *val_out;          /* NULL: no validation file */
     int64_t batch;                /* sequences per teacher forward (and append); 0: 16, tokens only up to 1024 */
     int64_t max_sequences;        /* 0: all the text gives */
-    int quiet;
+    /* Called after every append and once at the end (and once per file that is
+     * resumed, before the first batch); NULL: no reports. */
+    void (*progress)(void *ctx, const kd_teacher_dump_progress *p);
+    void *progress_ctx;
 } kd_teacher_dump_opts;
 
 void kd_teacher_dump_opts_init(kd_teacher_dump_opts *o);

@@ -23,6 +23,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "data/kd_tokenizer_bpe.h"
+#include "data/kd_tokenizer_load.h"
 #include "kd_test.h"
 #include "format/kd_gguf.h"
 #include "format/kd_gguf_write.h"

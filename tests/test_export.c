@@ -31,6 +31,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 #include "student/kd_checkpoint.h"
 #include "export/kd_export.h"
 #include "format/kd_gguf_write.h"
@@ -65,7 +66,7 @@ static void out_path(char *buf, size_t n, const char *model, const char *preset)
     snprintf(buf, n, "%s/%s_%s.gguf", kd_test_tmpdir(), model, preset);
 }
 
-/* The types aidreams260K (C 64, F 172, tied) must get, by hand from A.10. */
+/* The types aidreams260K (C 64, F 172, tied) must get, by hand from docs/gguf.md#tensor-types-per-preset. */
 static int32_t expect_aidreams(const char *preset, const char *name) {
     if (ends_with(name, "_norm.weight")) return F32;
     if (!strcmp(preset, "f32")) return F32;

@@ -14,6 +14,7 @@
 #include "core/kd_err.h"
 #include "core/kd_rng.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 #include "format/kd_gguf.h"
 
 /* ---- a byte buffer to assemble files ------------------------------------------ */

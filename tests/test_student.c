@@ -188,7 +188,7 @@ static void test_llama2c_import(void **state) {
 
 static void test_rope_permutation(void **state) {
     (void)state;
-    /* rows of one head (D = 8): pairs → half and back is the identity; the map is A.9's */
+    /* rows of one head (D = 8): pairs → half and back is the identity; the map is docs/gguf.md's (RoPE layout of q and k) */
     float w[8 * 2], orig[8 * 2];
     for (int i = 0; i < 16; i++) w[i] = orig[i] = (float)i;
     kd_rope_permute_rows(w, 1, 8, 2, 1);

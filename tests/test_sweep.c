@@ -13,9 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/kd_file.h"
+#include "core/kd_time.h"
 #include "train/kd_sweep.h"
 
 static char g_dir[600];   /* teacher, dumps and run.json */
@@ -139,12 +139,6 @@ static void expect_png(const char *sweep, const char *name) {
     free(s);
 }
 
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void test_sweep(void **state) {
     (void)state;
     const char *kd = kd_test_env("KD_BIN");
@@ -212,9 +206,9 @@ static void test_sweep(void **state) {
 
     /* the same command again: every point is skipped, the results do not change */
     char *csv1 = slurp("%s/%s", sweep, "results.csv");
-    double t0 = seconds();
+    double t0 = kd_now_s();
     assert_int_equal(kd_test_sh("OMP_NUM_THREADS=2 %s 2> '%s.log2'", sweep_cmd, sweep), 0);
-    double dt = seconds() - t0;
+    double dt = kd_now_s() - t0;
     fprintf(stderr, "second run: %.2f s\n", dt);
     assert_true(dt < 20);
     assert_int_equal(kd_test_sh("grep -q '4 finished, 0 to resume, 0 to train' '%s.log2'", sweep), 0);

@@ -16,6 +16,7 @@
 #include "core/kd_file.h"
 #include "core/kd_rng.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 
 #define SEP "\n__ggml_vocab_test__\n"
 

@@ -32,12 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_log.h"
+#include "core/kd_time.h"
 #include "format/kd_safetensors.h"
 #include "data/kd_loader.h"
 #include "data/kd_tokenizer.h"
@@ -70,13 +70,8 @@ typedef struct run {
     double best_val;
     FILE *metrics;
     double t_start;
+    int64_t first_step;       /* the step this process started at */
 } run;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 #define PATHBUF (2 * KD_RUN_PATH + 128)
 
@@ -243,9 +238,6 @@ static int optimizer_path(const run *r, char *out, const char *dir, kd_err *err)
     return path2(out, dir, name, err);
 }
 
-/* "RANK/WORLD": the metadata that names a shard of the FP32 AdamW state (lean: kd_lean_save_optimizer). */
-static void shard_name(const run *r, char *out, size_t n) { snprintf(out, n, "%d/%d", r->shard.rank, r->shard.world); }
-
 /* This rank's part of the optimizer state (all of it when not sharded): m.NAME and v.NAME of its rows. */
 static int save_optimizer(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
@@ -254,10 +246,8 @@ static int save_optimizer(run *r, const char *dir, kd_err *err) {
     kd_st_writer *w = kd_st_writer_new(err);
     if (!w) return -1;
     char (*names)[128] = malloc((size_t)r->m.n_params * 2 * sizeof *names);
-    char shard[48];
-    shard_name(r, shard, sizeof shard);
     int rc = names ? 0 : kd_errf(err, "out of memory");
-    if (!rc && r->shard.world > 1) rc = kd_st_writer_set_meta(w, "kd_optimizer_shard", shard, err);
+    if (!rc) rc = kd_optim_shard_mark(w, r->shard.rank, r->shard.world, err);
     for (int i = 0; !rc && i < r->m.n_params; i++) {
         kd_tensor *t = r->m.params[i];
         int64_t shape[KD_MAX_DIMS];
@@ -404,12 +394,7 @@ static int check_shards(run *r, const char *dir, kd_err *err) {
 static int load_optimizer_fp32(run *r, const char *p, kd_err *err) {
     kd_st_file *f = kd_st_open(p, err);
     if (!f) return -1;
-    char want[48];
-    shard_name(r, want, sizeof want);
-    const char *has = kd_st_meta(f, "kd_optimizer_shard");
-    if (r->shard.world > 1 ? !has || strcmp(has, want) : has != NULL) {
-        kd_errf(err, "%s holds %s%s of the optimizer state, this process needs %s%s", p, has ? "shard " : "",
-                has ? has : "all", r->shard.world > 1 ? "shard " : "", r->shard.world > 1 ? want : "all of it");
+    if (kd_optim_shard_check(f, p, r->shard.rank, r->shard.world, err) < 0) {
         kd_st_close(f);
         return -1;
     }
@@ -566,6 +551,32 @@ static void log_json(run *r, cJSON *o) {
     cJSON_Delete(o);
 }
 
+/* The caller's progress callback (rank 0), with the run's position filled in. */
+static void report_full(run *r, kd_train_progress *p) {
+    if (!r->opts.progress || r->dist->rank != 0) return;
+    p->step = r->step;
+    p->total_steps = r->total_steps;
+    p->first_step = r->first_step;
+    p->run_dir = r->dir;
+    r->opts.progress(r->opts.progress_ctx, p);
+}
+
+static void report(run *r, kd_train_event ev, const kd_eval_result *e) {
+    kd_train_progress p = {.event = ev};
+    if (e) p.eval = *e;
+    report_full(r, &p);
+}
+
+static void progress(run *r, double loss, float lr) {
+    if (!r->opts.progress || r->dist->rank != 0) return;
+    double el = kd_now_s() - r->t_start;
+    int64_t done = r->step - r->first_step;
+    kd_train_progress p = {.event = KD_TRAIN_STEP, .loss = loss, .lr = lr, .log_every = r->rc->log_every};
+    p.tokens_per_s = el > 0 ? (double)(done * r->tokens_per_step) / el : 0;
+    p.eta_s = done > 0 ? el / (double)done * (double)(r->total_steps - r->step) : 0;
+    report_full(r, &p);
+}
+
 static int eval_and_log(run *r, kd_err *err) {
     kd_eval_result e;
     if (!r->val || evaluate(r, &e, err)) return r->val ? -1 : 0;
@@ -574,12 +585,7 @@ static int eval_and_log(run *r, kd_err *err) {
         cJSON_AddNumberToObject(o, "step", (double)r->step);
         cJSON_AddItemToObject(o, "eval", eval_json(&e));
         log_json(r, o);
-        if (!r->opts.quiet && isfinite(e.kl))
-            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f kl %.4f top1 %.3f (%lld tokens)\n",
-                    isatty(2) ? "\n" : "", (long long)r->step, e.ce, e.ppl, e.kl, e.top1, (long long)e.tokens);
-        else if (!r->opts.quiet)
-            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f (%lld tokens)\n", isatty(2) ? "\n" : "",
-                    (long long)r->step, e.ce, e.ppl, (long long)e.tokens);
+        report(r, KD_TRAIN_EVAL, &e);
     }
     if (e.ce < r->best_val) {
         r->best_val = e.ce;
@@ -623,7 +629,7 @@ static void log_step(run *r, const double *sums, double loss, double gnorm, floa
     if (r->dist->rank != 0) return;
     double n = sums[4];
     cJSON *o = cJSON_CreateObject();
-    double el = now_s() - r->t_start;
+    double el = kd_now_s() - r->t_start;
     cJSON_AddNumberToObject(o, "step", (double)r->step);
     cJSON_AddNumberToObject(o, "loss", loss);
     cJSON_AddNumberToObject(o, "ce", n > 0 ? sums[1] / n : 0);
@@ -634,25 +640,6 @@ static void log_step(run *r, const double *sums, double loss, double gnorm, floa
     cJSON_AddNumberToObject(o, "tokens", (double)(r->step * r->tokens_per_step));
     cJSON_AddNumberToObject(o, "elapsed_s", el);
     log_json(r, o);
-}
-
-static void progress(run *r, int64_t first_step, double loss, float lr) {
-    if (r->opts.quiet || r->dist->rank != 0) return;
-    double el = now_s() - r->t_start;
-    int64_t done = r->step - first_step;
-    double tps = el > 0 ? (double)(done * r->tokens_per_step) / el : 0;
-    double eta = done > 0 ? el / (double)done * (double)(r->total_steps - r->step) : 0;
-    if (isatty(2)) {
-        int width = 24, fill = (int)(width * r->step / (r->total_steps ? r->total_steps : 1));
-        char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
-        bar[width] = 0;
-        fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %.0fs   ", bar, (long long)r->step,
-                (long long)r->total_steps, loss, lr, tps, eta);
-    } else if (r->step % r->rc->log_every == 0 || r->step == r->total_steps) {
-        fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s eta %.0fs\n", (long long)r->step,
-                (long long)r->total_steps, loss, lr, tps, eta);
-    }
 }
 
 /* ---- the run -------------------------------------------------------------------------- */
@@ -724,19 +711,20 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     }
     if (resume && load_checkpoint(&r, err)) goto done;
     int64_t first = r.step;
-    r.t_start = now_s();
-    if (!r.opts.quiet && dist->rank == 0)
-        fprintf(stderr,
-                "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s%s\n",
-                (double)kd_config_n_params(&r.m.cfg) * 1e-6, (long long)r.total_steps, (long long)r.tokens_per_step,
-                rc->alpha, rc->temperature, rc->kd_mode, dist->world,
-                r.shard.world > 1 ? " (optimizer state sharded)" : "", resume ? ", resumed" : "",
-                r.is_lean ? ", memory_mode lean" : "");
+    r.first_step = first;
+    r.t_start = kd_now_s();
+    {
+        kd_train_progress p = {.event = KD_TRAIN_START, .n_params = (double)kd_config_n_params(&r.m.cfg),
+                               .tokens_per_step = r.tokens_per_step, .alpha = rc->alpha, .temperature = rc->temperature,
+                               .kd_mode = rc->kd_mode, .world = dist->world, .sharded = r.shard.world > 1,
+                               .resumed = resume, .lean = r.is_lean};
+        report_full(&r, &p);
+    }
     while (r.step < r.total_steps) {
         double loss = 0, gnorm = 0;
         float lr = 0;
         if (train_step(&r, &loss, &gnorm, &lr, err)) goto done;
-        progress(&r, first, loss, lr);
+        progress(&r, loss, lr);
         int last = r.step == r.total_steps;
         if (rc->eval_every && r.step % rc->eval_every == 0 && !last && eval_and_log(&r, err)) goto done;
         int stop = r.opts.stop_after && r.step - first >= r.opts.stop_after;
@@ -746,7 +734,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
             goto done;
         }
     }
-    if (!r.opts.quiet && dist->rank == 0 && isatty(2)) fputc('\n', stderr);
+    report(&r, KD_TRAIN_STEPS_DONE, NULL);
     /* the end: final weights, final evaluation, a checkpoint to resume or extend from */
     kd_eval_result e;
     if (evaluate(&r, &e, err)) goto done;
@@ -766,11 +754,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
         cJSON_AddItemToObject(line, "final_eval", j);
         log_json(&r, line);
         if (bad) goto done;
-        if (!r.opts.quiet && isfinite(e.kl))
-            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f kl %.4f top1 %.3f -> %s/final\n", e.ce, e.ppl,
-                    e.kl, e.top1, run_dir);
-        else if (!r.opts.quiet)
-            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f -> %s/final\n", e.ce, e.ppl, run_dir);
+        report(&r, KD_TRAIN_DONE, &e);
     }
     status = 0;
 done:

@@ -27,9 +27,36 @@ typedef struct kd_eval_result {
     int64_t tokens;
 } kd_eval_result;
 
+/* What a run reports as it goes (rank 0 only); the caller shows it (kd prints a bar and lines). */
+typedef enum kd_train_event {
+    KD_TRAIN_START,       /* before the first step: the run's shape */
+    KD_TRAIN_STEP,        /* after every optimizer step */
+    KD_TRAIN_EVAL,        /* after an evaluation during the run */
+    KD_TRAIN_STEPS_DONE,  /* the last step is done; the final evaluation and saves follow */
+    KD_TRAIN_DONE,        /* the run is complete: final evaluation in eval, weights in run_dir/final */
+} kd_train_event;
+
+typedef struct kd_train_progress {
+    kd_train_event event;
+    int64_t step, total_steps, first_step;   /* first_step: where this process started (resume) */
+    /* START */
+    double n_params;
+    int64_t tokens_per_step;
+    double alpha, temperature;
+    const char *kd_mode;
+    int world, sharded, resumed, lean;
+    /* STEP */
+    double loss, lr, tokens_per_s, eta_s;
+    int64_t log_every;
+    /* EVAL, DONE */
+    kd_eval_result eval;
+    const char *run_dir;
+} kd_train_progress;
+
 typedef struct kd_train_opts {
-    int quiet;            /* no progress output */
     int64_t stop_after;   /* stop (with a checkpoint) after this many steps in this process; 0 = run to the end */
+    void (*progress)(void *ctx, const kd_train_progress *p);   /* NULL: no reports */
+    void *progress_ctx;
 } kd_train_opts;
 
 /* Train from scratch into run_dir (must not hold a run yet) or, with resume, continue run_dir. */
