@@ -200,6 +200,16 @@ typedef struct kd_dump_report {
 int kd_dump_validate(const char *path, kd_dump_report *rep, kd_err *err);
 int kd_dump_check(kd_dump *d, kd_dump_report *rep, kd_err *err);
 
+/* The validator's checks of one unmasked position as a reader returns it, for
+ * loaders that check every batch: top-k (k > 0: ids [k] in [0, vocab), no
+ * duplicates, log-probs sorted, finite except trailing −inf, ≤ 0, Σp ≤ 1 +
+ * tolerance) or full logits (k = 0: [width] values, no NaN or +Inf, not all
+ * −Inf). stamp: zeroed uint32 [vocab] (top-k), *mark bumped per call. Returns 0,
+ * or 1 for a bad id (topk_ids) / 2 for a bad value, with *slot (−1: the whole
+ * position) and what[0..n) describing it. */
+int kd_dump_check_position(const kd_dump_meta *m, const int32_t *ids, const float *values, int64_t width,
+                           uint32_t *stamp, uint32_t *mark, int64_t *slot, char *what, size_t n);
+
 /* The id dtype kd writes for a vocabulary: "uint16" when V ≤ 65536, else "int32". */
 const char *kd_dump_id_dtype_for(int64_t vocab_size);
 
