@@ -270,15 +270,20 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
         writer_free(w);
         return NULL;
     }
+    /* the schema is made in PATH.partial.new and renamed over the (empty, locked) PATH.partial
+     * when complete: a kill while it is made leaves no half-made PATH.partial to resume */
+    char fresh[4300];
+    snprintf(fresh, sizeof fresh, "%s.new", w->partial);
+    unlink(fresh);
     kdd_guard g;
     kdd_enter(&g);
     int rc = -1;
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_file_locking(fapl, 0, 1);   /* the writer's own flock guards the file */
-    hid_t f = H5Fcreate(w->partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t f = H5Fcreate(fresh, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (f < 0) {
-        kdd_h5_fail(err, "%s: cannot create", w->partial);
+        kdd_h5_fail(err, "%s: cannot create", fresh);
         goto out;
     }
     int64_t T = m->seq_len, t1[1] = {T + 1}, t0[1] = {T}, t3[2] = {T, m->k ? m->k : m->vocab_size};
@@ -299,14 +304,30 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
         goto out;
     if (H5Fclose(f) < 0) {
         f = -1;
-        kdd_h5_fail(err, "%s: cannot close", w->partial);
+        kdd_h5_fail(err, "%s: cannot close", fresh);
         goto out;
     }
     f = -1;
+    if (rename(fresh, w->partial) != 0) {
+        kd_errf(err, "%s: cannot rename to %s: %s", fresh, w->partial, strerror(errno));
+        goto out;
+    }
+    /* the lock moves to the new file (a process that took it in between wins; this one refuses) */
+    int fd = open(w->partial, O_RDWR | O_CLOEXEC);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (fd >= 0) close(fd);
+        kd_errf(err, "%s: another process took it over while it was created", w->partial);
+        close(w->lock_fd);
+        w->lock_fd = -1;   /* not this writer's file any more: abort leaves it */
+        goto out;
+    }
+    close(w->lock_fd);
+    w->lock_fd = fd;
     rc = finish_open(w, err);
 out:
     if (f >= 0) H5Fclose(f);
     kdd_leave(&g);
+    if (rc) unlink(fresh);
     if (rc) {
         kd_dump_writer_abort(w);
         return NULL;
@@ -448,10 +469,14 @@ kd_dump_writer *kd_dump_writer_resume(const char *path, kd_err *err) {
     }
     kdd_guard g;
     kdd_enter(&g);
-    int rc = finish_open(w, err) || verify(w, err);
+    int opened = 0, rc = finish_open(w, err) || !(opened = 1) || verify(w, err);
     if (rc) writer_close_h5(w, NULL);
     kdd_leave(&g);
     if (!rc) return w;
+    size_t l = err ? strlen(err->msg) : 0;
+    if (!opened && err && l + 1 < sizeof err->msg)   /* e.g. a crash in the middle of an HDF5 flush */
+        snprintf(err->msg + l, sizeof err->msg - l, " (the .partial file cannot be continued: delete it to start the "
+                 "dump over, or move it aside to keep it)");
     if (renamed) rename(w->partial, path);
     writer_free(w);
     return NULL;
@@ -564,7 +589,7 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
      * full device fails here, before HDF5 has written anything */
     int64_t idb = m->vocab_size <= 65536 ? 2 : 4, vb = m->value_dtype == KD_DUMP_F16 ? 2 : 4;
     int64_t need = n * ((T + 1) * 4 + T + 8 + (m->tokens_only ? 0 : T * cols * vb + (m->k ? T * m->k * idb : 0)));
-    need += need / 8 + ((int64_t)256 << 10);
+    need += need / 8 + ((int64_t)64 << 10);
     struct stat st;
     if (fstat(w->lock_fd, &st) == 0 && fallocate(w->lock_fd, FALLOC_FL_KEEP_SIZE, st.st_size, need) != 0 &&
         (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {

@@ -847,7 +847,8 @@ static int check_memory(run *r, kd_err *err) {
 }
 
 /* On resume: keep the metrics lines of the steps up to the checkpoint's (a killed run's later
- * lines are logged again as its steps are redone), dropping a torn last line. */
+ * lines are logged again as its steps are redone, and so is final_eval), dropping a torn
+ * last line. */
 static int trim_metrics(const char *path, int64_t step, kd_err *err) {
     if (!kd_file_exists(path)) return 0;
     size_t len;
@@ -865,7 +866,8 @@ static int trim_metrics(const char *path, int64_t step, kd_err *err) {
         *nl = 0;
         cJSON *o = cJSON_Parse(line);
         const cJSON *sv = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
-        int keep = cJSON_IsNumber(sv) && sv->valuedouble <= (double)step;
+        int keep = cJSON_IsNumber(sv) && sv->valuedouble <= (double)step &&
+                   !cJSON_GetObjectItemCaseSensitive(o, "final_eval");   /* logged again at the end */
         cJSON_Delete(o);
         if (keep) {
             size_t l = (size_t)(nl - line);
