@@ -43,7 +43,11 @@ static void usage(void) {
            "RUN_DIR receives run.json (the resolved config), metrics.jsonl,\n"
            "checkpoints/step-N/ (+ checkpoints/latest), best/, final/ and final_eval.json\n"
            "(keys ppl, ce, kl, top1, tokens). A killed run continues with --resume from its\n"
-           "last checkpoint and, with the same thread count, gives the same weights.\n");
+           "last checkpoint (from step 0 when it had none yet) and, with the same thread\n"
+           "count, gives the same weights. One kd train per RUN_DIR at a time (a lock on\n"
+           "RUN_DIR/.lock). Before allocating, the memory plan (kd plan) of one step is\n"
+           "checked against the memory available; a run that cannot fit is refused with\n"
+           "the largest batch_size that fits (KD_MEMORY_CHECK=0 skips the check).\n");
 }
 
 int kd_cmd_train(int argc, char **argv) {
