@@ -523,9 +523,6 @@ kd_loader_cursor kd_loader_cursor_get(const kd_loader *L) {
 }
 
 int kd_loader_restore(kd_loader *L, const kd_loader_cursor *c, kd_err *err) {
-    if (c->seed != L->o.seed)
-        return kd_errf(err, "loader: cursor seed %" PRIu64 ", expected %" PRIu64 " (the loader's shuffling seed)",
-                       c->seed, L->o.seed);
     if (c->config_hash != L->hash)
         return kd_errf(err, "loader: the cursor was saved by a loader with other options or dumps (batch size, "
                        "split, rank/world, shuffle, dump sizes): config hash %016" PRIx64 ", expected %016" PRIx64,
