@@ -199,10 +199,11 @@ static int eval_dump(kd_infer *e, const char *path, int64_t max_tokens, eval_acc
     uint8_t *mask = malloc((size_t)T);
     int32_t *ids = k ? malloc((size_t)(T * k) * sizeof *ids) : NULL;
     float *lp = k ? malloc((size_t)(T * k) * sizeof *lp) : NULL;
+    uint32_t *stamp = k ? calloc((size_t)m->vocab_size, sizeof *stamp) : NULL, mark = 0;
     float *logits = k || only ? NULL : kd_alloc((size_t)(T * V) * sizeof(float), err);
     float *hidden = kd_alloc((size_t)(T * C) * sizeof(float), err);
     const float *head = kd_infer_head_f32(e, err);
-    if (!tokens || !labels || !mask || (k && (!ids || !lp)) || (!k && !only && !logits) || !hidden || !head) {
+    if (!tokens || !labels || !mask || (k && (!ids || !lp || !stamp)) || (!k && !only && !logits) || !hidden || !head) {
         if (!head || !hidden || (!k && !only && !logits)) goto done;
         kd_errf(err, "out of memory");
         goto done;
@@ -230,6 +231,19 @@ static int eval_dump(kd_infer *e, const char *path, int64_t max_tokens, eval_acc
                 goto done;
             }
         }
+        for (int64_t t = 0; !only && t < T; t++) {   /* the teacher's values, as kd teacher info checks them */
+            int64_t slot;
+            char what[160];
+            int bad = mask[t] ? kd_dump_check_position(m, k ? ids + t * k : NULL, k ? lp + t * k : logits + t * V,
+                                                       k ? k : V, stamp, &mark, &slot, what, sizeof what)
+                              : 0;
+            if (bad) {
+                kd_errf(err, "%s: dataset '%s': sequence %lld, position %lld, slot %lld: %s (the dump is corrupt; kd "
+                        "teacher info %s checks all of it)", path, bad == 1 ? "topk_ids" : k ? "topk_logprobs" : "logits",
+                        (long long)s, (long long)t, (long long)slot, what, path);
+                goto done;
+            }
+        }
         kd_infer_reset(e);
         if (kd_infer_eval(e, tokens, T, NULL, 0, hidden, err)) goto done;
         kd_loss_batch b = {.labels = labels, .teacher_logits = logits, .topk_ids = ids, .topk_logprobs = lp, .k = k};
@@ -250,6 +264,7 @@ done:
     free(mask);
     free(ids);
     free(lp);
+    free(stamp);
     kd_free(logits);
     kd_free(hidden);
     kd_dump_close(d);

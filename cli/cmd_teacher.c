@@ -184,7 +184,11 @@ static int teacher_dump(int argc, char **argv) {
                "Progress (a bar, tokens/s and ETA) goes to stderr. An interrupted dump resumes\n"
                "where it stopped when run again with the same arguments: DUMP.h5.partial (and\n"
                "VAL.h5.partial) hold the sequences written so far; a rerun checks k, T, the\n"
-               "vocabulary, the dtype and the teacher against them and appends the rest.\n");
+               "vocabulary, the dtype and the teacher against them, verifies every sequence\n"
+               "against the checksum stored with it (rolling back to the last that verifies)\n"
+               "and appends the rest. A full disk stops the dump before an append is written.\n"
+               "One dump per --out at a time (a lock on DUMP.h5.partial); --out must be a\n"
+               "file path (a dump is never written into a device or a FIFO).\n");
         return 0;
     }
     for (int i = 1; i < argc; i++) {

@@ -20,7 +20,8 @@ static void train_progress(void *ctx, const kd_train_progress *p) {
         fprintf(stderr,
                 "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s%s\n",
                 p->n_params * 1e-6, (long long)p->total_steps, (long long)p->tokens_per_step, p->alpha, p->temperature,
-                p->kd_mode, p->world, p->sharded ? " (optimizer state sharded)" : "", p->resumed ? ", resumed" : "",
+                p->kd_mode, p->world, p->sharded ? " (optimizer state sharded)" : "",
+                p->restarted ? ", restarted from step 0 (killed before its first checkpoint)" : p->resumed ? ", resumed" : "",
                 p->lean ? ", memory_mode lean" : "");
         break;
     case KD_TRAIN_STEP:
@@ -93,7 +94,11 @@ static void usage(void) {
            "RUN_DIR receives run.json (the resolved config), metrics.jsonl,\n"
            "checkpoints/step-N/ (+ checkpoints/latest), best/, final/ and final_eval.json\n"
            "(keys ppl, ce, kl, top1, tokens). A killed run continues with --resume from its\n"
-           "last checkpoint and, with the same thread count, gives the same weights.\n");
+           "last checkpoint (from step 0 when it had none yet) and, with the same thread\n"
+           "count, gives the same weights. One kd train per RUN_DIR at a time (a lock on\n"
+           "RUN_DIR/.lock). Before allocating, the memory plan (kd plan) of one step is\n"
+           "checked against the memory available; a run that cannot fit is refused with\n"
+           "the largest batch_size that fits (KD_MEMORY_CHECK=0 skips the check).\n");
 }
 
 int kd_cmd_train(int argc, char **argv) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/kd_file.h"
 #include "core/kd_log.h"
@@ -266,6 +267,13 @@ int kd_export_checkpoint(const char *dir, const char *preset, const char *path, 
     char tok_path[4096];
     kd_tokenizer *tok = NULL;   /* tokenizer.h5 ("gpt2", data/kd_dump_tok.h) or tokenizer.bin */
     if (kd_path_join(tok_path, sizeof tok_path, dir, "tokenizer.bin", err)) return -1;
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return kd_errf(err, "%s: no such checkpoint directory (--model names a directory holding config.json, "
+                       "model.safetensors and the tokenizer)", dir);
+    if (!S_ISDIR(st.st_mode))
+        return kd_errf(err, "%s: is %s, expected a checkpoint directory (config.json, model.safetensors, tokenizer)",
+                       dir, kd_path_what(dir));
     if (kd_tokenizer_load_dir(dir, &tok, err)) return -1;
     if (!tok)
         return kd_errf(err, "%s: missing (and no tokenizer.h5); GGUF export needs the checkpoint's tokenizer (kd "

@@ -155,10 +155,13 @@ static void teacher_name(const char *path, char *out, size_t n) {
     snprintf(out, n, "%.*s", (int)(len - start), path + start);
 }
 
+/* PATH.partial exists and is not empty (an empty one is what a kill right after
+ * its creation leaves: there is nothing in it to resume). */
 static int partial_exists(const char *path) {
     char partial[4200];
+    struct stat st;
     snprintf(partial, sizeof partial, "%s.partial", path);
-    return kd_file_exists(partial);
+    return stat(partial, &st) == 0 && (st.st_size > 0 || !S_ISREG(st.st_mode));
 }
 
 /* Create PATH.partial, or continue an existing one after checking that it was
@@ -203,15 +206,20 @@ static kd_dump_writer *open_writer(const char *path, const kd_dump_meta *meta, c
     return w;
 }
 
-/* Close a writer and leave PATH.partial in place for a later resume
- * (kd_dump_writer_abort deletes it: the file is moved aside meanwhile). */
-static void writer_keep(kd_dump_writer *w, const char *path) {
-    char partial[4200], aside[4300];
-    snprintf(partial, sizeof partial, "%s.partial", path);
-    snprintf(aside, sizeof aside, "%s.partial.keep", path);
-    int moved = rename(partial, aside) == 0;
-    kd_dump_writer_abort(w);
-    if (moved && rename(aside, partial) != 0) kd_warn("cannot rename %s back to %s", aside, partial);
+/* Close a writer and leave PATH.partial in place for a later resume. */
+static void writer_keep(kd_dump_writer *w) { kd_dump_writer_release(w, NULL); }
+
+/* A dump is an HDF5 file, written to OUT.partial and renamed to OUT: OUT must be
+ * absent or a regular file (a symbolic link to one is followed: the target is
+ * replaced, the link stays). A device or a FIFO cannot hold it (HDF5 seeks) and
+ * is never replaced. */
+static int resolve_out(const char *opt, const char *path, char *real, size_t n, kd_err *err) {
+    int kind = kd_out_kind(path, real, n, err);
+    if (kind < 0) return kd_err_prefix(err, "%s", opt);
+    if (kind == KD_OUT_STREAM)
+        return kd_errf(err, "%s %s: is %s; a dump is an HDF5 file, which needs a regular file it can seek in (and "
+                       "%s is never replaced): give a file path", opt, path, kd_path_what(path), path);
+    return 0;
 }
 
 static void report(const kd_teacher_dump_opts *o, const char *resumed, int64_t done, int64_t total, int64_t computed,
@@ -229,7 +237,20 @@ static int is_gguf(const char *path) {
     return ok;
 }
 
+static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err);
+
 int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err) {
+    char real_out[4096], real_val[4096];
+    if (resolve_out("--out", out, real_out, sizeof real_out, err)) return -1;
+    kd_teacher_dump_opts o2 = *o;
+    if (o->val_out) {
+        if (resolve_out("--val-out", o->val_out, real_val, sizeof real_val, err)) return -1;
+        o2.val_out = real_val;
+    }
+    return dump_run(&o2, real_out, err);
+}
+
+static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err) {
     const int only = o->tokens_only;
     if (only && o->generate > 0)
         return kd_errf(err, "--generate samples from a teacher, --tokens-only runs none: give text files (--text "
@@ -263,7 +284,6 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     int status = -1, started = 0;
     kd_tokenizer *tok = NULL;
     kd_dump_writer *wt = NULL, *wv = NULL, *bad = NULL;   /* bad: a resumed writer whose shape differs */
-    const char *bad_path = NULL;
     kd_tokens stream = {0};
     kd_graph g;
     int32_t *seqs = NULL, *inputs = NULL, *ids = NULL;
@@ -339,9 +359,7 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     meta.value_dtype = only ? KD_DUMP_F16 : o->dtype;   /* tokens only: unused, as a reader reports it */
     meta.has_loss_mask = 1;
     meta.tokens_only = only;
-    bad_path = out;
     if (!(wt = open_writer(out, &meta, &dt, &bad, err))) goto done;
-    bad_path = o->val_out;
     if (o->val_out && o->val_fraction > 0 && !(wv = open_writer(o->val_out, &meta, &dt, &bad, err))) goto done;
     started = 1;
 
@@ -368,6 +386,8 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     long stop_after = stop_env && *stop_env ? strtol(stop_env, NULL, 10) : 0, appends = 0;
     double t0 = kd_now_s();
     int64_t written = 0, skipped = 0;
+    for (int pass = 0; pass < (wv ? 2 : 1); pass++)   /* what a resume's verification dropped */
+        if (kd_dump_writer_note(pass ? wv : wt)[0]) kd_warn("dump: %s", kd_dump_writer_note(pass ? wv : wt));
     for (int pass = 0; pass < (wv ? 2 : 1); pass++)
         if (kd_dump_writer_n_seq(pass ? wv : wt) > 0)
             report(o, pass ? o->val_out : out, kd_dump_writer_n_seq(pass ? wv : wt), n_total, 0, T, t0, 0);
@@ -438,14 +458,14 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     }
     status = 0;
 done:
-    if (bad) writer_keep(bad, bad_path);   /* an interrupted dump that does not match: never deleted */
+    if (bad) writer_keep(bad);   /* an interrupted dump that does not match: never deleted */
     if (wt || wv) {
         /* an error: keep the partial files when they hold sequences, so that a
          * rerun resumes; otherwise remove them */
         int64_t held = (wt ? kd_dump_writer_n_seq(wt) : 0) + (wv ? kd_dump_writer_n_seq(wv) : 0);
         if (held > 0) {
-            if (wt) writer_keep(wt, out);
-            if (wv) writer_keep(wv, o->val_out);
+            if (wt) writer_keep(wt);
+            if (wv) writer_keep(wv);
             size_t l = err ? strlen(err->msg) : 0;
             if (started && err)
                 snprintf(err->msg + l, sizeof err->msg - l,

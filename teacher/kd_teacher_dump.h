@@ -31,9 +31,13 @@
  * Resuming: an interrupted dump leaves OUT.partial (and VAL.partial), holding
  * every complete batch; running the same command again checks that the file
  * has the same kind (tokens only or not), k, T, vocabulary, dtype and teacher
- * name, skips the sequences it holds and appends the rest. An error during the run also leaves the
- * .partial files (when they hold sequences). Options the file does not record
- * (text files, --doc-sep, seed, temperature, val fraction) must be the same.
+ * name, verifies every sequence it holds against its checksum (rolling back to
+ * the last that verifies: data/kd_dump.h, "Safety"), skips the sequences it
+ * holds and appends the rest. An error during the run (a full disk included)
+ * also leaves the .partial files (when they hold sequences). Options the file
+ * does not record (text files, --doc-sep, seed, temperature, val fraction) must
+ * be the same. OUT (and VAL) must be absent or regular files (a symbolic link
+ * is followed); a device or a FIFO is refused, never replaced.
  * Progress goes to the caller's callback (kd teacher dump draws a bar with
  * sequences, tokens/s and ETA on stderr).
  *

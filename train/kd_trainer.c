@@ -27,7 +27,9 @@
 
 #include <cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,7 @@
 #include "data/kd_loader.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
+#include "student/kd_plan.h"
 #include "data/kd_dump_tok.h"
 #include "train/kd_lean.h"
 #include "train/kd_step.h"
@@ -69,6 +72,7 @@ typedef struct run {
     int64_t step, total_steps, tokens_per_step;
     double best_val;
     FILE *metrics;
+    int lock_fd;              /* RUN_DIR/.lock, flock'ed by rank 0 for the whole run */
     double t_start;
     int64_t first_step;       /* the step this process started at */
 } run;
@@ -374,11 +378,11 @@ static int check_shards(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
     if (path2(p, dir, "trainer_state.json", err)) return -1;
     cJSON *o = kd_json_load(p, err);
-    if (!o) return -1;
+    if (!o) return kd_err_prefix(err, "bad trainer state");
     int64_t n = 1;
     int bad = kd_json_get_int(o, "optimizer_shards", p, 0, 1, 1 << 24, &n, err);
     cJSON_Delete(o);
-    if (bad) return -1;
+    if (bad) return kd_err_prefix(err, "bad trainer state");
     const int want = r->shard.world;
     if (n == want) return 0;
     if (n > 1)
@@ -416,13 +420,43 @@ static int load_optimizer_fp32(run *r, const char *p, kd_err *err) {
     return 0;
 }
 
+/* The newest complete checkpoint's name (step-N without .tmp) in ckdir into out; 0 when there is none. */
+static int newest_checkpoint(const char *ckdir, char *out, size_t n) {
+    DIR *d = opendir(ckdir);
+    if (!d) return 0;
+    struct dirent *e;
+    out[0] = 0;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "step-", 5) && !strchr(e->d_name, '.') && strcmp(e->d_name, out) > 0 &&
+            strlen(e->d_name) < n)
+            snprintf(out, n, "%s", e->d_name);
+    closedir(d);
+    return out[0] != 0;
+}
+
+/* Returns 1 when the run has no checkpoint yet (it was killed before its first one):
+ * the run then starts from step 0, as configured in its run.json. */
 static int load_checkpoint(run *r, kd_err *err) {
-    char ckdir[PATHBUF], latest[PATHBUF], dir[PATHBUF], p[PATHBUF];
+    char ckdir[PATHBUF], latest[PATHBUF], dir[PATHBUF], p[PATHBUF], found[64];
     if (path2(ckdir, r->dir, "checkpoints", err) || path2(latest, ckdir, "latest", err)) return -1;
     size_t len;
-    char *name = kd_read_file(latest, &len, err);
-    if (!name) return kd_err_prefix(err, "%s holds no checkpoint to resume from", r->dir);
+    char *name = NULL;
+    if (kd_file_exists(latest)) {
+        if (!(name = kd_read_file(latest, &len, err))) return kd_err_prefix(err, "cannot resume");
+    } else if (newest_checkpoint(ckdir, found, sizeof found)) {
+        /* killed after renaming step-N into place, before `latest` named it: step-N is complete */
+        name = strdup(found);
+        len = name ? strlen(name) : 0;
+        if (!name) return kd_errf(err, "out of memory");
+    } else {
+        return 1;
+    }
     while (len && (name[len - 1] == '\n' || name[len - 1] == ' ')) name[--len] = 0;
+    if (strncmp(name, "step-", 5) || strchr(name, '/') || strchr(name, '.')) {
+        kd_errf(err, "%s: names \"%.64s\", expected a checkpoint directory name step-NNNNNNNN", latest, name);
+        free(name);
+        return -1;
+    }
     int bad_dir = path2(dir, ckdir, name, err);
     free(name);
     if (bad_dir || check_shards(r, dir, err) || optimizer_path(r, p, dir, err)) return -1;
@@ -434,45 +468,86 @@ static int load_checkpoint(run *r, kd_err *err) {
     return load_trainer_state(r, dir, err);
 }
 
+/* A decimal uint64 written as a string (cursor seeds and hashes exceed a double's 53 bits). */
+static int state_u64(const cJSON *cur, const char *key, const char *file, uint64_t *out, kd_err *err) {
+    char s[32];
+    if (kd_json_get_string(cur, key, file, 1, s, sizeof s, err)) return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!s[0] || s[0] < '0' || s[0] > '9' || *end || errno == ERANGE)
+        return kd_errf(err, "%s: field 'cursor.%s': found string \"%s\", expected a decimal integer in [0, 2^64) "
+                       "as a string", file, key, s);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* "field 'batch'" → "field 'cursor.batch'" in a message of the JSON getters; returns rc. */
+static int cursor_field(int rc, kd_err *err) {
+    char *f = rc && err ? strstr(err->msg, "field '") : NULL;
+    if (f && strlen(err->msg) + 8 < sizeof err->msg) {
+        f += 7;
+        memmove(f + 7, f, strlen(f) + 1);
+        memcpy(f, "cursor.", 7);
+    }
+    return rc;
+}
+
 static int load_trainer_state(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
     if (path2(p, dir, "trainer_state.json", err)) return -1;
     cJSON *o = kd_json_load(p, err);
-    if (!o) return -1;
+    if (!o) return kd_err_prefix(err, "bad trainer state");
     int64_t step, astep, epoch, batch;
+    uint64_t seed = 0, hash = 0;
     double best;
-    char seed_s[32], hash_s[32];
     const cJSON *cur = cJSON_GetObjectItemCaseSensitive(o, "cursor");
-    int rc = kd_json_get_int(o, "step", p, 1, 0, INT64_MAX / 2, &step, err) ||
-             kd_json_get_int(o, "adam_step", p, 1, 0, INT64_MAX / 2, &astep, err) ||
-             kd_json_get_float(o, "best_val_ce", p, 1, -1e308, 1e308, &best, err) ||
-             !cJSON_IsObject(cur) ||
-             kd_json_get_string(cur, "seed", p, 1, seed_s, sizeof seed_s, err) ||
-             kd_json_get_string(cur, "config_hash", p, 1, hash_s, sizeof hash_s, err) ||
-             kd_json_get_int(cur, "epoch", p, 1, 0, INT64_MAX / 2, &epoch, err) ||
-             kd_json_get_int(cur, "batch", p, 1, 0, INT64_MAX / 2, &batch, err);
     char mode[16] = "fp32", gn[64] = "0x0p+0";
-    if (!rc) rc = kd_json_get_string(o, "memory_mode", p, 0, mode, sizeof mode, err) ||
-                  kd_json_get_string(o, "last_grad_norm", p, 0, gn, sizeof gn, err);
+    int rc = kd_json_get_int(o, "step", p, 1, 0, r->total_steps, &step, err) ||
+             kd_json_get_int(o, "adam_step", p, 1, 0, step, &astep, err) ||
+             kd_json_get_float(o, "best_val_ce", p, 1, -1e308, 1e308, &best, err) ||
+             (!cJSON_IsObject(cur) &&
+              kd_errf(err, "%s: field 'cursor' is %s, expected an object {seed, epoch, batch, config_hash}", p,
+                      cur ? kd_json_type_name(cur) : "missing")) ||
+             state_u64(cur, "seed", p, &seed, err) || state_u64(cur, "config_hash", p, &hash, err) ||
+             cursor_field(kd_json_get_int(cur, "epoch", p, 1, 0, INT64_MAX / 2, &epoch, err), err) ||
+             cursor_field(kd_json_get_int(cur, "batch", p, 1, 0, INT64_MAX / 2, &batch, err), err) ||
+             kd_json_get_string(o, "memory_mode", p, 0, mode, sizeof mode, err) ||
+             kd_json_get_string(o, "last_grad_norm", p, 0, gn, sizeof gn, err);
     cJSON_Delete(o);
-    if (rc) return kd_errf(err, "%s: bad trainer state: %s", p, err ? err->msg : "");
+    if (rc) return kd_err_prefix(err, "bad trainer state");
     if (strcmp(mode, r->is_lean ? "lean" : "fp32"))
         return kd_errf(err, "%s: the checkpoint was written in memory_mode \"%s\", this run is \"%s\"", p, mode,
                        r->is_lean ? "lean" : "fp32");
+    char *end = NULL;
+    double norm = strtod(gn, &end);
+    if (*end || !isfinite(norm) || norm < 0)
+        return kd_errf(err, "bad trainer state: %s: field 'last_grad_norm': found string \"%s\", expected a finite "
+                       "norm ≥ 0 in C99 hex notation (e.g. \"0x1.8p-1\")", p, gn);
+    if (seed != (uint64_t)r->rc->seed)
+        return kd_errf(err, "bad trainer state: %s: field 'cursor.seed': found \"%llu\", expected \"%llu\" (the run's "
+                       "seed in %s/run.json)", p, (unsigned long long)seed, (unsigned long long)r->rc->seed, r->dir);
+    /* every step takes grad_accum batches from the training loader: the cursor follows from the step */
+    int64_t bpe = kd_loader_batches_per_epoch(r->train), taken = step * (r->is_lean ? 1 : r->rc->grad_accum);
+    if (batch >= bpe || epoch > taken / bpe || epoch * bpe + batch != taken)
+        return kd_errf(err, "bad trainer state: %s: fields 'cursor.epoch' %lld and 'cursor.batch' %lld, expected "
+                       "epoch %lld and batch %lld (step %lld has taken %lld batches of %lld per epoch)", p,
+                       (long long)epoch, (long long)batch, (long long)(taken / bpe), (long long)(taken % bpe),
+                       (long long)step, (long long)taken, (long long)bpe);
     r->step = step;
     if (r->is_lean) {
         r->lean.step = astep;
-        r->lean.last_grad_norm = strtod(gn, NULL);
+        r->lean.last_grad_norm = norm;
     } else {
         r->opt.step = astep;
     }
     r->best_val = best >= 1e300 ? INFINITY : best;
-    kd_loader_cursor c = {strtoull(seed_s, NULL, 10), epoch, batch, strtoull(hash_s, NULL, 10)};
+    kd_loader_cursor c = {seed, epoch, batch, hash};
     /* rank 0 wrote its own cursor; the ranks step in lockstep (same epoch and batch), but each
      * loader's hash covers its rank: rank 0 checks the hash (world size included), the others
      * take the position */
     if (r->dist->rank != 0) c.config_hash = kd_loader_cursor_get(r->train).config_hash;
-    if (kd_loader_restore(r->train, &c, err)) return kd_err_prefix(err, "%s", p);
+    if (kd_loader_restore(r->train, &c, err)) return kd_err_prefix(err, "bad trainer state: %s", p);
     return 0;
 }
 
@@ -642,6 +717,113 @@ static void log_step(run *r, const double *sums, double loss, double gnorm, floa
     log_json(r, o);
 }
 
+/* ---- resources ------------------------------------------------------------------------ */
+
+/* Bytes one rank needs for per-rank batch b: kd_plan's training step plus the loader's
+ * batch buffers (prefetch + 1 slots for training, 1 for validation). */
+static int64_t plan_bytes(const kd_config *c, const kd_run_config *rc, const kd_dump_meta *m, int ranks, int64_t b,
+                          kd_plan *p) {
+    kd_plan_opts o = {.batch = b, .seq = m->seq_len, .threads = omp_get_max_threads(), .lm_chunk = rc->lm_chunk,
+                      .topk = m->k, .ranks = ranks, .lean = !strcmp(rc->memory_mode, "lean"),
+                      .lean_weights_fp32 = !strcmp(rc->lean_weights, "fp32"), .lean_m_fp32 = !strcmp(rc->lean_m, "fp32"),
+                      .lean_v_full = !strcmp(rc->lean_v, "full"), .lean_clip_exact = !strcmp(rc->lean_clip, "exact")};
+    kd_plan_compute(c, &o, p);
+    int64_t per_pos = 8 + (m->tokens_only ? 0 : m->k ? 8 * (int64_t)m->k : 4 * m->vocab_size);
+    return p->train_peak + 4 * b * m->seq_len * per_pos;
+}
+
+/*
+ * Before anything big is allocated: the plan of one training step (student/kd_plan.h)
+ * against the memory this process may use (kd_mem_available). Over it, the run is
+ * refused with the figures and the largest batch_size that fits, instead of being
+ * killed by the kernel's OOM killer without a word. KD_MEMORY_CHECK=0 skips the check.
+ */
+static int check_memory(run *r, kd_err *err) {
+    const kd_run_config *rc = r->rc;
+    const char *env = getenv("KD_MEMORY_CHECK");
+    if (env && !strcmp(env, "0")) return 0;
+    int64_t avail = kd_mem_available();
+    if (avail <= 0) return 0;
+    kd_config c;
+    char cp[PATHBUF];
+    struct stat st;
+    if (stat(rc->student, &st) != 0) return 0;   /* load_student reports it */
+    if (S_ISDIR(st.st_mode) ? path2(cp, rc->student, "config.json", NULL) : snprintf(cp, sizeof cp, "%s", rc->student) < 0)
+        return 0;
+    kd_err e2;
+    if (kd_config_load(&c, cp, &e2)) return 0;    /* so does load_student */
+    kd_dump *d = kd_dump_open(rc->train_data[0], &e2);
+    if (!d) return 0;                             /* and open_loaders */
+    kd_dump_meta m = *kd_dump_get_meta(d);
+    kd_dump_close(d);
+    int world = r->dist->world > 0 ? r->dist->world : 1, ranks = r->shard.world;
+    int64_t b = rc->batch_size / world;
+    if (b < 1) return 0;
+    kd_plan p;
+    int64_t need = plan_bytes(&c, rc, &m, ranks, b, &p);
+    if (need <= avail) return 0;
+    int64_t lo = 0, hi = b;   /* the largest per-rank batch that fits: plan_bytes grows with b */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        kd_plan q;
+        if (plan_bytes(&c, rc, &m, ranks, mid, &q) <= avail) lo = mid;
+        else hi = mid - 1;
+    }
+    const double G = 1.0 / (1 << 30);
+    char fits[200];
+    if (lo > 0)
+        snprintf(fits, sizeof fits, "batch_size %lld fits (raise grad_accum to keep the tokens per step)",
+                 (long long)(lo * world));
+    else
+        snprintf(fits, sizeof fits, "not even batch_size %d fits", world);
+    return kd_errf(err, "batch_size %lld × seq_len %d needs about %.1f GiB per process (weights %.2f, gradients %.2f, "
+                   "optimizer %.2f, activations %.1f, loss %.1f, data %.1f GiB; kd plan --config %s --batch %lld --seq "
+                   "%d shows the plan), but only %.1f GiB of memory is available: %s; memory_mode \"lean\" or a smaller "
+                   "lm_chunk also need less (KD_MEMORY_CHECK=0 skips this check)",
+                   (long long)rc->batch_size, m.seq_len, (double)need * G, (double)p.weights * G, (double)p.grads * G,
+                   (double)p.optimizer * G, (double)p.activations * G, (double)p.loss * G,
+                   (double)(need - p.train_peak) * G, cp, (long long)b, m.seq_len, (double)avail * G, fits);
+}
+
+/* On resume: keep the metrics lines of the steps up to the checkpoint's (a killed run's later
+ * lines are logged again as its steps are redone, and so is final_eval), dropping a torn
+ * last line. */
+static int trim_metrics(const char *path, int64_t step, kd_err *err) {
+    if (!kd_file_exists(path)) return 0;
+    size_t len;
+    char *text = kd_read_file(path, &len, err);
+    if (!text) return -1;
+    char *out = malloc(len + 1);
+    size_t n = 0;
+    int dropped = 0;
+    for (char *line = text; out && *line;) {
+        char *nl = strchr(line, '\n');
+        if (!nl) {   /* no newline: a line cut short */
+            dropped = 1;
+            break;
+        }
+        *nl = 0;
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *sv = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
+        int keep = cJSON_IsNumber(sv) && sv->valuedouble <= (double)step &&
+                   !cJSON_GetObjectItemCaseSensitive(o, "final_eval");   /* logged again at the end */
+        cJSON_Delete(o);
+        if (keep) {
+            size_t l = (size_t)(nl - line);
+            memcpy(out + n, line, l);
+            out[n + l] = '\n';
+            n += l + 1;
+        } else {
+            dropped = 1;
+        }
+        line = nl + 1;
+    }
+    int rc = !out ? kd_errf(err, "%s: out of memory", path) : dropped ? kd_write_file_atomic(path, out, n, err) : 0;
+    free(out);
+    free(text);
+    return rc;
+}
+
 /* ---- the run -------------------------------------------------------------------------- */
 
 int kd_train_load_run_config(kd_run_config *rc, const char *run_dir, kd_err *err) {
@@ -656,6 +838,7 @@ int kd_train_load_run_config(kd_run_config *rc, const char *run_dir, kd_err *err
 
 static void run_free(run *r) {
     if (r->metrics) fclose(r->metrics);
+    kd_lock_release(r->lock_fd);
     kd_loader_free(r->train);
     kd_loader_free(r->val);
     kd_graph_free(&r->g);
@@ -674,13 +857,18 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     r.shard = rc->shard_optimizer && dist->world > 1 ? *dist : (kd_dist){.rank = 0, .world = 1, .active = 0};
     if (o) r.opts = *o;
     r.best_val = INFINITY;
+    r.lock_fd = -1;
     snprintf(r.dir, sizeof r.dir, "%s", run_dir);
     char p[PATHBUF];
     int status = -1;
     if (path2(p, run_dir, "run.json", err)) return -1;
     if (!resume && kd_file_exists(p))
         return kd_errf(err, "%s already holds a run (use --resume, or another --out)", run_dir);
-    if (kd_graph_init(&r.g, 0, err) || load_student(&r, err) || open_loaders(&r, err)) goto done;
+    struct stat rst;
+    if (stat(run_dir, &rst) == 0 && !S_ISDIR(rst.st_mode))
+        return kd_errf(err, "%s: is %s, expected a run directory", run_dir, kd_path_what(run_dir));
+    if (check_memory(&r, err) || kd_graph_init(&r.g, 0, err) || load_student(&r, err) || open_loaders(&r, err))
+        goto done;
     r.lo = kd_loss_opts_default();
     r.lo.alpha = (float)rc->alpha;
     r.lo.temperature = (float)rc->temperature;
@@ -695,21 +883,37 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
         goto done;
     r.stepper = r.is_lean ? kd_stepper_lean(&r.lean) : kd_stepper_fp32(&r.m, &r.opt, &r.ao, &r.shard);
     if (dist->rank == 0) {
-        if (kd_mkdirs(run_dir, err)) goto done;
+        /* one kd train per run directory: the lock is held until the process ends */
+        char lp[PATHBUF];
+        if (kd_mkdirs(run_dir, err) || path2(lp, run_dir, ".lock", err)) goto done;
+        r.lock_fd = kd_lock_acquire(lp, "another kd train is running in this run directory; wait for it to finish, "
+                                        "or give another --out", NULL, err);
+        if (r.lock_fd < 0) goto done;
+        if (!resume && kd_file_exists(p)) {   /* again, now that no other process can be writing it */
+            kd_errf(err, "%s already holds a run (use --resume, or another --out)", run_dir);
+            goto done;
+        }
         if (!resume) {
             cJSON *j = kd_run_config_to_json(rc);
             int bad = kd_json_write_atomic(p, j, err);
             cJSON_Delete(j);
             if (bad) goto done;
         }
+    }
+    int fresh = 0;   /* resumed a run that was killed before its first checkpoint */
+    if (resume) {
+        int lc = load_checkpoint(&r, err);
+        if (lc < 0) goto done;
+        fresh = lc == 1;
+    }
+    if (dist->rank == 0) {
         char mp[PATHBUF];
-        if (path2(mp, run_dir, "metrics.jsonl", err)) goto done;
+        if (path2(mp, run_dir, "metrics.jsonl", err) || (resume && trim_metrics(mp, r.step, err))) goto done;
         if (!(r.metrics = fopen(mp, "a"))) {
-            kd_errf(err, "%s: cannot open for appending", mp);
+            kd_errf(err, "%s: cannot open for appending: %s", mp, strerror(errno));
             goto done;
         }
     }
-    if (resume && load_checkpoint(&r, err)) goto done;
     int64_t first = r.step;
     r.first_step = first;
     r.t_start = kd_now_s();
@@ -717,7 +921,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
         kd_train_progress p = {.event = KD_TRAIN_START, .n_params = (double)kd_config_n_params(&r.m.cfg),
                                .tokens_per_step = r.tokens_per_step, .alpha = rc->alpha, .temperature = rc->temperature,
                                .kd_mode = rc->kd_mode, .world = dist->world, .sharded = r.shard.world > 1,
-                               .resumed = resume, .lean = r.is_lean};
+                               .resumed = resume, .restarted = fresh, .lean = r.is_lean};
         report_full(&r, &p);
     }
     while (r.step < r.total_steps) {

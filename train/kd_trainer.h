@@ -13,8 +13,13 @@
  *   final/, final_eval.json  the last weights and their evaluation (kd eval keys)
  * Checkpoints are written to a temporary directory, fsync'ed and renamed, and
  * `latest` is replaced atomically afterwards: a killed run resumes from the
- * last complete checkpoint and, with the same thread count, continues bit for
- * bit as if it had never stopped.
+ * last complete checkpoint (from step 0 when it had none yet) and, with the
+ * same thread count, continues bit for bit as if it had never stopped; its
+ * metrics.jsonl is cut back to the checkpoint's step. Rank 0 holds an
+ * exclusive lock on RUN_DIR/.lock for the whole run (a second kd train on the
+ * directory is refused); trainer_state.json is checked field by field before
+ * it is restored; the memory plan of one step is checked against the memory
+ * available before anything big is allocated (KD_MEMORY_CHECK=0 skips it).
  */
 #ifndef KD_TRAINER_H
 #define KD_TRAINER_H
@@ -45,6 +50,7 @@ typedef struct kd_train_progress {
     double alpha, temperature;
     const char *kd_mode;
     int world, sharded, resumed, lean;
+    int restarted;            /* resumed from step 0: killed before its first checkpoint */
     /* STEP */
     double loss, lr, tokens_per_s, eta_s;
     int64_t log_every;
