@@ -301,9 +301,11 @@ int kd_cmd_eval(int argc, char **argv) {
                "  ppl     exp(ce)\n"
                "with --data (a teacher dump: each sequence is one forward pass) also, when the\n"
                "dump has a teacher distribution (not for a tokens-only dump)\n"
-               "  kl      mean KL(teacher || model) at temperature 1: against the dump's top-k with\n"
-               "          a tail bucket for the rest of the vocabulary, or its full logits\n"
+               "  kl      mean forward KL(teacher || model) at temperature 1: against the dump's\n"
+               "          top-k with a tail bucket for the rest of the vocabulary, or its full logits\n"
                "  top1    fraction of positions where the model's argmax is the teacher's\n"
+               "The same evaluation as kd train's eval lines and final_eval.json (train/kd_eval.h):\n"
+               "kd eval --model RUN/final --data VAL.h5 gives RUN/final_eval.json back.\n"
                "--text scores BOS + the file's tokens in windows of the context (each window\n"
                "starts a fresh cache); --max-tokens stops after N scored tokens.\n");
         return 0;

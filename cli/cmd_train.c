@@ -22,7 +22,11 @@ static void usage(void) {
            "  val_data       validation dump (\"\": hold out 5%% of train_data)\n"
            "  alpha (0.5)  temperature (2.0)\n"
            "  kd_mode        topk_tail | topk_zero (top-k dumps) | full (full-logit dumps)  (topk_tail)\n"
-           "  divergence     forward | reverse                                  (forward)\n"
+           "                 topk_tail also matches the teacher's tail (1 - its top-k mass) as one\n"
+           "                 bucket; topk_zero drops the tail and renormalises the top-k: choose it\n"
+           "                 only when `kd teacher info` shows a mean top-k mass of 0.98 or more\n"
+           "                 (or to reproduce DistillKit), else it costs cross-entropy\n"
+           "  divergence     forward | reverse (not with topk_zero)             (forward)\n"
            "  batch_size (8) sequences per optimizer step, over all ranks\n"
            "  seq_len (0)    must be 0 or the dump's positions per sequence\n"
            "  grad_accum (1) micro-batches per step   steps (100)   tokens (0: use steps)\n"
@@ -41,9 +45,20 @@ static void usage(void) {
            "                 state and the weights are all-gathered (ZeRO-1); resume needs the\n"
            "                 same rank count; false: every rank holds all of it   (true)\n"
            "RUN_DIR receives run.json (the resolved config), metrics.jsonl,\n"
-           "checkpoints/step-N/ (+ checkpoints/latest), best/, final/ and final_eval.json\n"
-           "(keys ppl, ce, kl, top1, tokens). A killed run continues with --resume from its\n"
-           "last checkpoint and, with the same thread count, gives the same weights.\n");
+           "checkpoints/step-N/ (+ checkpoints/latest), best/ (lowest validation ce), final/\n"
+           "and final_eval.json. A killed run continues with --resume from its last\n"
+           "checkpoint and, with the same thread count, gives the same weights.\n\n"
+           "Metrics (the same definitions whatever kd_mode, divergence, temperature, alpha):\n"
+           "  metrics.jsonl step lines   on the training batch: loss (L), ce, top1, and\n"
+           "                             train_divergence = the run's own divergence at T\n"
+           "                             (kd_mode, direction; without the T^2 factor)\n"
+           "  metrics.jsonl eval lines,  on the validation set, the keys and numbers of\n"
+           "  final_eval.json            kd eval --model RUN_DIR/final --data VAL.h5:\n"
+           "                             ppl, ce, kl = forward KL(teacher || student) at T = 1\n"
+           "                             over the dump's top-k + tail bucket (or full logits),\n"
+           "                             top1 = argmax agreement, tokens (kl, top1 only when the\n"
+           "                             validation dump has a teacher distribution)\n"
+           "kd sweep's results.csv/results.md read final_eval.json.\n");
 }
 
 int kd_cmd_train(int argc, char **argv) {
