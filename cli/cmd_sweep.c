@@ -237,7 +237,9 @@ static void usage(void) {
            "                  temperature=2 give runs/alpha-0.5_temperature-2; train.log holds\n"
            "                  the command that trains the point alone and its output\n"
            "  results.csv     one row per point: the swept keys, final validation ce, ppl, kl,\n"
-           "                  top1, tokens_per_s (training throughput), best (1 on the best row),\n"
+           "                  top1 (from the point's final_eval.json: kd eval's definitions, so kl\n"
+           "                  is the forward KL at T = 1 whatever divergence or kd_mode is swept),\n"
+           "                  tokens_per_s (training throughput), best (1 on the best row),\n"
            "                  status (ok | failed), run\n"
            "  results.md      the same as a Markdown table with each point's rank, and the pictures\n"
            "  best.txt, best  the best point's final checkpoint: its absolute path, and a symlink\n"
@@ -256,7 +258,8 @@ static void usage(void) {
            "  sort -t, -k<n>g SWEEP_DIR/results.csv      ordered by column n\n"
            "  SWEEP_DIR/results.md                      ranked table + pictures (any Markdown viewer)\n"
            "  curves.png                                how each run's validation metric evolved\n"
-           "  SWEEP_DIR/runs/*/metrics.jsonl            every step: loss, ce, kl, top1, lr, grad_norm\n"
+           "  SWEEP_DIR/runs/*/metrics.jsonl            every step: loss, ce, train_divergence, top1,\n"
+           "                                            lr, grad_norm; every evaluation: eval {...}\n"
            "  kd export --model $(cat SWEEP_DIR/best.txt) ...   carry the best student on\n",
            KD_SWEEP_MAX_KEYS);
 }

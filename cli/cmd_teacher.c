@@ -44,6 +44,10 @@ static int teacher_info(int argc, char **argv) {
                "id ranges, NaN/Inf, top-k sorted in descending order, no duplicate ids,\n"
                "probabilities summing to at most 1. Exits 1 at the first bad element, naming\n"
                "its dataset, sequence, position, slot and byte offset in the file.\n"
+               "For a top-k dump it then prints the mean (and min) probability mass of the\n"
+               "top-k over the unmasked positions: the tail 1 - mass is what kd_mode topk_tail\n"
+               "keeps and topk_zero drops (see kd train --help: choose topk_zero only when the\n"
+               "tail is about 2%% or less).\n"
                "--no-check prints the summary only (attributes, shapes and dtypes are\n"
                "always checked).\n");
         return 0;
@@ -99,6 +103,15 @@ static int teacher_info(int argc, char **argv) {
             if (m->k) printf(", top-k mass mean %.4f min %.4f", rep.mean_topk_mass, rep.min_topk_mass);
             if (!m->tokens_only) printf(", mean top-1 p %.4f", rep.mean_top1_prob);
             printf("\n");
+            if (m->k) {   /* what kd_mode to train with (docs/training.md) */
+                const double tail = 1.0 - rep.mean_topk_mass;
+                printf("top-k mass   mean %.4f (min %.4f): the top-%d holds %.1f%% of the teacher's probability, the "
+                       "tail %.1f%%; %s\n", rep.mean_topk_mass, rep.min_topk_mass, m->k, 100.0 * rep.mean_topk_mass,
+                       100.0 * tail,
+                       tail <= 0.02 ? "kd_mode topk_tail (default) and topk_zero nearly agree"
+                                    : "train with kd_mode topk_tail (default): topk_zero would drop the tail and "
+                                      "renormalise the top-k");
+            }
         }
     }
     kd_dump_close(d);

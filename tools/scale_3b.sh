@@ -137,9 +137,9 @@ for l in steps:
     dts.append(e - prev if e > prev else e)
     prev = e
 tok = 512
-print(f"{'step':>4} {'loss':>8} {'ce':>8} {'kl':>8} {'grad_norm':>10} {'s/step':>8} {'tokens/s':>9}")
+print(f"{'step':>4} {'loss':>8} {'ce':>8} {'train_div':>9} {'grad_norm':>10} {'s/step':>8} {'tokens/s':>9}")
 for l, d in zip(steps, dts):
-    print(f"{l['step']:>4} {l['loss']:8.4f} {l['ce']:8.4f} {l['kl']:8.4f} {l['grad_norm']:10.4f} {d:8.1f} {tok / d:9.2f}")
+    print(f"{l['step']:>4} {l['loss']:8.4f} {l['ce']:8.4f} {l.get('train_divergence', l.get('kl', 0)):9.4f} {l['grad_norm']:10.4f} {d:8.1f} {tok / d:9.2f}")
 fe = [l['final_eval'] for l in lines if 'final_eval' in l]
 if fe: print("final evaluation:", json.dumps(fe[-1]))
 # the first step of each process includes the first-touch of the arena; the steady state is the later ones

@@ -577,7 +577,7 @@ static float *head_f32(kd_lean *l, int *owned, kd_err *err) {
 }
 
 int kd_lean_eval(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int64_t T, const kd_loss_batch *b,
-                 const kd_loss_opts *lo, kd_loss_stats *st, kd_err *err) {
+                 kd_eval_acc *acc, kd_err *err) {
     const kd_config *c = &l->m.cfg;
     const int64_t N = B * T, C = c->hidden_size, L = c->num_hidden_layers;
     if (forward(l, g, tokens, B, T, err)) return -1;
@@ -590,7 +590,7 @@ int kd_lean_eval(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
     kd_tensor *norm = l->m.norm;
     norm->data = l->p[l->m.n_params - (l->m.lm_head ? 2 : 1)].w;   /* FP32 storage */
     kd_tensor *h = kd_rmsnorm(g, leaf(g, l->saved + L * N * C, B, T, C, 0), norm, (float)c->rms_norm_eps);
-    int rc = kd_distill_eval(h->data, hw, N, C, c->vocab_size, b, lo, st, err);
+    int rc = kd_eval_batch(acc, h->data, hw, N, C, c->vocab_size, b, err);
     norm->data = NULL;
     kd_graph_reset(g);
     g->no_grad = saved_ng;

@@ -94,3 +94,16 @@ int kd_step_run(const kd_stepper *s, kd_graph *g, int64_t n_micro, kd_step_next_
     res->loss = res->sums[4] > 0 ? res->sums[0] / res->sums[4] : 0.0;
     return 0;
 }
+
+int kd_step_eval(const kd_stepper *s, kd_graph *g, const kd_step_batch *b, kd_eval_acc *acc, kd_err *err) {
+    if (s->lean) return kd_lean_eval(s->lean, g, b->tokens, b->B, b->T, &b->lb, acc, err);
+    kd_model *m = s->m;
+    kd_graph_reset(g);
+    g->no_grad = 1;
+    kd_tensor *h = kd_model_hidden(g, m, b->tokens, b->B, b->T);
+    int rc = kd_eval_batch(acc, h->data, kd_model_head(m)->data, b->B * b->T, m->cfg.hidden_size, m->cfg.vocab_size,
+                           &b->lb, err);
+    g->no_grad = 0;
+    kd_graph_reset(g);
+    return rc;
+}

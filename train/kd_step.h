@@ -15,7 +15,8 @@
  *   kd_step_run(&s, &graph, n_micro, next_batch, ctx, &loss_opts, lr, grad_clip, dist, &res, &err);
  *
  * A loss or gradient norm that is not finite stops the step with an error
- * (the weights are then not updated in FP32 mode).
+ * (the weights are then not updated in FP32 mode). kd_step_eval scores a
+ * validation batch with the one evaluation (train/kd_eval.h) in either mode.
  */
 #ifndef KD_STEP_H
 #define KD_STEP_H
@@ -25,6 +26,7 @@
 #include "core/kd_err.h"
 #include "student/kd_model.h"
 #include "train/kd_dist.h"
+#include "train/kd_eval.h"
 #include "train/kd_lean.h"
 #include "train/kd_loss.h"
 #include "train/kd_optim.h"
@@ -62,6 +64,9 @@ typedef struct kd_step_result {
 int kd_step_run(const kd_stepper *s, kd_graph *g, int64_t n_micro, kd_step_next_fn next, void *ctx,
                 const kd_loss_opts *lo, float lr, double grad_clip, const kd_dist *dist, kd_step_result *res,
                 kd_err *err);
+
+/* Score one validation batch into acc (train/kd_eval.h), without gradients. */
+int kd_step_eval(const kd_stepper *s, kd_graph *g, const kd_step_batch *b, kd_eval_acc *acc, kd_err *err);
 
 /* Fault injection for tests: a NaN into the last parameter. */
 void kd_step_poison(const kd_stepper *s);

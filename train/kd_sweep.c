@@ -18,6 +18,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_log.h"
+#include "train/kd_eval.h"
 #include "train/kd_run_config.h"
 
 #define PATHBUF 4096
@@ -264,13 +265,15 @@ static double num(const cJSON *o, const char *k) {
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
+/* final_eval.json, read with the keys kd_eval_to_json writes (train/kd_eval.h). */
 static int load_eval(point *pt, kd_err *err) {
     char p[PATHBUF];
     cJSON *o = kd_path_join(p, sizeof p, pt->dir, "final_eval.json", err) ? NULL : kd_json_load(p, err);
     if (!o) return -1;
-    pt->ev = (kd_eval_result){num(o, "ce"), num(o, "ppl"), num(o, "kl"), num(o, "top1"), (int64_t)fmax(0, num(o, "tokens"))};
+    int rc = kd_eval_from_json(o, p, &pt->ev, err);
     cJSON_Delete(o);
-    if (!isfinite(pt->ev.ce + pt->ev.ppl + pt->ev.kl + pt->ev.top1))
+    if (rc) return -1;
+    if (!isfinite(pt->ev.kl + pt->ev.top1))
         return kd_errf(err, "%s: expected finite numbers ce, ppl, kl and top1", p);
     return 0;
 }

@@ -11,7 +11,9 @@
  *                         point: alpha=0.5, temperature=2 -> "alpha-0.5_temperature-2"
  *   runs/<name>/train.log the child's command line and output
  *   results.csv           one row per point: the swept keys, final validation ce,
- *                         ppl, kl, top1, tokens_per_s, best (1 on the best row), run
+ *                         ppl, kl, top1 (final_eval.json: train/kd_eval.h, the same
+ *                         definitions whatever the point's loss options),
+ *                         tokens_per_s, best (1 on the best row), run
  *   results.md            the same as a Markdown table, with the pictures
  *   best.txt, best        the best point's final checkpoint: its path, and a symlink
  *   heatmap.png           the chosen metric over the first two swept keys

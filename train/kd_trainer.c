@@ -557,63 +557,26 @@ static kd_loss_batch loss_batch(const kd_batch *b) {
     return (kd_loss_batch){b->labels, b->logits, b->topk_ids, b->topk_logprobs, b->k};
 }
 
-/* kl and top1 only when the validation dump has a teacher distribution: on a
- * tokens-only dump they are NAN and left out of the JSON and the eval lines. */
+/* The validation set scored by kd_eval_batch (train/kd_eval.h): the metrics do not depend on
+ * the run's loss options. kl and top1 only when the validation dump has a teacher
+ * distribution: on a tokens-only dump they are NAN and left out of the JSON and the eval lines. */
 static int evaluate(run *r, kd_eval_result *out, kd_err *err) {
     memset(out, 0, sizeof *out);
     if (!r->val) return 0;
     if (kd_loader_restore(r->val, &r->val_start, err)) return -1;
     int64_t nb = kd_loader_batches_per_epoch(r->val);
     if (r->rc->eval_batches > 0 && r->rc->eval_batches < nb) nb = r->rc->eval_batches;
-    const kd_dump_meta *vm = kd_loader_meta(r->val);
-    kd_loss_opts eo = r->lo;
-    eo.alpha = vm->tokens_only ? 0.0f : 1.0f;
-    eo.temperature = 1.0f;
-    if (!vm->tokens_only && vm->k == 0) eo.mode = KD_TEACHER_FULL;   /* the validation dump's kind decides */
-    else if (!vm->tokens_only && eo.mode == KD_TEACHER_FULL) eo.mode = KD_TEACHER_TOPK_TAIL;
-    if (eo.div == KD_DIV_REVERSE && eo.mode == KD_TEACHER_TOPK_ZERO) eo.div = KD_DIV_FORWARD;
-    double sums[4] = {0, 0, 0, 0};   /* ce·n, kl·n, agree, n */
+    kd_eval_acc acc = {{0}, 0};
     for (int64_t i = 0; i < nb; i++) {
         const kd_batch *b = kd_loader_next(r->val, err);
         if (!b) return -1;
-        kd_loss_batch lb = loss_batch(b);
-        kd_loss_stats st;
-        int rc;
-        if (r->is_lean) {
-            rc = kd_lean_eval(&r->lean, &r->g, b->tokens, b->B, b->T, &lb, &eo, &st, err);
-        } else {
-            kd_graph_reset(&r->g);
-            r->g.no_grad = 1;
-            kd_tensor *h = kd_model_hidden(&r->g, &r->m, b->tokens, b->B, b->T);
-            rc = kd_distill_eval(h->data, kd_model_head(&r->m)->data, (int64_t)b->B * b->T, r->m.cfg.hidden_size,
-                                 r->m.cfg.vocab_size, &lb, &eo, &st, err);
-            r->g.no_grad = 0;
-            kd_graph_reset(&r->g);
-        }
-        if (rc) return kd_err_prefix(err, "evaluation batch %lld", (long long)i);
-        sums[0] += st.ce * (double)st.n_valid;
-        sums[1] += st.kl_t1 * (double)st.n_valid;
-        sums[2] += (double)st.top1_agree;
-        sums[3] += (double)st.n_valid;
+        kd_step_batch sb = {b->tokens, b->B, b->T, loss_batch(b)};
+        if (kd_step_eval(&r->stepper, &r->g, &sb, &acc, err)) return kd_err_prefix(err, "evaluation batch %lld", (long long)i);
     }
-    if (kd_dist_allreduce_sum_f64(r->dist, sums, 4, err)) return -1;
-    double n = sums[3] > 0 ? sums[3] : 1;
-    out->ce = sums[0] / n;
-    out->ppl = exp(out->ce);
-    out->kl = vm->tokens_only ? NAN : sums[1] / n;
-    out->top1 = vm->tokens_only ? NAN : sums[2] / n;
-    out->tokens = (int64_t)sums[3];
+    if (kd_dist_allreduce_sum_f64(r->dist, acc.sum, KD_EVAL_NSUMS, err)) return -1;
+    acc.teacher = !kd_loader_meta(r->val)->tokens_only;
+    *out = kd_eval_result_of(&acc);
     return 0;
-}
-
-static cJSON *eval_json(const kd_eval_result *e) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "ppl", e->ppl);
-    cJSON_AddNumberToObject(o, "ce", e->ce);
-    if (isfinite(e->kl)) cJSON_AddNumberToObject(o, "kl", e->kl);   /* absent without a teacher */
-    if (isfinite(e->top1)) cJSON_AddNumberToObject(o, "top1", e->top1);
-    cJSON_AddNumberToObject(o, "tokens", (double)e->tokens);
-    return o;
 }
 
 static void log_json(run *r, cJSON *o) {
@@ -658,7 +621,7 @@ static int eval_and_log(run *r, kd_err *err) {
     if (r->dist->rank == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "step", (double)r->step);
-        cJSON_AddItemToObject(o, "eval", eval_json(&e));
+        cJSON_AddItemToObject(o, "eval", kd_eval_to_json(&e));
         log_json(r, o);
         report(r, KD_TRAIN_EVAL, &e);
     }
@@ -699,7 +662,9 @@ static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out
     return 0;
 }
 
-/* One metrics line; sums = loss·n, ce·n, kl·n, agreements, n over all ranks. */
+/* One metrics line; sums = loss·n, ce·n, D_T·n, agreements, n over all ranks. train_divergence is
+ * the run's own divergence (kd_mode, direction, at its temperature, without the T² factor) on the
+ * training batch: what the loss optimises, not the evaluation's kl (train/kd_eval.h). */
 static void log_step(run *r, const double *sums, double loss, double gnorm, float lr) {
     if (r->dist->rank != 0) return;
     double n = sums[4];
@@ -708,7 +673,7 @@ static void log_step(run *r, const double *sums, double loss, double gnorm, floa
     cJSON_AddNumberToObject(o, "step", (double)r->step);
     cJSON_AddNumberToObject(o, "loss", loss);
     cJSON_AddNumberToObject(o, "ce", n > 0 ? sums[1] / n : 0);
-    cJSON_AddNumberToObject(o, "kl", n > 0 ? sums[2] / n : 0);
+    cJSON_AddNumberToObject(o, "train_divergence", n > 0 ? sums[2] / n : 0);
     cJSON_AddNumberToObject(o, "top1", n > 0 ? sums[3] / n : 0);
     cJSON_AddNumberToObject(o, "lr", lr);
     cJSON_AddNumberToObject(o, "grad_norm", gnorm);
@@ -951,7 +916,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
             char best[PATHBUF];
             if (path2(best, run_dir, "best", err) || save_model_swap(&r, best, err)) goto done;
         }
-        cJSON *j = eval_json(&e);
+        cJSON *j = kd_eval_to_json(&e);
         int bad = path2(p, run_dir, "final_eval.json", err) || kd_json_write_atomic(p, j, err);
         cJSON *line = cJSON_CreateObject();
         cJSON_AddNumberToObject(line, "step", (double)r.step);

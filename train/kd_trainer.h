@@ -10,7 +10,8 @@
  *                            ranks: one optimizer-0000K-of-0000N.safetensors per rank)
  *   checkpoints/latest       name of the newest complete checkpoint
  *   best/                    the checkpoint with the lowest validation CE so far
- *   final/, final_eval.json  the last weights and their evaluation (kd eval keys)
+ *   final/, final_eval.json  the last weights and their evaluation (train/kd_eval.h: the keys
+ *                            and numbers of `kd eval` on final/, whatever the training loss)
  * Checkpoints are written to a temporary directory, fsync'ed and renamed, and
  * `latest` is replaced atomically afterwards: a killed run resumes from the
  * last complete checkpoint (from step 0 when it had none yet) and, with the
@@ -25,12 +26,8 @@
 #define KD_TRAINER_H
 
 #include "train/kd_dist.h"
+#include "train/kd_eval.h"
 #include "train/kd_run_config.h"
-
-typedef struct kd_eval_result {
-    double ce, ppl, kl, top1;
-    int64_t tokens;
-} kd_eval_result;
 
 /* What a run reports as it goes (rank 0 only); the caller shows it (kd prints a bar and lines). */
 typedef enum kd_train_event {
