@@ -18,6 +18,7 @@
 #include "core/kd_file.h"
 #include "core/kd_rng.h"
 #include "data/kd_tokenizer.h"
+#include "infer/kd_infer.h"
 #include "student/kd_checkpoint.h"
 #include "data/kd_dump_tok.h"
 
@@ -93,6 +94,8 @@ static int text_stream(const kd_teacher_dump_opts *o, const kd_tokenizer *tok, k
 
 /* ---- sampling from the teacher ---------------------------------------------------------- */
 
+#define KD_GEN_CACHE_BYTES ((int64_t)1 << 30)   /* KV caches of the sequences sampled together */
+
 static int sample_row(const float *logits, int64_t V, double temp, kd_rng *r) {
     if (temp <= 0) {
         int64_t best = 0;
@@ -111,33 +114,38 @@ static int sample_row(const float *logits, int64_t V, double temp, kd_rng *r) {
     return (int)(V - 1);
 }
 
-/* Sample n sequences of T+1 tokens (indices first..first+n-1) into seqs. */
-static int generate(kd_model *m, kd_graph *g, const kd_teacher_dump_opts *o, int32_t bos, int64_t first, int64_t n,
+/* Sample n sequences of T+1 tokens (indices idx[0..n)) into seqs with the
+ * engine: all of them advance one token per step, in chunks of at most
+ * e->n_seq sequences (one KV cache each), so sampling costs one decode step per
+ * position, linear in T. Sequence i draws from its own stream (seed, index), so
+ * its tokens do not depend on the batching (up to float summation order). */
+static int generate(kd_infer *e, const kd_teacher_dump_opts *o, int32_t bos, const int64_t *idx, int64_t n,
                     int32_t *seqs, kd_err *err) {
-    int64_t T1 = o->seq_len + 1, V = m->cfg.vocab_size;
-    kd_rng *rngs = malloc((size_t)n * sizeof *rngs);
-    int32_t *buf = malloc((size_t)(n * T1) * sizeof *buf);
-    if (!rngs || !buf) {
-        free(rngs);
-        free(buf);
-        return kd_errf(err, "out of memory sampling %lld sequences", (long long)n);
+    int64_t T1 = o->seq_len + 1, V = e->V, S = e->n_seq;
+    kd_rng *rngs = malloc((size_t)S * sizeof *rngs);
+    int32_t *cur = malloc((size_t)S * sizeof *cur);
+    float *logits = malloc((size_t)(S * V) * sizeof *logits);
+    int rc = 0;
+    if (!rngs || !cur || !logits) rc = kd_errf(err, "out of memory sampling %lld sequences", (long long)S);
+    for (int64_t c0 = 0; !rc && c0 < n; c0 += S) {
+        const int64_t nc = n - c0 < S ? n - c0 : S;
+        for (int64_t i = 0; i < nc; i++) {
+            kd_rng_seed(&rngs[i], o->seed * 2654435761u + (uint64_t)idx[c0 + i]);
+            seqs[(c0 + i) * T1] = bos;
+        }
+        kd_infer_reset(e);
+        for (int64_t t = 1; !rc && t < T1; t++) {
+            /* the tokens at position t−1 in, the distributions of position t out */
+            for (int64_t i = 0; i < nc; i++) cur[i] = seqs[(c0 + i) * T1 + t - 1];
+            rc = kd_infer_eval_seqs(e, cur, nc, logits, err);
+            for (int64_t i = 0; !rc && i < nc; i++)
+                seqs[(c0 + i) * T1 + t] = sample_row(logits + i * V, V, o->gen_temperature, &rngs[i]);
+        }
     }
-    for (int64_t i = 0; i < n; i++) {
-        kd_rng_seed(&rngs[i], o->seed * 2654435761u + (uint64_t)(first + i));
-        seqs[i * T1] = bos;
-    }
-    for (int64_t t = 1; t < T1; t++) {
-        /* forward on the prefix [n, t]; sample position t−1 */
-        for (int64_t i = 0; i < n; i++) memcpy(buf + i * t, seqs + i * T1, (size_t)t * sizeof *buf);
-        kd_graph_reset(g);
-        kd_tensor *lg = kd_model_logits(g, m, buf, n, t);
-        for (int64_t i = 0; i < n; i++)
-            seqs[i * T1 + t] = sample_row(lg->data + ((i * t) + t - 1) * V, V, o->gen_temperature, &rngs[i]);
-    }
-    kd_graph_reset(g);
-    free(buf);
+    free(logits);
+    free(cur);
     free(rngs);
-    return 0;
+    return rc ? kd_err_prefix(err, "sampling") : 0;
 }
 
 /* ---- the dump ---------------------------------------------------------------------------------- */
@@ -295,6 +303,7 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     const char *bad_path = NULL;
     kd_tokens stream = {0};
     kd_graph g;
+    kd_infer *eng = NULL;   /* --generate: the engine that samples */
     int32_t *seqs = NULL, *inputs = NULL, *ids = NULL;
     uint8_t *mask = NULL;
     float *lp = NULL;
@@ -388,6 +397,22 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
         kd_errf(err, "out of memory for a batch of %lld sequences", (long long)B);
         goto done;
     }
+    if (o->generate > 0) {
+        /* one KV cache per sequence sampled together: T positions (the last token is not fed back),
+         * as many sequences of a batch as fit KD_GEN_CACHE_BYTES */
+        const int64_t per_seq = 2 * m.cfg.num_hidden_layers * T * m.cfg.num_key_value_heads * m.cfg.head_dim *
+                                (int64_t)sizeof(float);
+        int64_t S = KD_GEN_CACHE_BYTES / (per_seq > 0 ? per_seq : 1);
+        S = S < 1 ? 1 : S > B ? B : S;
+        kd_infer_opts io;
+        kd_infer_opts_init(&io);
+        io.n_ctx = T;
+        io.n_seq = S;
+        if (!(eng = kd_infer_from_model(&m, &io, err))) {
+            kd_err_prefix(err, "teacher engine");
+            goto done;
+        }
+    }
     int32_t pad = kd_tokenizer_eos(tok) >= 0 ? kd_tokenizer_eos(tok) : 0;
     int32_t bos = kd_tokenizer_bos(tok) >= 0 ? kd_tokenizer_bos(tok) : 1;
     /* Testing knob (tests/test_teacher_dump.c): KD_DUMP_STOP_AFTER=N makes the
@@ -427,13 +452,7 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
                         if (t < T) mask[i * T + t] = p + 1 < (int64_t)stream.n;
                     }
             } else {
-                /* each run of consecutive indices is sampled together */
-                for (int64_t i = 0; i < n;) {
-                    int64_t j = i;
-                    while (j + 1 < n && idx[j + 1] == idx[j] + 1) j++;
-                    if (generate(&m, &g, o, bos, idx[i], j - i + 1, seqs + i * T1, err)) goto done;
-                    i = j + 1;
-                }
+                if (generate(eng, o, bos, idx, n, seqs, err)) goto done;
                 memset(mask, 1, (size_t)(n * T));
             }
             if (!only) {   /* the teacher's distribution at every position */
@@ -497,6 +516,7 @@ done:
     kd_dump_tokenizer_free(&dt);
     kd_tokenizer_free(tok);
     kd_graph_free(&g);
+    kd_infer_close(eng);
     kd_model_free(&m);
     return status;
 }
