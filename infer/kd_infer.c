@@ -399,17 +399,14 @@ static void attend(kd_infer *e, int64_t l, int64_t n, int64_t p0, int seqs) {
             const int64_t pos = seqs ? p0 : p0 + i, lo = win > 0 && pos - win + 1 > 0 ? pos - win + 1 : 0;
             const float *qi = e->q + (i * H + h) * D;
             const int64_t off = (h / G) * D;
+            kd_dot_rows(K + lo * KVD + off, KVD, qi, D, pos - lo + 1, scale, S + lo);
             float m = -INFINITY;
-            for (int64_t s = lo; s <= pos; s++) {
-                S[s] = kd_qdot(KD_GGML_TYPE_F32, K + s * KVD + off, qi, D) * scale;
-                m = S[s] > m ? S[s] : m;
-            }
+            for (int64_t s = lo; s <= pos; s++) m = S[s] > m ? S[s] : m;
             float sum = 0.0f;
             for (int64_t s = lo; s <= pos; s++) sum += (S[s] = expf(S[s] - m));
             const float inv = 1.0f / sum;
-            float *o = e->att + (i * H + h) * D;
-            memset(o, 0, (size_t)D * sizeof *o);
-            for (int64_t s = lo; s <= pos; s++) kd_axpy(D, S[s] * inv, Vc + s * KVD + off, o);
+            for (int64_t s = lo; s <= pos; s++) S[s] *= inv;
+            kd_sum_rows(Vc + lo * KVD + off, KVD, S + lo, D, pos - lo + 1, e->att + (i * H + h) * D);
         }
 }
 
