@@ -107,7 +107,8 @@ static int finish(kd_infer *e, const kd_infer_opts *o, kd_err *err) {
     if (HD > max_cols) max_cols = HD;
     e->ggml_rounding = o && o->ggml_rounding;
     const size_t n_xq = e->ggml_rounding ? kd_act_q8_bytes(max_cols) / sizeof(float) + 1 : 0;
-    const size_t n_act = (size_t)(B * (2 * C + 2 * HD + 2 * KVD + 2 * F)) + (size_t)nt * (size_t)ctx +
+    const size_t n_act = (size_t)(B * (2 * C + 2 * HD + 2 * KVD + 2 * F)) +
+                         (size_t)nt * (size_t)ctx * (size_t)(e->n_seq > 1 ? e->H : 1) +
                          kd_qmatmul_scratch(max_cols, nt) + (e->ggml_rounding ? (size_t)(B * max_cols) : 0) + n_xq;
     if (!(e->k_cache = kd_alloc(cache, err)) || !(e->v_cache = kd_alloc(cache, err)) ||
         !(e->rope_cos = kd_alloc((size_t)(ctx * half) * sizeof(float), err)) ||
@@ -124,7 +125,7 @@ static int finish(kd_infer *e, const kd_infer_opts *o, kd_err *err) {
     e->v = p, p += B * KVD;
     e->g = p, p += B * F;
     e->u = p, p += B * F;
-    e->scores = p, p += (int64_t)nt * ctx;
+    e->scores = p, p += (int64_t)nt * ctx * (e->n_seq > 1 ? e->H : 1);   /* kd_infer_eval_seqs: all heads */
     e->mm_scratch = p, p += kd_qmatmul_scratch(max_cols, nt);
     e->xr = e->ggml_rounding ? p : NULL;
     p += e->ggml_rounding ? B * max_cols : 0;
@@ -389,7 +390,25 @@ static void attend(kd_infer *e, int64_t l, int64_t n, int64_t p0, int seqs) {
     const int64_t H = e->H, D = e->D, G = e->H / e->Hkv, KVD = e->Hkv * e->D, win = e->cfg.sliding_window;
     const float scale = 1.0f / sqrtf((float)D);
     const int nt = omp_get_max_threads() < e->n_threads ? omp_get_max_threads() : e->n_threads;
-    const int64_t span = seqs ? n * (p0 + 1) : (p0 + n);   /* (work estimate) */
+    if (seqs) {   /* one query per sequence: all heads together, each cache row read once in order */
+        const int64_t np = p0 + 1, lo = win > 0 && p0 - win + 1 > 0 ? p0 - win + 1 : 0;
+#pragma omp parallel for schedule(static) if (n * H * np * D >= 32768) num_threads(nt)
+        for (int64_t i = 0; i < n; i++) {
+            float *S = e->scores + (int64_t)omp_get_thread_num() * e->n_ctx * H;   /* [H, n_ctx] */
+            const float *K = e->k_cache + cache_at(e, i, l, lo), *Vc = e->v_cache + cache_at(e, i, l, lo);
+            kd_attn_scores(K, KVD, e->q + i * H * D, H, G, D, np - lo, scale, S, e->n_ctx);
+            for (int64_t h = 0; h < H; h++) {
+                float *Sh = S + h * e->n_ctx, m = -INFINITY, sum = 0.0f;
+                for (int64_t s = 0; s < np - lo; s++) m = Sh[s] > m ? Sh[s] : m;
+                for (int64_t s = 0; s < np - lo; s++) sum += (Sh[s] = expf(Sh[s] - m));
+                const float inv = 1.0f / sum;
+                for (int64_t s = 0; s < np - lo; s++) Sh[s] *= inv;
+            }
+            kd_attn_values(Vc, KVD, S, e->n_ctx, H, G, D, np - lo, e->att + i * H * D);
+        }
+        return;
+    }
+    const int64_t span = p0 + n;   /* (work estimate) */
 #pragma omp parallel for collapse(2) schedule(static) if (n * H * span * D >= 32768) num_threads(nt)
     for (int64_t i = 0; i < n; i++)
         for (int64_t h = 0; h < H; h++) {

@@ -529,6 +529,36 @@ T256 static void sum_rows_256(const float *V, int64_t stride, const float *p, in
     for (int64_t s = 0; s < n; s++) axpy_256(D, p[s], V + s * stride, y);
 }
 
+/* All heads of one query against rows s < n, row by row (each cache row read once, in order). */
+T512 static void attn_scores_512(const float *K, int64_t stride, const float *q, int64_t H, int64_t G, int64_t D,
+                                 int64_t n, float scale, float *S, int64_t lds) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) S[h * lds + s] = dot_f32_512(K + s * stride + (h / G) * D, q + h * D, D) * scale;
+}
+T256 static void attn_scores_256(const float *K, int64_t stride, const float *q, int64_t H, int64_t G, int64_t D,
+                                 int64_t n, float scale, float *S, int64_t lds) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) S[h * lds + s] = dot_f32_256(K + s * stride + (h / G) * D, q + h * D, D) * scale;
+}
+
+void kd_attn_scores(const float *K, int64_t stride, const float *q, int64_t H, int64_t G, int64_t D, int64_t n,
+                    float scale, float *S, int64_t lds) {
+    const kd_isa isa = kd_isa_get();
+    if (isa >= KD_ISA_AVX512) attn_scores_512(K, stride, q, H, G, D, n, scale, S, lds);
+    else if (isa == KD_ISA_AVX2) attn_scores_256(K, stride, q, H, G, D, n, scale, S, lds);
+    else
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t h = 0; h < H; h++)
+                S[h * lds + s] = kd_vec_dot_q(KD_GGML_TYPE_F32, K + s * stride + (h / G) * D, q + h * D, D) * scale;
+}
+
+void kd_attn_values(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G, int64_t D,
+                    int64_t n, float *out) {
+    memset(out, 0, (size_t)(H * D) * sizeof *out);
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) kd_axpy(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
+}
+
 void kd_dot_rows(const float *K, int64_t stride, const float *q, int64_t D, int64_t n, float scale, float *out) {
     const kd_isa isa = kd_isa_get();
     if (isa >= KD_ISA_AVX512) dot_rows_512(K, stride, q, D, n, scale, out);

@@ -93,6 +93,14 @@ void kd_dot_rows(const float *K, int64_t stride, const float *q, int64_t D, int6
  * over s = 0..n−1 from y = 0. */
 void kd_sum_rows(const float *V, int64_t stride, const float *p, int64_t D, int64_t n, float *y);
 
+/* The same for all H heads of one query at once, reading each row once and in order
+ * (head h uses the D floats at (h/G)·D of a row): S[h·lds + s] = scale · K[s]_(h/G)·q_h;
+ * out[h·D + d] = Σ_s P[h·lds + s]·V[s]_(h/G)[d] (the same values as per head). */
+void kd_attn_scores(const float *K, int64_t stride, const float *q, int64_t H, int64_t G, int64_t D, int64_t n,
+                    float scale, float *S, int64_t lds);
+void kd_attn_values(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G, int64_t D,
+                    int64_t n, float *out);
+
 /* y[r] = W[r]·x for every row of W (OpenMP over rows). */
 void kd_qmatvec(const kd_qmat *W, const float *x, float *y);
 /* The same for k matrices sharing x (k ≤ 4), in one parallel loop over all
