@@ -465,7 +465,7 @@ T256 static float dot_q6_k_256(const void *row, const float *x, int64_t n) {
 
 /* ---- axpy (attention's weighted sum of values) -------------------------------------------- */
 
-T512 static void axpy_512(int64_t n, float a, const float *x, float *y) {
+T512 static inline void axpy_512(int64_t n, float a, const float *x, float *y) {
     const __m512 va = _mm512_set1_ps(a);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
@@ -475,7 +475,7 @@ T512 static void axpy_512(int64_t n, float a, const float *x, float *y) {
     }
 }
 
-T256 static void axpy_256(int64_t n, float a, const float *x, float *y) {
+T256 static inline void axpy_256(int64_t n, float a, const float *x, float *y) {
     const __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
@@ -552,11 +552,26 @@ void kd_attn_scores(const float *K, int64_t stride, const float *q, int64_t H, i
                 S[h * lds + s] = kd_vec_dot_q(KD_GGML_TYPE_F32, K + s * stride + (h / G) * D, q + h * D, D) * scale;
 }
 
+T512 static void attn_values_512(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G,
+                                 int64_t D, int64_t n, float *out) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) axpy_512(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
+}
+T256 static void attn_values_256(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G,
+                                 int64_t D, int64_t n, float *out) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) axpy_256(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
+}
+
 void kd_attn_values(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G, int64_t D,
                     int64_t n, float *out) {
     memset(out, 0, (size_t)(H * D) * sizeof *out);
-    for (int64_t s = 0; s < n; s++)
-        for (int64_t h = 0; h < H; h++) kd_axpy(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
+    const kd_isa isa = kd_isa_get();
+    if (isa >= KD_ISA_AVX512) attn_values_512(V, stride, P, lds, H, G, D, n, out);
+    else if (isa == KD_ISA_AVX2) attn_values_256(V, stride, P, lds, H, G, D, n, out);
+    else
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t h = 0; h < H; h++) kd_axpy(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
 }
 
 void kd_dot_rows(const float *K, int64_t stride, const float *q, int64_t D, int64_t n, float scale, float *out) {
