@@ -19,6 +19,7 @@
 #include "core/kd_rng.h"
 #include "core/kd_time.h"
 #include "data/kd_tokenizer.h"
+#include "infer/kd_infer.h"
 #include "student/kd_checkpoint.h"
 #include "data/kd_dump_tok.h"
 
@@ -86,7 +87,13 @@ static int text_stream(const kd_teacher_dump_opts *o, const kd_tokenizer *tok, k
     return 0;
 }
 
+static int is_val(uint64_t i, double frac);
+
 /* ---- sampling from the teacher ---------------------------------------------------------- */
+
+#define KD_GEN_POOL_BYTES ((int64_t)1 << 30)   /* most bytes of KV caches + distributions sampled together */
+#define KD_GEN_SEQS 64   /* sequences sampled together (when the cache allows): each decode step reads
+                            the weights once for all of them (16 left the products mostly packing weights) */
 
 static int sample_row(const float *logits, int64_t V, double temp, kd_rng *r) {
     if (temp <= 0) {
@@ -106,33 +113,68 @@ static int sample_row(const float *logits, int64_t V, double temp, kd_rng *r) {
     return (int)(V - 1);
 }
 
-/* Sample n sequences of T+1 tokens (indices first..first+n-1) into seqs. */
-static int generate(kd_model *m, kd_graph *g, const kd_teacher_dump_opts *o, int32_t bos, int64_t first, int64_t n,
-                    int32_t *seqs, kd_err *err) {
-    int64_t T1 = o->seq_len + 1, V = m->cfg.vocab_size;
-    kd_rng *rngs = malloc((size_t)n * sizeof *rngs);
-    int32_t *buf = malloc((size_t)(n * T1) * sizeof *buf);
-    if (!rngs || !buf) {
-        free(rngs);
-        free(buf);
-        return kd_errf(err, "out of memory sampling %lld sequences", (long long)n);
-    }
+/* The sequences sampled together (--generate): pool i holds the in-pass
+ * ordinals [i·n_seq, (i+1)·n_seq), whatever --batch and wherever a resumed run
+ * starts, so that the float sums (whose order may depend on the number of rows)
+ * and thus the dump are the same in every run. */
+typedef struct gen_pool {
+    kd_infer *e;          /* n_seq KV caches */
+    int64_t lo, n;        /* ordinals lo..lo+n−1 of the pass are in the pool */
+    int64_t scan, scan_ord;   /* the next index to look at, and the ordinal it gets when in the pass */
+    int64_t *idx;         /* [n_seq] their indices */
+    int32_t *seqs;        /* [n_seq, T+1] tokens */
+    int32_t *ids;         /* [n_seq, T, k] top-k ids (k > 0) */
+    float *vals;          /* [n_seq, T, k] log-probs, or [n_seq, T, V] logits (k = 0) */
+    float *logits;        /* [n_seq, V] one step */
+    int32_t *cur;         /* [n_seq] */
+    kd_rng *rngs;         /* [n_seq] */
+} gen_pool;
+
+/* Sample the pool's n sequences with the engine, all advancing one token per
+ * step (one decode step per position: linear in T), keeping the distribution
+ * of every position: the engine's logits, the training forward's up to float
+ * summation order (tests/test_infer.c: ~1e-6 relative, far below float16's
+ * 2^-11). Sequence i draws from its own stream (seed, index). */
+static int generate(gen_pool *p, const kd_teacher_dump_opts *o, int32_t bos, int64_t k, kd_err *err) {
+    kd_infer *e = p->e;
+    const int64_t T = o->seq_len, T1 = T + 1, V = e->V, n = p->n, nv = k ? k : V;
     for (int64_t i = 0; i < n; i++) {
-        kd_rng_seed(&rngs[i], o->seed * 2654435761u + (uint64_t)(first + i));
-        seqs[i * T1] = bos;
+        kd_rng_seed(&p->rngs[i], o->seed * 2654435761u + (uint64_t)p->idx[i]);
+        p->seqs[i * T1] = bos;
     }
+    kd_infer_reset(e);
     for (int64_t t = 1; t < T1; t++) {
-        /* forward on the prefix [n, t]; sample position t−1 */
-        for (int64_t i = 0; i < n; i++) memcpy(buf + i * t, seqs + i * T1, (size_t)t * sizeof *buf);
-        kd_graph_reset(g);
-        kd_tensor *lg = kd_model_logits(g, m, buf, n, t);
-        for (int64_t i = 0; i < n; i++)
-            seqs[i * T1 + t] = sample_row(lg->data + ((i * t) + t - 1) * V, V, o->gen_temperature, &rngs[i]);
+        /* the tokens at position t−1 in, the distributions of position t−1 and token t out */
+        for (int64_t i = 0; i < n; i++) p->cur[i] = p->seqs[i * T1 + t - 1];
+        if (kd_infer_eval_seqs(e, p->cur, n, p->logits, err)) return kd_err_prefix(err, "sampling");
+#pragma omp parallel for schedule(static) if (n * V >= 16384)
+        for (int64_t i = 0; i < n; i++) {
+            const float *lg = p->logits + i * V;
+            float *dst = p->vals + (i * T + t - 1) * nv;
+            if (k) kd_topk_logprobs(lg, V, k, p->ids + (i * T + t - 1) * k, dst);
+            else memcpy(dst, lg, (size_t)V * sizeof *dst);
+            p->seqs[i * T1 + t] = sample_row(lg, V, o->gen_temperature, &p->rngs[i]);
+        }
     }
-    kd_graph_reset(g);
-    free(buf);
-    free(rngs);
     return 0;
+}
+
+/* Make the pool hold in-pass ordinal ord (sampling the pool it belongs to). */
+static int pool_fill(gen_pool *p, int64_t ord, int pass, int has_val, int64_t n_total, const kd_teacher_dump_opts *o,
+                     int32_t bos, int64_t k, kd_err *err) {
+    if (ord >= p->lo && ord < p->lo + p->n) return 0;
+    const int64_t lo = ord / p->e->n_seq * p->e->n_seq;
+    if (lo < p->scan_ord) p->scan = p->scan_ord = 0;   /* (not reached: ordinals only grow) */
+    for (; p->scan < n_total && p->scan_ord < lo; p->scan++)
+        p->scan_ord += (has_val && is_val((uint64_t)p->scan, o->val_fraction)) == pass;
+    p->lo = lo;
+    p->n = 0;
+    for (; p->scan < n_total && p->n < p->e->n_seq; p->scan++)
+        if ((has_val && is_val((uint64_t)p->scan, o->val_fraction)) == pass) {
+            p->idx[p->n++] = p->scan;
+            p->scan_ord++;
+        }
+    return generate(p, o, bos, k, err);
 }
 
 /* ---- the dump ---------------------------------------------------------------------------------- */
@@ -286,6 +328,8 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     kd_dump_writer *wt = NULL, *wv = NULL, *bad = NULL;   /* bad: a resumed writer whose shape differs */
     kd_tokens stream = {0};
     kd_graph g;
+    gen_pool pool;   /* --generate */
+    memset(&pool, 0, sizeof pool);
     int32_t *seqs = NULL, *inputs = NULL, *ids = NULL;
     uint8_t *mask = NULL;
     float *lp = NULL;
@@ -377,6 +421,36 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
         kd_errf(err, "out of memory for a batch of %lld sequences", (long long)B);
         goto done;
     }
+    if (o->generate > 0) {
+        /* per sequence sampled together: a KV cache of T positions (the last token is not fed
+         * back) and its distributions; max(KD_GEN_SEQS, batch) sequences or as many as fit
+         * KD_GEN_POOL_BYTES */
+        const int64_t per_seq = (2 * m.cfg.num_hidden_layers * m.cfg.num_key_value_heads * m.cfg.head_dim +
+                                 vals_per_seq / T * (k ? 2 : 1)) * T * (int64_t)sizeof(float);
+        int64_t S = KD_GEN_POOL_BYTES / (per_seq > 0 ? per_seq : 1);
+        const int64_t want = B > KD_GEN_SEQS ? B : KD_GEN_SEQS;
+        S = S < 1 ? 1 : S > want ? want : S;
+        if (S > n_total) S = n_total;
+        kd_infer_opts io;
+        kd_infer_opts_init(&io);
+        io.n_ctx = T;
+        io.n_seq = S;
+        if (!(pool.e = kd_infer_from_model(&m, &io, err))) {
+            kd_err_prefix(err, "teacher engine");
+            goto done;
+        }
+        pool.idx = malloc((size_t)S * sizeof *pool.idx);
+        pool.seqs = malloc((size_t)(S * T1) * sizeof *pool.seqs);
+        pool.ids = k ? malloc((size_t)(S * T * k) * sizeof *pool.ids) : NULL;
+        pool.vals = malloc((size_t)(S * vals_per_seq) * sizeof *pool.vals);
+        pool.logits = malloc((size_t)(S * V) * sizeof *pool.logits);
+        pool.cur = malloc((size_t)S * sizeof *pool.cur);
+        pool.rngs = malloc((size_t)S * sizeof *pool.rngs);
+        if (!pool.idx || !pool.seqs || (k && !pool.ids) || !pool.vals || !pool.logits || !pool.cur || !pool.rngs) {
+            kd_errf(err, "out of memory for %lld sampled sequences", (long long)S);
+            goto done;
+        }
+    }
     int32_t pad = kd_tokenizer_eos(tok) >= 0 ? kd_tokenizer_eos(tok) : 0;
     int32_t bos = kd_tokenizer_bos(tok) >= 0 ? kd_tokenizer_bos(tok) : 1;
     /* Testing knob (tests/test_teacher_dump.c): KD_DUMP_STOP_AFTER=N makes the
@@ -396,8 +470,9 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     for (int pass = 0; pass < (wv ? 2 : 1); pass++) {
         kd_dump_writer *w = pass ? wv : wt;
         int64_t already = kd_dump_writer_n_seq(w), seen = 0;
+        pool.lo = pool.n = pool.scan = pool.scan_ord = 0;
         for (int64_t first = 0; first < n_total;) {
-            int64_t idx[1024], n = 0;
+            int64_t idx[1024], ord[1024], n = 0;   /* indices and their ordinals in the pass */
             while (first < n_total && n < B) {
                 int64_t i = first++;
                 if ((wv && is_val((uint64_t)i, o->val_fraction)) != pass) continue;
@@ -405,6 +480,7 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
                     skipped++;
                     continue;
                 }
+                ord[n] = seen - 1;
                 idx[n++] = i;
             }
             if (!n) break;
@@ -416,16 +492,22 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
                         if (t < T) mask[i * T + t] = p + 1 < (int64_t)stream.n;
                     }
             } else {
-                /* each run of consecutive indices is sampled together */
-                for (int64_t i = 0; i < n;) {
-                    int64_t j = i;
-                    while (j + 1 < n && idx[j + 1] == idx[j] + 1) j++;
-                    if (generate(&m, &g, o, bos, idx[i], j - i + 1, seqs + i * T1, err)) goto done;
-                    i = j + 1;
+                /* sampled ahead, with their distributions, n_seq at a time */
+                for (int64_t i = 0; i < n; i++) {
+                    if (pool_fill(&pool, ord[i], pass, wv != NULL, n_total, o, bos, k, err)) goto done;
+                    const int64_t r = ord[i] - pool.lo;
+                    if (pool.idx[r] != idx[i]) {
+                        kd_errf(err, "internal: sequence %lld sampled for index %lld", (long long)pool.idx[r],
+                                (long long)idx[i]);
+                        goto done;
+                    }
+                    memcpy(seqs + i * T1, pool.seqs + r * T1, (size_t)T1 * sizeof *seqs);
+                    memcpy(lp + i * vals_per_seq, pool.vals + r * vals_per_seq, (size_t)vals_per_seq * sizeof *lp);
+                    if (k) memcpy(ids + i * T * k, pool.ids + r * T * k, (size_t)(T * k) * sizeof *ids);
                 }
                 memset(mask, 1, (size_t)(n * T));
             }
-            if (!only) {   /* the teacher's distribution at every position */
+            if (o->n_text && !only) {   /* the teacher's distribution at every position */
                 for (int64_t i = 0; i < n; i++) memcpy(inputs + i * T, seqs + i * T1, (size_t)T * sizeof *inputs);
                 kd_graph_reset(&g);
                 kd_tensor *lg = kd_model_logits(&g, &m, inputs, n, T);
@@ -485,6 +567,14 @@ done:
     kd_dump_tokenizer_free(&dt);
     kd_tokenizer_free(tok);
     kd_graph_free(&g);
+    kd_infer_close(pool.e);
+    free(pool.idx);
+    free(pool.seqs);
+    free(pool.ids);
+    free(pool.vals);
+    free(pool.logits);
+    free(pool.cur);
+    free(pool.rngs);
     kd_model_free(&m);
     return status;
 }

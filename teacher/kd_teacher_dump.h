@@ -11,7 +11,14 @@
  *   (b) sequences sampled from the teacher itself (sequence-level KD data):
  *       each starts at BOS and is sampled at temperature τ (0 = greedy) with a
  *       per-sequence seed (seed and index), so a resumed run produces the same
- *       sequences.
+ *       sequences. Sampling runs kd's inference engine (infer/kd_infer.h) with a
+ *       KV cache per sequence, up to 64 sequences per decode step (fewer when
+ *       their caches and distributions would pass 1 GiB; more with a larger
+ *       batch): linear in T. The distributions stored are the engine's logits
+ *       the tokens were drawn from (the training forward's up to float
+ *       summation order: ~1e-6 relative, at most one float16 ulp in a stored
+ *       value; docs/dump-format.md). The sequences sampled together are fixed
+ *       by their ordinals, so --batch and resuming do not change the dump.
  * and storing, per position, the teacher's top-k log-probabilities (or full
  * logits) at temperature 1. k must not exceed the teacher's vocabulary (an
  * error, not a silent clamp: every dump a loader combines must share k) nor
@@ -79,7 +86,8 @@ typedef struct kd_teacher_dump_opts {
     kd_dump_dtype dtype;
     double val_fraction;          /* with val_out */
     const char *val_out;          /* NULL: no validation file */
-    int64_t batch;                /* sequences per teacher forward (and append); 0: 16, tokens only up to 1024 */
+    int64_t batch;                /* sequences per teacher forward (and append); 0: 16, tokens only up to 1024;
+                                     --generate samples max(batch, 64) at a time */
     int64_t max_sequences;        /* 0: all the text gives */
     /* Called after every append and once at the end (and once per file that is
      * resumed, before the first batch); NULL: no reports. */
