@@ -16,7 +16,7 @@ static const char *KNOWN[] = {
     "grad_accum", "steps", "tokens", "lr", "lr_min", "warmup", "beta1", "beta2", "eps", "weight_decay",
     "decay_embeddings", "grad_clip", "eval_every", "eval_batches", "save_every", "keep_last", "log_every", "seed",
     "lm_chunk", "vocab_policy", "memory_mode", "lean_weights", "lean_m", "lean_v", "lean_clip",
-    "shard_optimizer", "description",
+    "shard_optimizer", "description", "teacher", "teacher_topk",
 };
 
 static int known_key(const char *k) {
@@ -100,9 +100,15 @@ int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *nam
     snprintf(c->lean_v, sizeof c->lean_v, "factored");
     snprintf(c->lean_clip, sizeof c->lean_clip, "previous");
     c->shard_optimizer = 1;
+    c->teacher_topk = 64;
 
-    if (get_path(root, "student", name, 1, c->student, err) || get_path(root, "val_data", name, 0, c->val_data, err))
+    if (get_path(root, "student", name, 1, c->student, err) || get_path(root, "val_data", name, 0, c->val_data, err) ||
+        get_path(root, "teacher", name, 0, c->teacher, err) ||
+        kd_json_get_int(root, "teacher_topk", name, 0, 0, 4096, &c->teacher_topk, err))
         return -1;
+    if (!c->teacher[0] && cJSON_GetObjectItemCaseSensitive(root, "teacher_topk"))
+        return kd_errf(err, "%s: 'teacher_topk' applies only to online distillation: set 'teacher' too, or remove it",
+                       name);
     const cJSON *td = cJSON_GetObjectItemCaseSensitive(root, "train_data");
     if (!td) return kd_errf(err, "%s: 'train_data' is missing (a dump path or a list of paths)", name);
     if (cJSON_IsString(td)) {
@@ -173,6 +179,9 @@ int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *nam
                             "its gradient is complete, so micro-batch gradients cannot be summed first; raise "
                             "batch_size instead)", name, (long long)c->grad_accum);
     }
+    if (c->teacher[0] && (c->teacher_topk == 0) != !strcmp(c->kd_mode, "full"))
+        return kd_errf(err, "%s: teacher_topk %lld needs kd_mode %s, got \"%s\"", name, (long long)c->teacher_topk,
+                       c->teacher_topk ? "\"topk_tail\" or \"topk_zero\"" : "\"full\"", c->kd_mode);
     if (c->steps == 0 && c->tokens == 0) return kd_errf(err, "%s: set 'steps' or 'tokens' (both are 0)", name);
     if (c->lr_min > c->lr) return kd_errf(err, "%s: 'lr_min' %g is above 'lr' %g", name, c->lr_min, c->lr);
     return 0;
@@ -216,6 +225,10 @@ cJSON *kd_run_config_to_json(const kd_run_config *c) {
     cJSON_AddStringToObject(o, "vocab_policy", c->vocab_policy);
     cJSON_AddStringToObject(o, "memory_mode", c->memory_mode);
     cJSON_AddBoolToObject(o, "shard_optimizer", c->shard_optimizer);
+    if (c->teacher[0]) {   /* online distillation only (an offline run.json stays as it was) */
+        cJSON_AddStringToObject(o, "teacher", c->teacher);
+        cJSON_AddNumberToObject(o, "teacher_topk", (double)c->teacher_topk);
+    }
     if (!strcmp(c->memory_mode, "lean")) {   /* only where they apply (an fp32 run.json stays as it was) */
         cJSON_AddStringToObject(o, "lean_weights", c->lean_weights);
         cJSON_AddStringToObject(o, "lean_m", c->lean_m);

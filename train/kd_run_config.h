@@ -17,6 +17,11 @@
  *   lean_clip ("previous" | "exact")
  *   shard_optimizer (true): under mpirun, each rank keeps 1/N of the optimizer
  *   state (ZeRO-1, train/kd_dist.h); false replicates it on every rank
+ *   teacher (""): online distillation: a model kd loads (checkpoint directory,
+ *   GGUF, llama2.c .bin) run forward on every batch's tokens instead of the
+ *   dumps' stored distributions, which are then not read (a tokens-only dump
+ *   suffices); teacher_topk (64): how many of its log-probs the loss sees
+ *   (kd_mode topk_tail / topk_zero), 0 = all its logits (kd_mode full)
  */
 #ifndef KD_RUN_CONFIG_H
 #define KD_RUN_CONFIG_H
@@ -52,6 +57,8 @@ typedef struct kd_run_config {
     char lean_v[16];           /* factored | full (lean) */
     char lean_clip[16];        /* previous | exact (lean) */
     int shard_optimizer;       /* shard the optimizer state over ranks (no effect with one rank) */
+    char teacher[KD_RUN_PATH]; /* online distillation: the teacher model ("" = the dumps' distributions) */
+    int64_t teacher_topk;      /* online: top-k of the teacher's log-probs, 0 = full logits */
 } kd_run_config;
 
 /* Apply one "a.b=value" override to a JSON tree. value is parsed as JSON when

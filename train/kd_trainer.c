@@ -49,6 +49,7 @@
 #include "train/kd_lean.h"
 #include "train/kd_step.h"
 #include "train/kd_loss.h"
+#include "train/kd_online.h"
 #include "train/kd_optim.h"
 
 typedef struct run {
@@ -75,6 +76,8 @@ typedef struct run {
     int lock_fd;              /* RUN_DIR/.lock, flock'ed by rank 0 for the whole run */
     double t_start;
     int64_t first_step;       /* the step this process started at */
+    kd_online online;         /* run-config "teacher": the teacher run per batch (train/kd_online.h) */
+    int is_online;
 } run;
 
 #define PATHBUF (2 * KD_RUN_PATH + 128)
@@ -176,7 +179,10 @@ static int open_loaders(run *r, kd_err *err) {
     if (rc->seq_len && rc->seq_len != meta->seq_len)
         return kd_errf(err, "seq_len %lld differs from the dump's %d positions per sequence (set seq_len to 0 or %d)",
                        (long long)rc->seq_len, meta->seq_len, meta->seq_len);
-    if (meta->tokens_only) {   /* text without a teacher: plain cross-entropy; kd_mode and temperature do not apply */
+    if (rc->teacher[0]) {   /* online: the teacher runs per batch; the dumps give tokens and masks only */
+        if (kd_online_open(&r->online, rc->teacher, rc->teacher_topk, r->m.cfg.vocab_size, err)) return -1;
+        r->is_online = 1;
+    } else if (meta->tokens_only) {   /* text without a teacher: plain cross-entropy; kd_mode and temperature do not apply */
         if (rc->alpha != 0)
             return kd_errf(err, "%s%s holds tokens only (no teacher distribution), so \"alpha\" must be 0 (plain "
                            "cross-entropy), not %g: set \"alpha\": 0, or give a teacher dump as train_data",
@@ -184,7 +190,7 @@ static int open_loaders(run *r, kd_err *err) {
     } else if (meta->k == 0 && strcmp(rc->kd_mode, "full"))
         return kd_errf(err, "kd_mode \"%s\" needs a top-k dump, but %s holds full logits (use kd_mode \"full\")",
                        rc->kd_mode, rc->train_data[0]);
-    if (meta->k > 0 && !strcmp(rc->kd_mode, "full"))
+    if (!r->is_online && meta->k > 0 && !strcmp(rc->kd_mode, "full"))
         return kd_errf(err, "kd_mode \"full\" needs full teacher logits, but %s holds top-%d (use topk_tail or topk_zero)",
                        rc->train_data[0], meta->k);
     r->tokens_per_step = rc->batch_size * rc->grad_accum * meta->seq_len;
@@ -571,10 +577,11 @@ static int evaluate(run *r, kd_eval_result *out, kd_err *err) {
         const kd_batch *b = kd_loader_next(r->val, err);
         if (!b) return -1;
         kd_step_batch sb = {b->tokens, b->B, b->T, loss_batch(b)};
-        if (kd_step_eval(&r->stepper, &r->g, &sb, &acc, err)) return kd_err_prefix(err, "evaluation batch %lld", (long long)i);
+        if ((r->is_online && kd_online_fill(&r->online, b->tokens, b->B, b->T, &sb.lb, err)) ||
+            kd_step_eval(&r->stepper, &r->g, &sb, &acc, err)) return kd_err_prefix(err, "evaluation batch %lld", (long long)i);
     }
     if (kd_dist_allreduce_sum_f64(r->dist, acc.sum, KD_EVAL_NSUMS, err)) return -1;
-    acc.teacher = !kd_loader_meta(r->val)->tokens_only;
+    acc.teacher = r->is_online || !kd_loader_meta(r->val)->tokens_only;
     *out = kd_eval_result_of(&acc);
     return 0;
 }
@@ -643,7 +650,7 @@ static int next_train_batch(void *ctx, kd_step_batch *out, kd_err *err) {
     const kd_batch *b = kd_loader_next(r->train, err);
     if (!b) return -1;
     *out = (kd_step_batch){b->tokens, b->B, b->T, loss_batch(b)};
-    return 0;
+    return r->is_online ? kd_online_fill(&r->online, b->tokens, b->B, b->T, &out->lb, err) : 0;
 }
 
 static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
@@ -810,6 +817,7 @@ static void run_free(run *r) {
     kd_adamw_free(&r->opt);
     if (r->have_model) kd_model_free(&r->m);
     if (r->is_lean) kd_lean_free(&r->lean);
+    kd_online_close(&r->online);
     kd_tokenizer_free(r->tok);
 }
 
