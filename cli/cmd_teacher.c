@@ -136,7 +136,7 @@ static int teacher_info(int argc, char **argv) {
         printf("vs original  %s: %" PRId64 " positions, %" PRId64 " entries, %" PRId64 " ids differ\n", compare,
                df.positions, df.entries, df.id_mismatch);
         printf("decode error log-prob max %.4g mean %.4g nats; p max %.4g; top-k mass mean |diff| %.4g; "
-               "KL(orig || decoded) over the top-k %.3g nats/position", df.max_lp_err, df.mean_lp_err, df.max_p_err,
+               "KL(orig || decoded) over top-k + tail %.3g nats/position", df.max_lp_err, df.mean_lp_err, df.max_p_err,
                df.mean_mass_err, df.kl_topk);
         if (m->packed) printf("; %" PRId64 " entries over the documented bound", df.over_bound);
         printf("\n");

@@ -520,7 +520,7 @@ int kdd_io_block(kd_dump *d, int i, int write, int64_t s0, int64_t ns, int64_t p
  * rows `width` long (columns past the file's are −inf; the file's columns past width are skipped). */
 int kdd_read_3d(kd_dump *d, int i, int64_t s0, int64_t ns, int64_t p0, int64_t np, void *out, int64_t width,
                    kd_err *err) {
-    if (d->pack) return kdd_pack_read(d, s0, ns, p0, np, i == D_IDS ? out : NULL, i == D_VALUES ? out : NULL, err);
+    if (d->pack) return kdd_pack_read(d, s0, ns, p0, np, NULL, i == D_IDS ? out : NULL, i == D_VALUES ? out : NULL, err);
     int64_t cols = d->meta.k ? d->meta.k : d->meta.vocab_size, T = d->meta.seq_len;
     int64_t rc = cols < width ? cols : width;   /* columns read */
     int isf = i == D_VALUES, raw = d->raw16[i];
@@ -595,7 +595,7 @@ static int read_locked(kd_dump *d, int64_t first, int64_t count, const kd_dump_r
     if (o->tokens && kdd_read_2d(d, D_TOKENS, first, count, o->tokens, err)) return -1;
     if (o->loss_mask && kdd_read_2d(d, D_MASK, first, count, o->loss_mask, err)) return -1;
     if (d->pack && (o->topk_ids || o->topk_logprobs))   /* one decode for both */
-        return kdd_pack_read(d, first, count, 0, m->seq_len, o->topk_ids, o->topk_logprobs, err);
+        return kdd_pack_read(d, first, count, 0, m->seq_len, o->loss_mask, o->topk_ids, o->topk_logprobs, err);
     if (o->topk_ids && kdd_read_3d(d, D_IDS, first, count, 0, m->seq_len, o->topk_ids, m->k, err)) return -1;
     if (o->topk_logprobs && kdd_read_3d(d, D_VALUES, first, count, 0, m->seq_len, o->topk_logprobs, m->k, err)) return -1;
     if (o->logits &&

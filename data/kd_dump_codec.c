@@ -3,15 +3,17 @@
  * (see kd_dump_codec.h and docs/dump-format.md, "Compressed dumps"). Memory
  * only: the HDF5 datasets around it are kd_dump_pack.c's.
  *
- * Stream of one sequence, bits filled from the least significant bit of each
- * byte up:
- *   header: r_id[0..3], r_val[0..3]          8 × 4 bits (Rice parameters)
- *   per unmasked position t:
- *     full                                   1 bit: 1 = all k entries finite
- *     n_fin − 1                              ceil(log2 k) bits, only when full = 0
- *     q0                                     Rice(r_val[0]), escape 24 bits
- *     c_j − c_{j−1}, j = 1 .. n_fin−1         Rice(r_val[band j]), escape 16 bits
- *     rank(id_j), j = 0 .. n_fin−1            Rice(r_id[band j]), escape ceil(log2 V) bits
+ * Record of one sequence: two bit streams, each filled from the least
+ * significant bit of each byte up, so that a decoder runs both at once:
+ *   bytes 0–3: r_id[0..3], r_val[0..3]       8 × 4 bits (Rice parameters)
+ *   bytes 4–7: len_a                          uint32 little-endian: bytes of stream A
+ *   stream A (bytes 8 .. 8+len_a), per unmasked position t:
+ *     full                                    1 bit: 1 = all k entries finite
+ *     n_fin − 1                               ceil(log2 k) bits, only when full = 0
+ *     q0                                      Rice(r_val[0]), escape 24 bits
+ *     c_j − c_{j−1}, j = 1 .. n_fin−1          Rice(r_val[band j]), escape 16 bits
+ *   stream B (the rest), per unmasked position t:
+ *     rank(id_j), j = 0 .. n_fin−1             Rice(r_id[band j]), escape ceil(log2 V) bits
  * band j: 0 for slot 0, 1 for slots 1–3, 2 for 4–15, 3 for 16 and up.
  * Rice(r) of x: q = x >> r; q < 16: q one bits, a zero bit, the r low bits
  * of x; q ≥ 16 (escape): 16 one bits, then x in the escape width.
@@ -158,7 +160,7 @@ static int best_r(const uint32_t *x, int64_t n, int wide) {
 size_t kd_pack_bound(const kd_pack_codec *c, int64_t T) {
     int64_t per_pos = 1 + ceil_log2(c->k) + (QMAX + Q0_BITS) + (int64_t)(c->k - 1) * (QMAX + DC_BITS) +
                       (int64_t)c->k * (QMAX + c->id_bits);
-    return (size_t)((32 + T * per_pos + 7) / 8 + 8);
+    return (size_t)(8 + (T * per_pos + 7) / 8 + 2);
 }
 
 size_t kd_pack_encode(kd_pack_codec *c, int64_t T, const uint8_t *mask, const int32_t *ids, const float *lp,
@@ -219,18 +221,26 @@ size_t kd_pack_encode(kd_pack_codec *c, int64_t T, const uint8_t *mask, const in
         r_val[b] = best_r(tmp, n_val, b == 0 ? Q0_BITS : DC_BITS);
     }
     free(tmp);
-    bitw w = {out, 0, 0};
-    for (int b = 0; b < 4; b++) put(&w, (uint64_t)r_id[b], 4);
-    for (int b = 0; b < 4; b++) put(&w, (uint64_t)r_val[b], 4);
+    uint64_t hdr = 0;
+    for (int b = 0; b < 4; b++) hdr |= (uint64_t)r_id[b] << (4 * b) | (uint64_t)r_val[b] << (16 + 4 * b);
     const int kb = ceil_log2(k);
-    for (int64_t t = 0; t < T; t++) {
+    bitw w = {out + 8, 0, 0};
+    for (int64_t t = 0; t < T; t++) {   /* stream A: values */
         if (mask && !mask[t]) continue;
         int n = (int)nfin[t];
         put(&w, n == k, 1);
         if (n != k) put(&w, (uint64_t)(n - 1), kb);
         put_rice(&w, q0[t], r_val[0], Q0_BITS);
         for (int j = 1; j < n; j++) put_rice(&w, dc[t * k + j], r_val[band_of(j)], DC_BITS);
-        for (int j = 0; j < n; j++) put_rice(&w, rk[t * k + j], r_id[band_of(j)], c->id_bits);
+    }
+    if (w.nb) *w.out++ = (uint8_t)w.acc;
+    hdr |= (uint64_t)(w.out - out - 8) << 32;
+    for (int i = 0; i < 8; i++) out[i] = (uint8_t)(hdr >> (8 * i));
+    w.acc = 0;
+    w.nb = 0;
+    for (int64_t t = 0; t < T; t++) {   /* stream B: ids */
+        if (mask && !mask[t]) continue;
+        for (int j = 0; j < (int)nfin[t]; j++) put_rice(&w, rk[t * k + j], r_id[band_of(j)], c->id_bits);
     }
     if (w.nb) *w.out++ = (uint8_t)w.acc;
     return (size_t)(w.out - out);
@@ -258,18 +268,27 @@ static inline uint32_t get_rice(const uint8_t *in, uint64_t *pos, int r, int wid
     return (uint32_t)(x & ((1ull << wide) - 1));
 }
 
+size_t kd_pack_pad(const kd_pack_codec *c) { return kd_pack_bound(c, 1) + 16; }
+
 int kd_pack_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const uint8_t *in, size_t n,
                    int32_t *ids, float *lp, const char *what, kd_err *err) {
+    static const int lo[4] = {0, 1, 4, 16};
     const int k = c->k, kb = ceil_log2(k);
-    const uint64_t end = (uint64_t)n * 8;
-    uint64_t pos = 0;
-    if (n < 4) return kd_errf(err, "%s: %zu bytes, too short for the header", what, n);
+    if (n < 8) return kd_errf(err, "%s: %zu bytes, too short for the header", what, n);
     int r_id[4], r_val[4];
     uint64_t h = peek(in, 0);
     for (int b = 0; b < 4; b++) r_id[b] = (int)(h >> (4 * b)) & 15;
     for (int b = 0; b < 4; b++) r_val[b] = (int)(h >> (16 + 4 * b)) & 15;
-    pos = 32;
+    uint64_t len_a = h >> 32;
+    if (len_a > n - 8) return kd_errf(err, "%s: stream A of %llu bytes in a record of %zu", what, (unsigned long long)len_a, n);
+    /* two cursors: pa in stream A (values), pb in stream B (ids); a position reads at most
+     * kd_pack_bound(c, 1) bytes past where it starts, within the caller's padding; checked after each */
+    uint64_t pa = 64, end_a = (8 + len_a) * 8, pb = end_a, end_b = (uint64_t)n * 8;
     const float step = (float)c->step;
+    const float *gap = c->gap;
+    const int32_t *order = c->order;
+    const uint32_t cmax = (uint32_t)c->cmax, V = (uint32_t)c->vocab;
+    const int idb = c->id_bits;
     for (int64_t t = 0; t < T; t++) {
         int32_t *id = ids + t * k;
         float *l = lp + t * k;
@@ -278,41 +297,40 @@ int kd_pack_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const
             memset(l, 0, (size_t)k * sizeof *l);
             continue;
         }
-        if (pos > end) goto bad;
         int nf = k;
-        uint64_t x = peek(in, pos);
-        if (x & 1) pos += 1;
+        uint64_t x = peek(in, pa);
+        if (x & 1) pa += 1;
         else {
             nf = (int)((x >> 1) & ((1ull << kb) - 1)) + 1;
-            pos += 1 + (uint64_t)kb;
+            pa += 1 + (uint64_t)kb;
             if (nf > k) goto bad;
         }
-        uint32_t q0 = get_rice(in, &pos, r_val[0], Q0_BITS);
-        float r0 = -(float)q0 * step;
+        float r0 = -(float)get_rice(in, &pa, r_val[0], Q0_BITS) * step;
         l[0] = r0;
-        uint32_t code = 0;
-        for (int j = 1; j < nf; j++) {
-            if (pos > end) goto bad;
-            code += get_rice(in, &pos, r_val[band_of(j)], DC_BITS);
-            if (code > (uint32_t)c->cmax) goto bad;
-            l[j] = r0 - c->gap[code];
-        }
-        for (int j = 0; j < nf; j++) {
-            if (pos > end) goto bad;
-            uint32_t rk = get_rice(in, &pos, r_id[band_of(j)], c->id_bits);
-            if (rk >= (uint64_t)c->vocab) goto bad;
-            id[j] = c->order[rk];
+        uint32_t rk = get_rice(in, &pb, r_id[0], idb), code = 0, bad = rk >= V;
+        id[0] = order[bad ? 0 : rk];
+        for (int b = 1; b < 4; b++) {
+            int j1 = b < 3 ? lo[b + 1] : k;
+            if (j1 > nf) j1 = nf;
+            const int rv = r_val[b], ri = r_id[b];
+            for (int j = lo[b]; j < j1; j++) {   /* the two streams interleaved: independent dependency chains */
+                code += get_rice(in, &pa, rv, DC_BITS);
+                rk = get_rice(in, &pb, ri, idb);
+                bad |= (code > cmax) | (rk >= V);
+                l[j] = r0 - gap[code > cmax ? cmax : code];
+                id[j] = order[rk >= V ? 0 : rk];
+            }
         }
         for (int j = nf; j < k; j++) {
             id[j] = 0;
             l[j] = -INFINITY;
         }
-        if (pos > end) goto bad;
+        if (bad || pa > end_a || pb > end_b) goto bad;
         continue;
     bad:
-        return kd_errf(err, "%s: position %lld: malformed packed stream (bit %llu of %llu)", what, (long long)t,
-                       (unsigned long long)pos, (unsigned long long)end);
+        return kd_errf(err, "%s: position %lld: malformed packed stream (bits %llu of %llu, %llu of %llu)", what,
+                       (long long)t, (unsigned long long)pa, (unsigned long long)end_a, (unsigned long long)pb,
+                       (unsigned long long)end_b);
     }
-    if (pos > end) return kd_errf(err, "%s: packed stream ends early", what);
     return 0;
 }

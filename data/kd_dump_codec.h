@@ -2,7 +2,8 @@
  * kd_dump_codec.h — the compressed top-k layout of teacher dumps,
  * "topk-packed-v1" (docs/dump-format.md, "Compressed dumps").
  *
- * Per sequence, one bit stream holds every unmasked position's top-k:
+ * Per sequence, one record (two bit streams: values and ids, decoded side by
+ * side) holds every unmasked position's top-k:
  *   - the top-1 log-prob as q0 = round(−lp0 / step) (so |error| ≤ step/2);
  *   - the other log-probs as gaps g_j = r0 − lp_j from the quantized top
  *     r0 = −q0·step, on a companded grid c = round((knee/step)·ln(1 + g/knee))
@@ -34,7 +35,6 @@
 #define KD_PACK_GAP_MAX 64.0        /* nats: larger gaps from the top are stored as this */
 #define KD_PACK_STEP_DEFAULT 0.0625 /* step: 1/16 nat at the top */
 #define KD_PACK_KNEE_DEFAULT 2.0    /* knee: the grid spacing is step·(1 + gap/knee) */
-#define KD_PACK_PAD 16              /* bytes a decoder may read past the end of a stream */
 
 typedef struct kd_pack_codec {
     int32_t k;
@@ -63,7 +63,9 @@ size_t kd_pack_bound(const kd_pack_codec *c, int64_t T);
  * valid top-k as the writer checks them) into out; returns the byte count. */
 size_t kd_pack_encode(kd_pack_codec *c, int64_t T, const uint8_t *mask, const int32_t *ids, const float *lp,
                       uint8_t *out);
-/* Decode n bytes (readable up to in[n + 15]: pad with KD_PACK_PAD bytes) into ids and
+/* Bytes a decoder may read past the end of a record: callers pad their buffers so. */
+size_t kd_pack_pad(const kd_pack_codec *c);
+/* Decode a record of n bytes (readable up to in[n + kd_pack_pad(c)]) into ids and
  * lp [T, k]; masked positions get ids 0 and log-probs 0. -1 with a message
  * naming `what` when the stream is malformed. */
 int kd_pack_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const uint8_t *in, size_t n,
@@ -90,7 +92,7 @@ typedef struct kd_dump_diff {
     double max_lp_err, mean_lp_err;  /* |log p_a − log p_b| */
     double max_p_err;                /* |p_a − p_b| */
     double mean_mass_err;            /* mean |Σ p_a − Σ p_b| over positions */
-    double kl_topk;                  /* mean Σ p_b (log p_b − log p_a) over the top-k: the KL the quantization adds */
+    double kl_topk;                  /* mean KL(b ‖ a) over the top-k entries plus the tail bucket (1 − Σ p) */
 } kd_dump_diff;
 int kd_dump_compare(kd_dump *a, kd_dump *b, kd_dump_diff *diff, kd_err *err);
 

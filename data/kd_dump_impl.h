@@ -80,8 +80,10 @@ void kdd_pack_free(kd_dump *d);
 int kdd_pack_append(kd_dump *d, int64_t old, int64_t n, const uint8_t *mask, const int32_t *ids, const float *lp,
                     kd_err *err);
 int kdd_pack_set_n_seq(kd_dump *d, int64_t n, kd_err *err);
-/* Sequences [s0, s0+ns), positions [p0, p0+np) into ids / lp ([ns, np, k]; either may be NULL). */
-int kdd_pack_read(kd_dump *d, int64_t s0, int64_t ns, int64_t p0, int64_t np, int32_t *ids, float *lp, kd_err *err);
+/* Sequences [s0, s0+ns), positions [p0, p0+np) into ids / lp ([ns, np, k]; either may be NULL);
+ * mask: their loss_mask rows [ns, T] when the caller has read them, else NULL. */
+int kdd_pack_read(kd_dump *d, int64_t s0, int64_t ns, int64_t p0, int64_t np, const uint8_t *mask, int32_t *ids,
+                  float *lp, kd_err *err);
 uint64_t kdd_pack_storage(const kd_dump *d);
 /* Tolerances of the Σp check for decoded values: relative eps (returned) and absolute *eps_abs. */
 double kdd_pack_check_eps(const kd_dump *d, double *eps_abs);

@@ -29,7 +29,7 @@ struct kdd_pack {
     hid_t ds_bytes, ds_off, ds_order;
     uint64_t *off;           /* [n_off] end offsets */
     int64_t n_off, cap_off;
-    uint8_t *buf;            /* raw bytes of the sequences being decoded (+ KD_PACK_PAD) */
+    uint8_t *buf;            /* raw bytes of the sequences being decoded (+ kd_pack_pad) */
     size_t buf_cap;
     int64_t cached;          /* sequence held in c_ids / c_lp, −1 = none */
     int32_t *c_ids;
@@ -275,7 +275,7 @@ int kdd_pack_append(kd_dump *d, int64_t old, int64_t n, const uint8_t *mask, con
         p->have_order = 1;
     }
     size_t bound = kd_pack_bound(&p->codec, T);
-    uint8_t *buf = grow(p->buf, &p->buf_cap, bound * (size_t)n + KD_PACK_PAD);
+    uint8_t *buf = grow(p->buf, &p->buf_cap, bound * (size_t)n + 16);
     if (!buf) return kd_errf(err, "%s: out of memory", d->path);
     p->buf = buf;
     if (old + n > p->cap_off) {
@@ -306,10 +306,11 @@ int kdd_pack_append(kd_dump *d, int64_t old, int64_t n, const uint8_t *mask, con
 static int read_bytes(kd_dump *d, int64_t s0, int64_t ns, uint64_t *base, kd_err *err) {
     kdd_pack *p = d->pack;
     uint64_t a = s0 > 0 ? p->off[s0 - 1] : 0, b = p->off[s0 + ns - 1];
-    uint8_t *buf = grow(p->buf, &p->buf_cap, (size_t)(b - a) + KD_PACK_PAD);
+    size_t pad = kd_pack_pad(&p->codec);
+    uint8_t *buf = grow(p->buf, &p->buf_cap, (size_t)(b - a) + pad);
     if (!buf) return kd_errf(err, "%s: out of memory", d->path);
     p->buf = buf;
-    memset(buf + (b - a), 0, KD_PACK_PAD);
+    memset(buf + (b - a), 0, pad);
     *base = a;
     if (b > a) {
         hsize_t start = a, count = b - a;
@@ -335,7 +336,8 @@ static int decode_one(kd_dump *d, int64_t s, uint64_t base, const uint8_t *mask,
     return kd_pack_decode(&p->codec, d->meta.seq_len, mask, p->buf + (a - base), (size_t)(b - a), ids, lp, what, err);
 }
 
-int kdd_pack_read(kd_dump *d, int64_t s0, int64_t ns, int64_t p0, int64_t np, int32_t *ids, float *lp, kd_err *err) {
+int kdd_pack_read(kd_dump *d, int64_t s0, int64_t ns, int64_t p0, int64_t np, const uint8_t *mask, int32_t *ids,
+                  float *lp, kd_err *err) {
     kdd_pack *p = d->pack;
     const int64_t T = d->meta.seq_len, k = d->meta.k;
     const size_t per = (size_t)(T * k), part = (size_t)(np * k);
@@ -355,14 +357,15 @@ int kdd_pack_read(kd_dump *d, int64_t s0, int64_t ns, int64_t p0, int64_t np, in
     uint64_t base = 0;
     if (read_bytes(d, s0, ns, &base, err)) return -1;
     for (int64_t s = s0; s < s0 + ns; s++) {
-        if (kdd_read_2d(d, D_MASK, s, 1, p->c_mask, err)) return -1;
+        const uint8_t *mk = mask ? mask + (s - s0) * T : p->c_mask;
+        if (!mask && kdd_read_2d(d, D_MASK, s, 1, p->c_mask, err)) return -1;
         size_t at = (size_t)(s - s0) * part;
         if (p0 == 0 && np == T && ids && lp) {   /* whole sequences, both outputs: straight to the caller */
-            if (decode_one(d, s, base, p->c_mask, ids + at, lp + at, err)) return -1;
+            if (decode_one(d, s, base, mk, ids + at, lp + at, err)) return -1;
             continue;
         }
         p->cached = -1;   /* through the cache: a read of the ids, then of the log-probs, decodes once */
-        if (decode_one(d, s, base, p->c_mask, p->c_ids, p->c_lp, err)) return -1;
+        if (decode_one(d, s, base, mk, p->c_ids, p->c_lp, err)) return -1;
         p->cached = s;
         if (ids) memcpy(ids + at, p->c_ids + p0 * k, part * sizeof *ids);
         if (lp) memcpy(lp + at, p->c_lp + p0 * k, part * sizeof *lp);

@@ -113,13 +113,15 @@ int kd_dump_compare(kd_dump *a, kd_dump *b, kd_dump_diff *df, kd_err *err) {
                 sum_err += e;
                 if (e > df->max_lp_err) df->max_lp_err = e;
                 if (pe > df->max_p_err) df->max_p_err = pe;
-                sum_kl += exp((double)vb) * ((double)vb - (double)va);
+                sum_kl += exp((double)vb) * ((double)vb - (double)va);   /* + the tail bucket below */
                 /* the bound, plus float rounding of the decoded value; gaps past 64 nats are clamped */
                 if (have_codec && top_a - va < KD_PACK_GAP_MAX &&
                     e > kd_pack_error_bound(&codec, (int)j, top_a - (double)va) + 1e-6 * (1 + fabs((double)va)))
                     df->over_bound++;
             }
             sum_mass += fabs(pa_sum - pb_sum);
+            double tail_a = 1 - pa_sum, tail_b = 1 - pb_sum;
+            if (tail_b > 1e-12) sum_kl += tail_b * log(tail_b / (tail_a > 1e-12 ? tail_a : 1e-12));
         }
     }
     if (df->entries) df->mean_lp_err = sum_err / (double)df->entries;
