@@ -88,7 +88,8 @@ int kd_dump_repack(const char *in, const char *out, double step, double knee, kd
 typedef struct kd_dump_diff {
     int64_t positions, entries;      /* unmasked positions, finite entries compared */
     int64_t id_mismatch;             /* entries whose ids differ */
-    int64_t over_bound;              /* entries whose error exceeds a's documented bound (packed a only) */
+    int64_t over_bound;              /* entries whose error exceeds a's documented bound (packed a only; plus
+                                        b's float16 rounding, |log p|·2^-11, when b is a plain float16 dump) */
     double max_lp_err, mean_lp_err;  /* |log p_a − log p_b| */
     double max_p_err;                /* |p_a − p_b| */
     double mean_mass_err;            /* mean |Σ p_a − Σ p_b| over positions */

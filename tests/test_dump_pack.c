@@ -276,9 +276,55 @@ static void test_python_encoder_and_cli(void **state) {
     assert_int_equal(kd_test_sh("'%s' teacher pack '%s' 2>/dev/null", kd, plain), 2);
 }
 
+/* kd teacher dump --compress on the real aidreams260K teacher gives the plain run's data within the bound,
+ * and a short distillation on it ends within 2 % of the plain run's validation KL (same seed and steps;
+ * validated on the plain dump, so both KLs are against the original teacher). */
+static void test_compress_dump_and_student(void **state) {
+    (void)state;
+    char dir[1024], p[1200];
+    tmp_path(dir, sizeof dir, "real");
+    const char *kd = kd_test_env("KD_BIN");
+    assert_int_equal(kd_test_sh("mkdir -p '%s'", dir), 0);
+    snprintf(p, sizeof p, "%s/teacher", dir);
+    assert_int_equal(kd_test_import_aidreams(p), 0);
+    const char *dump = "'%s' teacher dump --teacher '%s/teacher' --generate 200 --seq-len 32 --topk 32 --batch 50 --quiet "
+                       "--out '%s/%s.h5'%s";
+    char extra[1200];
+    snprintf(extra, sizeof extra, " --val-out '%s/val.h5' --val-fraction 0.2", dir);
+    assert_int_equal(kd_test_sh(dump, kd, dir, dir, "plain", extra), 0);
+    snprintf(extra, sizeof extra, " --val-out '%s/valp.h5' --val-fraction 0.2 --compress", dir);
+    assert_int_equal(kd_test_sh(dump, kd, dir, dir, "packed", extra), 0);
+    assert_int_equal(kd_test_sh("'%s' teacher info '%s/packed.h5' --compare '%s/plain.h5' > '%s/info.txt'", kd, dir, dir,
+                                dir), 0);
+    assert_int_equal(kd_test_sh("grep -q 'layout topk-packed-v1: log-prob grid step 0.0625 nats, knee 2' '%s/info.txt'",
+                                dir), 0);
+    /* resuming with another layout is refused by name */
+    assert_int_equal(kd_test_sh("cp '%s/plain.h5' '%s/x.h5.partial' && '%s' teacher dump --teacher '%s/teacher' "
+                                "--generate 10 --seq-len 32 --topk 32 --compress --quiet --out '%s/x.h5' 2> '%s/err.txt'",
+                                dir, dir, kd, dir, dir, dir), 1);
+    assert_int_equal(kd_test_sh("grep -q 'layout plain' '%s/err.txt'", dir), 0);
+    double kl[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/run%d.json", dir, i);
+        FILE *f = fopen(p, "w");
+        assert_non_null(f);
+        fprintf(f, "{\"student\": \"%s/configs/student-tiny.json\", \"train_data\": \"%s/%s.h5\", "
+                   "\"val_data\": \"%s/val.h5\", \"batch_size\": 8, \"steps\": 40, \"lr\": 3e-3, \"warmup\": 4, "
+                   "\"eval_every\": 40, \"save_every\": 1000, \"alpha\": 1.0, \"temperature\": 1.0, \"seed\": 5}\n",
+                kd_test_env("KD_SOURCE_DIR"), dir, i ? "packed" : "plain", dir);
+        fclose(f);
+        assert_int_equal(kd_test_sh("'%s' train --config '%s' --out '%s/run%d' > /dev/null 2>&1", kd, p, dir, i), 0);
+        snprintf(p, sizeof p, "run%d/final_eval.json", i);
+        kl[i] = kd_test_json_number(dir, p, "kl");
+    }
+    print_message("val KL after 40 steps: plain %.4f, packed %.4f\n", kl[0], kl[1]);
+    if (fabs(kl[1] - kl[0]) > 0.02 * kl[0]) fail_msg("val KL %g (packed) vs %g (plain): more than 2 %% apart", kl[1], kl[0]);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_codec_roundtrip),
     cmocka_unit_test(test_writer_reader_loader),
     cmocka_unit_test(test_python_encoder_and_cli),
+    cmocka_unit_test(test_compress_dump_and_student),
 };
 KD_TEST_MAIN(tests)
