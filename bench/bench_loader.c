@@ -7,7 +7,12 @@
  * the target is ≥ 2M tokens/s. The file is served from the page cache after
  * being written, so this measures kd's and HDF5's overhead, not the disk.
  *
- * usage: bench_loader [--seqs N] [--seq-len T] [--keep PATH]
+ * --packed writes the synthetic dump in the compressed layout "topk-packed-v1"
+ * (docs/dump-format.md): the loader then decodes every sequence it reads.
+ * --dump PATH measures an existing dump instead (e.g. a real teacher's, plain
+ * and packed with kd teacher pack); it is not deleted.
+ *
+ * usage: bench_loader [--seqs N] [--seq-len T] [--keep PATH] [--packed] [--dump PATH]
  */
 #include <math.h>
 #include <stdio.h>
@@ -25,10 +30,10 @@ static void die(const char *what, const kd_err *err) {
     exit(1);
 }
 
-static void write_dump(const char *path, int N, int T, int K, int V) {
+static void write_dump(const char *path, int N, int T, int K, int V, int packed) {
     kd_err err;
     kd_dump_meta m = {.vocab_size = V, .k = K, .seq_len = T, .temperature = 1.0, .value_dtype = KD_DUMP_F16,
-                      .has_loss_mask = 1};
+                      .has_loss_mask = 1, .packed = packed};
     snprintf(m.teacher, sizeof m.teacher, "bench-synthetic");
     enum { TEMPLATES = 16, CHUNK = 16 };
     float tmpl[TEMPLATES][64];
@@ -97,32 +102,42 @@ static double run_loader(const char *path, int B, int prefetch, int epochs, doub
 
 int main(int argc, char **argv) {
     int N = 1024, T = 1024, K = 64, V = 32000;
-    const char *keep = NULL;
+    const char *keep = NULL, *given = NULL;
+    int packed = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seqs") && i + 1 < argc) N = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seq-len") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = argv[++i];
+        else if (!strcmp(argv[i], "--dump") && i + 1 < argc) given = argv[++i];
+        else if (!strcmp(argv[i], "--packed")) packed = 1;
         else N = 0;
     }
     if (N < 1 || T < 1) {
-        fprintf(stderr, "usage: bench_loader [--seqs N] [--seq-len T] [--keep PATH]\n");
+        fprintf(stderr, "usage: bench_loader [--seqs N] [--seq-len T] [--keep PATH] [--packed] [--dump PATH]\n");
         return 2;
     }
     char path[512];
-    if (keep) snprintf(path, sizeof path, "%s", keep);
+    if (keep || given) snprintf(path, sizeof path, "%s", given ? given : keep);
     else snprintf(path, sizeof path, "/tmp/kd_bench_loader.%d.h5", (int)getpid());
-    double t0 = kd_now_s();
-    write_dump(path, N, T, K, V);
-    double tw = kd_now_s() - t0;
-    struct stat st;
-    stat(path, &st);
-    printf("# dump: %d sequences x %d tokens = %.2f M tokens, k=%d, V=%d: %.1f MB (%.1f B/token), written in %.2f s\n",
-           N, T, (double)N * T * 1e-6, K, V, (double)st.st_size / 1e6, (double)st.st_size / ((double)N * T), tw);
-
-    /* reference: the whole file sequentially, 64 sequences per read, into float32 */
+    double t0 = kd_now_s(), tw = 0;
+    if (!given) {
+        write_dump(path, N, T, K, V, packed);
+        tw = kd_now_s() - t0;
+    }
     kd_err err;
     kd_dump *d = kd_dump_open(path, &err);
     if (!d) die("open", &err);
+    const kd_dump_meta *dm = kd_dump_get_meta(d);
+    N = (int)dm->n_seq, T = dm->seq_len, K = dm->k, V = (int)dm->vocab_size;
+    struct stat st;
+    stat(path, &st);
+    printf("# dump%s: %d sequences x %d tokens = %.2f M tokens, k=%d, V=%d, layout %s: %.1f MB (%.1f B/token)",
+           given ? " (given)" : "", N, T, (double)N * T * 1e-6, K, V, dm->packed ? "topk-packed-v1" : "plain",
+           (double)st.st_size / 1e6, (double)st.st_size / ((double)N * T));
+    if (!given) printf(", written in %.2f s", tw);
+    printf("\n");
+
+    /* reference: the whole file sequentially, 64 sequences per read, into float32 */
     size_t per = (size_t)64 * (size_t)T * (size_t)K;
     int32_t *ids = malloc(per * 4), *tok = malloc((size_t)64 * (size_t)(T + 1) * 4);
     float *lp = malloc(per * 4);
@@ -146,6 +161,6 @@ int main(int argc, char **argv) {
     run_loader(path, 32, 4, 2, &bps);
     printf("loader tokens/s: %.2f M (B=8, prefetch 4, shuffled): %s the 2M tokens/s target\n", tps * 1e-6,
            tps >= 2e6 ? "meets" : "MISSES");
-    if (!keep) unlink(path);
+    if (!keep && !given) unlink(path);
     return 0;
 }

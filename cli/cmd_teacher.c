@@ -5,7 +5,9 @@
  *
  *   kd teacher dump --teacher MODEL ...       run a teacher, write a dump
  *   kd teacher dump --tokens-only ...         pack text into a tokens-only dump
- *   kd teacher info DUMP.h5 [--no-check]   summary + full validation
+ *   kd teacher info DUMP.h5 [--no-check] [--compare ORIG.h5] [--estimate N]
+ *                                             summary + full validation (+ decode error, sizes)
+ *   kd teacher pack IN.h5 --out OUT.h5        rewrite a dump in the compressed layout
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 
 #include "cli/kd_cli.h"
 #include "data/kd_dump.h"
+#include "data/kd_dump_codec.h"
 #include "teacher/kd_teacher_dump.h"
 
 /* ---- kd teacher info ------------------------------------------------------------ */
@@ -35,10 +38,11 @@ static void print_tokenizer(kd_dump *d) {
 }
 
 static int teacher_info(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *compare = NULL;
     int check = 1;
+    int64_t estimate = 0;
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd teacher info DUMP.h5 [--no-check]\n\n"
+        printf("usage: kd teacher info DUMP.h5 [--no-check] [--compare ORIG.h5] [--estimate N]\n\n"
                "Prints a summary of a teacher dump (sequences, tokens, vocabulary, k, dtypes,\n"
                "bytes per token, teacher, tokenizer) and validates every position: token and\n"
                "id ranges, NaN/Inf, top-k sorted in descending order, no duplicate ids,\n"
@@ -49,11 +53,26 @@ static int teacher_info(int argc, char **argv) {
                "keeps and topk_zero drops (see kd train --help: choose topk_zero only when the\n"
                "tail is about 2%% or less).\n"
                "--no-check prints the summary only (attributes, shapes and dtypes are\n"
-               "always checked).\n");
+               "always checked).\n"
+               "--compare ORIG.h5   DUMP is a repacked copy of ORIG (kd teacher pack, or dump\n"
+               "                    --compress beside a plain run): print the decode error of its\n"
+               "                    log-probs against ORIG's (max/mean, against the layout's bound),\n"
+               "                    id mismatches and the KL the quantization adds\n"
+               "--estimate N        print the size of a dump of N tokens like this one, plain and\n"
+               "                    packed (the packed rate measured on up to 64 of its sequences)\n");
         return 0;
     }
     for (int i = 1; i < argc; i++) {
+        const char *v;
         if (!strcmp(argv[i], "--no-check")) check = 0;
+        else if (!strcmp(argv[i], "--compare")) {
+            if (!(v = kd_cli_value("teacher info", argc, argv, &i))) return 2;
+            compare = v;
+        } else if (!strcmp(argv[i], "--estimate")) {
+            if (!(v = kd_cli_value("teacher info", argc, argv, &i)) ||
+                kd_cli_int("teacher info", "--estimate", v, 1, INT64_MAX, &estimate))
+                return 2;
+        }
         else if (argv[i][0] == '-' || path) {
             fprintf(stderr, "kd teacher info: unexpected argument '%s' (see kd teacher info --help)\n", argv[i]);
             return 2;
@@ -81,6 +100,9 @@ static int teacher_info(int argc, char **argv) {
            m->tokens_only ? "(no teacher distribution)" : "with a teacher distribution");
     printf("vocabulary   %" PRId64 "\n", m->vocab_size);
     if (m->tokens_only) printf("distribution none (tokens only)\n");
+    else if (m->packed)
+        printf("distribution top-%d, layout " KD_DUMP_LAYOUT_PACKED ": log-prob grid step %g nats, knee %g; ids "
+               "Rice-coded by frequency rank\n", m->k, m->pack_step, m->pack_knee);
     else if (m->k) printf("distribution top-%d: topk_ids %s, topk_logprobs %s\n", m->k, m->ids_dtype, m->values_dtype);
     else printf("distribution full logits: logits %s\n", m->values_dtype);
     printf("tokens       %s; loss_mask %s\n", m->tokens_dtype, m->has_loss_mask ? "uint8" : "absent (all positions)");
@@ -88,6 +110,43 @@ static int teacher_info(int argc, char **argv) {
     if (m->has_tokenizer) print_tokenizer(d);
     else printf("tokenizer    absent\n");
     int rc = 0;
+    if (estimate) {
+        double plain = m->tokens_only ? 5.0
+                       : m->k ? 5.0 + m->k * ((m->vocab_size <= 65536 ? 2.0 : 4.0) + 2.0)
+                              : 5.0 + 2.0 * (double)m->vocab_size;
+        printf("estimate     %" PRId64 " tokens: plain (float16) %.3g GB (%.1f bytes/token)\n", estimate,
+               plain * (double)estimate / 1e9, plain);
+        if (m->k && !m->tokens_only) {
+            double bpt = 0;
+            if (m->packed) bpt = tokens ? (double)bytes / (double)tokens : 0;
+            else if (kd_dump_pack_measure(d, 64, 0, 0, &bpt, &err)) {
+                fprintf(stderr, "kd teacher info: --estimate: %s\n", err.msg);
+                kd_dump_close(d);
+                return 1;
+            }
+            printf("estimate     %" PRId64 " tokens: packed (" KD_DUMP_LAYOUT_PACKED ") %.3g GB (%.1f bytes/token, %s)\n",
+                   estimate, bpt * (double)estimate / 1e9, bpt, m->packed ? "this dump's rate" : "measured on its first sequences");
+        }
+    }
+    if (compare) {
+        kd_dump *o = kd_dump_open(compare, &err);
+        kd_dump_diff df;
+        if (!o || kd_dump_compare(d, o, &df, &err)) {
+            fprintf(stderr, "kd teacher info: --compare: %s\n", err.msg);
+            kd_dump_close(o);
+            kd_dump_close(d);
+            return 1;
+        }
+        kd_dump_close(o);
+        printf("vs original  %s: %" PRId64 " positions, %" PRId64 " entries, %" PRId64 " ids differ\n", compare,
+               df.positions, df.entries, df.id_mismatch);
+        printf("decode error log-prob max %.4g mean %.4g nats; p max %.4g; top-k mass mean |diff| %.4g; "
+               "KL(orig || decoded) over top-k + tail %.3g nats/position", df.max_lp_err, df.mean_lp_err, df.max_p_err,
+               df.mean_mass_err, df.kl_topk);
+        if (m->packed) printf("; %" PRId64 " entries over the documented bound", df.over_bound);
+        printf("\n");
+        if (df.id_mismatch || df.over_bound) rc = 1;
+    }
     if (check) {
         kd_dump_report rep;
         if (kd_dump_check(d, &rep, &err)) {
@@ -116,6 +175,49 @@ static int teacher_info(int argc, char **argv) {
     }
     kd_dump_close(d);
     return rc;
+}
+
+/* ---- kd teacher pack ------------------------------------------------------------ */
+
+static int teacher_pack(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    double step = 0, knee = 0;
+    if (kd_cli_wants_help(argc, argv)) {
+        printf("usage: kd teacher pack IN.h5 --out OUT.h5 [--compress-step S] [--compress-knee G]\n\n"
+               "Rewrites the top-k dump IN.h5 in the compressed layout \"topk-packed-v1\"\n"
+               "(docs/dump-format.md): the same tokens, loss_mask and tokenizer; log-probs on a grid\n"
+               "of S nats at the top (0.0625), its spacing growing as S*(1 + gap/G) (G = 2.0);\n"
+               "ids coded by their frequency rank. Every reader of kd takes the result as it is.\n"
+               "Check it with kd teacher info OUT.h5 --compare IN.h5.\n");
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        double f;
+        if (!strcmp(argv[i], "--out")) {
+            if (!(v = kd_cli_value("teacher pack", argc, argv, &i))) return 2;
+            out = v;
+        } else if (!strcmp(argv[i], "--compress-step") || !strcmp(argv[i], "--compress-knee")) {
+            int is_knee = !strcmp(argv[i], "--compress-knee");
+            if (!(v = kd_cli_value("teacher pack", argc, argv, &i)) || kd_cli_float("teacher pack", argv[i - 1], v, &f))
+                return 2;
+            if (is_knee) knee = f;
+            else step = f;
+        } else if (argv[i][0] == '-' || in) {
+            fprintf(stderr, "kd teacher pack: unexpected argument '%s' (see kd teacher pack --help)\n", argv[i]);
+            return 2;
+        } else in = argv[i];
+    }
+    if (!in || !out) {
+        fprintf(stderr, "kd teacher pack: IN.h5 and --out OUT.h5 are required (see kd teacher pack --help)\n");
+        return 2;
+    }
+    kd_err err;
+    if (kd_dump_repack(in, out, step, knee, &err)) {
+        fprintf(stderr, "kd teacher pack: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- kd teacher dump ------------------------------------------------------------ */
@@ -185,6 +287,11 @@ static int teacher_dump(int argc, char **argv) {
                "                      teacher's vocabulary and 4096)\n"
                "  --full              store the full logits instead of the top K\n"
                "  --dtype f16|f32     storage of log-probs/logits (f16)\n"
+               "  --compress          write the compressed top-k layout \"topk-packed-v1\" (about 4x\n"
+               "                      smaller; docs/dump-format.md): log-probs on a grid of STEP nats\n"
+               "                      at the top, coarser down the tail, ids coded by frequency\n"
+               "  --compress-step S   grid step at the top, nats (0.0625: error <= S/2)\n"
+               "  --compress-knee G   the grid spacing grows as S*(1 + gap/G) (2.0)\n"
                "  --val-out VAL.h5 --val-fraction F   send a fraction F of sequences to VAL.h5\n"
                "  --tokenizer FILE    tokenizer (default: MODEL/tokenizer.bin)\n"
                "  --tokens-only       no teacher: pack the --text files as above (same sequences, same\n"
@@ -251,6 +358,20 @@ static int teacher_dump(int argc, char **argv) {
             if (!strcmp(v, "f16")) o.dtype = KD_DUMP_F16;
             else if (!strcmp(v, "f32")) o.dtype = KD_DUMP_F32;
             else { fprintf(stderr, "kd teacher dump: --dtype is f16 or f32, not '%s'\n", v); return 2; }
+        } else if (!strcmp(argv[i], "--compress")) {
+            o.packed = 1;
+            teacher_only = "--compress";
+        } else if (!strcmp(argv[i], "--compress-step") || !strcmp(argv[i], "--compress-knee")) {
+            int knee = !strcmp(argv[i], "--compress-knee");
+            VAL();
+            teacher_only = argv[i - 1];
+            if (kd_cli_float("teacher dump", argv[i - 1], v, &f) || !(knee ? f >= 1.0 / 16 && f <= 64 : f >= 1.0 / 1024 && f <= 1)) {
+                fprintf(stderr, "kd teacher dump: %s must be in %s, not '%s'\n", argv[i - 1],
+                        knee ? "[0.0625, 64]" : "[0.0009765625, 1]", v);
+                return 2;
+            }
+            if (knee) o.pack_knee = f;
+            else o.pack_step = f;
         } else if (!strcmp(argv[i], "--full")) {
             full = 1;
             teacher_only = "--full";
@@ -263,6 +384,10 @@ static int teacher_dump(int argc, char **argv) {
 #undef VAL
     }
     if (full) o.topk = 0;
+    if ((o.pack_step || o.pack_knee) && !o.packed) {
+        fprintf(stderr, "kd teacher dump: --compress-step and --compress-knee go with --compress\n");
+        return 2;
+    }
     o.text = texts;
     o.n_text = n_text;
     if (o.tokens_only) {
@@ -304,6 +429,7 @@ static int teacher_dump(int argc, char **argv) {
 static const kd_command TEACHER_COMMANDS[] = {
     {"dump", teacher_dump, "run a teacher over text (or its own samples) and write DUMP.h5"},
     {"info", teacher_info, "summarise and validate a teacher dump (DUMP.h5)"},
+    {"pack", teacher_pack, "rewrite a top-k dump in the compressed layout (topk-packed-v1)"},
 };
 #define N_TEACHER (sizeof TEACHER_COMMANDS / sizeof TEACHER_COMMANDS[0])
 

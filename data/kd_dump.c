@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/kd_fp16.h"
+#include "data/kd_dump_codec.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -270,6 +271,7 @@ void *kdd_scratch(kd_dump *d, size_t bytes, kd_err *err) {
 void kdd_free(kd_dump *d) {
     if (!d) return;
     for (int i = 0; i < D_COUNT; i++) closeh(&d->ds[i]);
+    kdd_pack_free(d);
     if (d->file >= 0) H5Fclose(d->file);
     free(d->scratch);
     free(d);
@@ -343,7 +345,7 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
     snprintf(d->path, sizeof d->path, "%s", path);
     kd_dump_meta *m = &d->meta;
     int64_t ver = 0, v = 0, k = 0, T = 0, nseq = -1;
-    char fmt[64] = "", dist[32] = "";
+    char fmt[64] = "", dist[32] = "", layout[64] = "";
     if (access(path, F_OK) != 0) {
         kd_errf(err, "%s: no such file", path);
         goto fail;
@@ -384,8 +386,15 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
         attr_double(d->file, path, "temperature", &m->temperature, err) ||
         kdd_attr_string(d->file, path, "teacher", 1, m->teacher, sizeof m->teacher, err) ||
         kdd_attr_int(d->file, path, "n_seq", 0, 0, INT64_MAX, &nseq, err) ||
-        kdd_attr_string(d->file, path, "distribution", 0, dist, sizeof dist, err))
+        kdd_attr_string(d->file, path, "distribution", 0, dist, sizeof dist, err) ||
+        kdd_attr_string(d->file, path, "layout", 0, layout, sizeof layout, err))
         goto fail;
+    if (layout[0] && strcmp(layout, KD_DUMP_LAYOUT_PACKED)) {
+        kd_errf(err, "%s: attribute 'layout' = \"%s\", expected \"" KD_DUMP_LAYOUT_PACKED "\" (or no attribute: the "
+                "plain datasets)", path, layout);
+        goto fail;
+    }
+    const int packed = layout[0] != 0;
     if (m->temperature != 1.0) {
         kd_errf(err, "%s: attribute 'temperature' = %g, expected 1 (version 1 stores temperature-1 distributions)",
                 path, m->temperature);
@@ -408,7 +417,13 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
     m->tokens_only = !strcmp(dist, "none");
     static const char *const teacher_ds[] = {"topk_ids", "topk_logprobs", "logits"};
     for (int i = 0; i < 3; i++) {
-        int exists = H5Lexists(d->file, teacher_ds[i], H5P_DEFAULT) > 0, wanted = !m->tokens_only && (i == 2) == (k == 0);
+        int exists = H5Lexists(d->file, teacher_ds[i], H5P_DEFAULT) > 0,
+            wanted = !m->tokens_only && (i == 2) == (k == 0) && !(packed && k > 0);
+        if (packed && k > 0 && exists) {   /* the packed datasets replace all three */
+            kd_errf(err, "%s: dataset '%s' present although attribute 'layout' = \"" KD_DUMP_LAYOUT_PACKED "\" says "
+                    "the top-k is in 'topk_packed'", path, teacher_ds[i]);
+            goto fail;
+        }
         /* a full dump with a stray topk_logprobs was always accepted (ignored): it still is */
         if (exists && !wanted && (m->tokens_only || i != 1)) {
             if (m->tokens_only)
@@ -436,7 +451,7 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
     if (open_dataset(d, D_TOKENS, 1, 2, t1, "int32", err) < 0) goto fail;
     if ((r = open_dataset(d, D_MASK, 0, 2, t0, "uint8", err)) < 0) goto fail;
     m->has_loss_mask = r;
-    if (!m->tokens_only) {
+    if (!m->tokens_only && !(packed && k > 0)) {
         if (k > 0 && open_dataset(d, D_IDS, 1, 3, t3, id_exp, err) < 0) goto fail;
         if (open_dataset(d, D_VALUES, 1, 3, t3, "float16 or float32", err) < 0) goto fail;
     }
@@ -456,6 +471,7 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
                 " sequences (an interrupted write? resume it)", path, nseq, m->n_seq);
         goto fail;
     }
+    if (packed && kdd_pack_open(d, partial, err)) goto fail;
     m->has_tokenizer = H5Lexists(d->file, "tokenizer", H5P_DEFAULT) > 0;
     return d;
 fail:
@@ -488,6 +504,7 @@ uint64_t kd_dump_storage_bytes(const kd_dump *d) {
     uint64_t n = 0;
     for (int i = 0; i < D_COUNT; i++)
         if (d->ds[i] >= 0) n += H5Dget_storage_size(d->ds[i]);
+    n += kdd_pack_storage(d);
     kdd_leave(&g);
     return n;
 }
@@ -522,6 +539,7 @@ int kdd_io_block(kd_dump *d, int i, int write, int64_t s0, int64_t ns, int64_t p
  * rows `width` long (columns past the file's are −inf; the file's columns past width are skipped). */
 int kdd_read_3d(kd_dump *d, int i, int64_t s0, int64_t ns, int64_t p0, int64_t np, void *out, int64_t width,
                    kd_err *err) {
+    if (d->pack) return kdd_pack_read(d, s0, ns, p0, np, NULL, i == D_IDS ? out : NULL, i == D_VALUES ? out : NULL, err);
     int64_t cols = d->meta.k ? d->meta.k : d->meta.vocab_size, T = d->meta.seq_len;
     int64_t rc = cols < width ? cols : width;   /* columns read */
     int isf = i == D_VALUES, raw = d->raw16[i];
@@ -595,6 +613,8 @@ static int read_locked(kd_dump *d, int64_t first, int64_t count, const kd_dump_r
     if (count == 0) return 0;
     if (o->tokens && kdd_read_2d(d, D_TOKENS, first, count, o->tokens, err)) return -1;
     if (o->loss_mask && kdd_read_2d(d, D_MASK, first, count, o->loss_mask, err)) return -1;
+    if (d->pack && (o->topk_ids || o->topk_logprobs))   /* one decode for both */
+        return kdd_pack_read(d, first, count, 0, m->seq_len, o->loss_mask, o->topk_ids, o->topk_logprobs, err);
     if (o->topk_ids && kdd_read_3d(d, D_IDS, first, count, 0, m->seq_len, o->topk_ids, m->k, err)) return -1;
     if (o->topk_logprobs && kdd_read_3d(d, D_VALUES, first, count, 0, m->seq_len, o->topk_logprobs, m->k, err)) return -1;
     if (o->logits &&

@@ -61,6 +61,10 @@ typedef struct kd_dump_meta {
     int64_t n_seq;
     char tokens_dtype[32], ids_dtype[32], values_dtype[32];   /* "int32", "uint16", "float16", ... */
     int has_tokenizer;
+    /* The compressed layout "topk-packed-v1" (docs/dump-format.md, kd_dump_codec.h): set packed (top-k
+     * dumps only) and the quantization of the log-probs for the writer (0 = the defaults); the reader fills them. */
+    int packed;
+    double pack_step, pack_knee;
 } kd_dump_meta;
 
 /* The teacher's tokenizer as raw arrays (group "tokenizer"). Pieces and merges

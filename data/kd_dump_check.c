@@ -17,7 +17,7 @@
 #define CHECK_BLOCK (8u << 20)   /* bytes of float32 values checked per read */
 
 /* Returns 0 when fine, 1 for a bad id (dataset topk_ids), 2 for a bad value (topk_logprobs). */
-int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, int masked, double eps, uint32_t *stamp,
+int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, int masked, double eps, double eps_abs, uint32_t *stamp,
                    uint32_t *mark, kdd_pos_stats *st, int64_t *slot, char *what, size_t n) {
     for (int j = 0; j < k; j++)
         if (ids[j] < 0 || ids[j] >= vocab) {
@@ -48,7 +48,7 @@ int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, in
         sum += p;
         bound += p * fabs((double)x);
     }
-    if (sum > 1.0 + KD_DUMP_SUM_TOL + eps * bound) {
+    if (sum > 1.0 + KD_DUMP_SUM_TOL + eps * bound + eps_abs * sum) {
         *slot = -1;
         snprintf(what, n, "probabilities sum to %.6f > 1", sum);
         return 2;
@@ -143,7 +143,8 @@ static int check_locked(kd_dump *d, kd_dump_report *rep, kd_err *err) {
     if (pb > T) pb = T;
     if (sb < 1) sb = 1;
     if (sb > N) sb = N > 0 ? N : 1;
-    double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216;
+    double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216, eps_abs = 0;
+    if (d->pack) eps = kdd_pack_check_eps(&d->meta, &eps_abs);   /* decoded values: the layout's error bound */
     int32_t *tok = malloc((size_t)(sb * (T + 1)) * 4), *ids = k ? malloc((size_t)(pb * k) * 4) : NULL;
     uint8_t *mask = malloc((size_t)(sb * T));
     float *val = teacher ? malloc((size_t)(pb * row) * 4) : NULL;
@@ -188,7 +189,7 @@ static int check_locked(kd_dump *d, kd_dump_report *rep, kd_err *err) {
                     int bad;
                     if (k) {
                         size_t o = (size_t)((t - p0) * k);
-                        bad = kdd_check_topk(ids + o, val + o, (int)k, V, masked, eps, stamp, &mark, &st, &slot, what,
+                        bad = kdd_check_topk(ids + o, val + o, (int)k, V, masked, eps, eps_abs, stamp, &mark, &st, &slot, what,
                                              sizeof what);
                         if (bad)
                             rc = report_bad(d, rep, bad == 1 ? D_IDS : D_VALUES, s, t, slot,
@@ -251,8 +252,9 @@ int kd_dump_check_position(const kd_dump_meta *m, const int32_t *ids, const floa
                            uint32_t *stamp, uint32_t *mark, int64_t *slot, char *what, size_t n) {
     if (m->k == 0) return kdd_check_logits(values, width, slot, what, n);
     kdd_pos_stats st;
-    double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216;
-    return kdd_check_topk(ids, values, m->k, m->vocab_size, 0, eps, stamp, mark, &st, slot, what, n);
+    double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216, eps_abs = 0;
+    if (m->packed) eps = kdd_pack_check_eps(m, &eps_abs);   /* decoded values: the layout's error bound */
+    return kdd_check_topk(ids, values, m->k, m->vocab_size, 0, eps, eps_abs, stamp, mark, &st, slot, what, n);
 }
 
 int kd_dump_validate(const char *path, kd_dump_report *rep, kd_err *err) {

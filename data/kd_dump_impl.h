@@ -25,6 +25,7 @@ struct kd_dump {
     kd_dump_meta meta;
     void *scratch;
     size_t scratch_cap;
+    struct kdd_pack *pack; /* the compressed layout "topk-packed-v1" (kd_dump_pack.c); NULL = plain datasets */
 };
 
 /* The HDF5 lock, with HDF5's error printing silenced while it is held. */
@@ -67,8 +68,25 @@ int kdd_read_3d(kd_dump *d, int i, int64_t s0, int64_t ns, int64_t p0, int64_t n
 typedef struct kdd_pos_stats {
     double mass, top1;
 } kdd_pos_stats;
-int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, int masked, double eps, uint32_t *stamp,
+int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, int masked, double eps, double eps_abs, uint32_t *stamp,
                    uint32_t *mark, kdd_pos_stats *st, int64_t *slot, char *what, size_t n);
 int kdd_check_logits(const float *z, int64_t vocab, int64_t *slot, char *what, size_t n);
+
+/* The compressed top-k layout (kd_dump_pack.c): its datasets replace topk_ids / topk_logprobs. */
+typedef struct kdd_pack kdd_pack;
+int kdd_pack_create(hid_t file, const char *path, const kd_dump_meta *m, kd_err *err);
+int kdd_pack_open(kd_dump *d, int partial, kd_err *err);   /* after tokens/loss_mask, with meta.n_seq known */
+void kdd_pack_free(kd_dump *d);
+/* sums (may be NULL): each sequence's checksum (kd_dump_seq_checksum) over the values as they decode. */
+int kdd_pack_append(kd_dump *d, int64_t old, int64_t n, const int32_t *tokens, const uint8_t *mask,
+                    const int32_t *ids, const float *lp, uint64_t *sums, kd_err *err);
+int kdd_pack_set_n_seq(kd_dump *d, int64_t n, kd_err *err);
+/* Sequences [s0, s0+ns), positions [p0, p0+np) into ids / lp ([ns, np, k]; either may be NULL);
+ * mask: their loss_mask rows [ns, T] when the caller has read them, else NULL. */
+int kdd_pack_read(kd_dump *d, int64_t s0, int64_t ns, int64_t p0, int64_t np, const uint8_t *mask, int32_t *ids,
+                  float *lp, kd_err *err);
+uint64_t kdd_pack_storage(const kd_dump *d);
+/* Tolerances of the Σp check for decoded values: relative eps (returned) and absolute *eps_abs. */
+double kdd_pack_check_eps(const kd_dump_meta *m, double *eps_abs);
 
 #endif

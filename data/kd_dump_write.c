@@ -27,6 +27,7 @@
 #include "core/kd_file.h"
 #include "core/kd_fp16.h"
 #include "data/kd_dump.h"
+#include "data/kd_dump_codec.h"
 #include "data/kd_dump_impl.h"
 
 #define CHUNK_MAX (4u << 20)    /* largest chunk written, bytes */
@@ -202,6 +203,9 @@ static int check_meta(const char *path, const kd_dump_meta *m, const kd_dump_tok
                        m->temperature);
     if (!m->tokens_only && m->value_dtype != KD_DUMP_F16 && m->value_dtype != KD_DUMP_F32)
         return kd_errf(err, "%s: value_dtype %d, expected KD_DUMP_F16 or KD_DUMP_F32", path, (int)m->value_dtype);
+    if (m->packed && (m->k < 1 || m->tokens_only))
+        return kd_errf(err, "%s: the packed layout (" KD_DUMP_LAYOUT_PACKED ") stores a top-k: k %d%s, expected k ≥ 1",
+                       path, m->k, m->tokens_only ? " (tokens only)" : "");
     if (tok && (tok->n < 0 || tok->n > m->vocab_size || !tok->piece_offsets || tok->piece_offsets[0] != 0 ||
                 (tok->n_merges && !tok->merge_offsets)))
         return kd_errf(err, "%s: tokenizer with %d pieces for vocab_size %" PRId64 ", expected 0..vocab_size pieces "
@@ -263,6 +267,12 @@ static int write_sums(kd_dump_writer *w, int64_t s0, int64_t n, const uint64_t *
 
 kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, const kd_dump_tokenizer *tok,
                                       kd_err *err) {
+    kd_dump_meta mm = *m;
+    if (mm.packed) {
+        if (mm.pack_step == 0) mm.pack_step = KD_PACK_STEP_DEFAULT;
+        if (mm.pack_knee == 0) mm.pack_knee = KD_PACK_KNEE_DEFAULT;
+    }
+    m = &mm;
     if (check_meta(path, m, tok, err)) return NULL;
     kd_dump_writer *w = writer_new(path, err);
     if (!w) return NULL;
@@ -298,8 +308,10 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
     }
     if (create_ds(f, w->partial, "tokens", H5T_STD_I32LE, 2, t1, err) ||
         (m->has_loss_mask && create_ds(f, w->partial, "loss_mask", H5T_STD_U8LE, 2, t0, err)) ||
-        (m->k && create_ds(f, w->partial, "topk_ids", m->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE, 3, t3, err)) ||
-        (!m->tokens_only && create_ds(f, w->partial, m->k ? "topk_logprobs" : "logits", vt, 3, t3, err)) ||
+        (m->packed && kdd_pack_create(f, w->partial, m, err)) ||
+        (m->k && !m->packed &&
+         create_ds(f, w->partial, "topk_ids", m->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE, 3, t3, err)) ||
+        (!m->tokens_only && !m->packed && create_ds(f, w->partial, m->k ? "topk_logprobs" : "logits", vt, 3, t3, err)) ||
         create_sums(f, w->partial, err) || (tok && kdd_write_tokenizer(f, w->partial, tok, err)))
         goto out;
     if (H5Fclose(f) < 0) {
@@ -355,6 +367,7 @@ static int set_n_seq(kd_dump_writer *w, int64_t n, kd_err *err) {
     hsize_t sd = (hsize_t)n;
     if (w->sums >= 0 && sums_len(w) != n && H5Dset_extent(w->sums, &sd) < 0)
         return kdd_h5_fail(err, "%s: dataset '" SUMS "': cannot resize to %" PRId64 " sequences", w->partial, n);
+    if (d->pack && kdd_pack_set_n_seq(d, n, err)) return -1;
     d->meta.n_seq = n;
     if (kdd_attr_write_i64(d->file, "n_seq", n) || H5Fflush(d->file, H5F_SCOPE_LOCAL) < 0)
         return kdd_h5_fail(err, "%s: cannot flush", w->partial);
@@ -506,7 +519,7 @@ static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, con
         int masked = mask && !mask[p], bad = 0;
         kdd_pos_stats st;
         if (k) {
-            bad = kdd_check_topk(ids + p * k, val + p * k, (int)k, V, masked, 1.0 / 16777216, w->stamp, &w->mark, &st,
+            bad = kdd_check_topk(ids + p * k, val + p * k, (int)k, V, masked, 1.0 / 16777216, 0, w->stamp, &w->mark, &st,
                                  &slot, what, sizeof what);
         } else if (!masked) {
             bad = kdd_check_logits(val + p * V, V, &slot, what, sizeof what);
@@ -615,8 +628,11 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
         rc = (!loss_mask && !ones) ||
              kdd_io_block(d, D_MASK, 1, old, n, 0, -1, T, H5T_NATIVE_UINT8, loss_mask ? (void *)loss_mask : ones, err);
     }
-    if (!rc && m->k) rc = write_3d(d, D_IDS, old, n, ids, m->k, err);
-    if (!rc && !m->tokens_only) rc = write_3d(d, D_VALUES, old, n, values, m->k ? m->k : m->vocab_size, err);
+    if (!rc && d->pack) rc = kdd_pack_append(d, old, n, tokens, loss_mask, ids, values, h, err);
+    else {
+        if (!rc && m->k) rc = write_3d(d, D_IDS, old, n, ids, m->k, err);
+        if (!rc && !m->tokens_only) rc = write_3d(d, D_VALUES, old, n, values, m->k ? m->k : m->vocab_size, err);
+    }
     if (!rc) rc = write_sums(w, old, n, h, err);
     if (!rc) rc = set_n_seq(w, old + n, err);
     if (rc) {

@@ -232,6 +232,11 @@ static kd_dump_writer *open_writer(const char *path, const kd_dump_meta *meta, c
     } else if (h->value_dtype != meta->value_dtype) {
         snprintf(have, sizeof have, "dtype %s", h->value_dtype == KD_DUMP_F16 ? "f16" : "f32");
         snprintf(want, sizeof want, "dtype %s", meta->value_dtype == KD_DUMP_F16 ? "f16" : "f32");
+    } else if (h->packed != meta->packed || (meta->packed && ((meta->pack_step && h->pack_step != meta->pack_step) ||
+                                                              (meta->pack_knee && h->pack_knee != meta->pack_knee)))) {
+        snprintf(have, sizeof have, "layout %s (step %g, knee %g)", h->packed ? "packed" : "plain", h->pack_step, h->pack_knee);
+        snprintf(want, sizeof want, "layout %s (step %g, knee %g)", meta->packed ? "packed" : "plain", meta->pack_step,
+                 meta->pack_knee);
     } else if (strcmp(h->teacher, meta->teacher) != 0) {
         snprintf(have, sizeof have, "teacher '%s'", h->teacher);
         snprintf(want, sizeof want, "teacher '%s'", meta->teacher);
@@ -308,6 +313,8 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     if (o->n_text <= 0 && o->generate <= 0) return kd_errf(err, "give text files (--text FILE...) or --generate N");
     if (o->seq_len < 1) return kd_errf(err, "--seq-len must be at least 1");
     if (o->topk < 0) return kd_errf(err, "--topk must be positive (or --full)");
+    if (o->packed && (only || o->topk == 0))
+        return kd_errf(err, "--compress packs a top-k: it does not apply to %s", only ? "--tokens-only" : "--full");
     if (o->topk > KD_DUMP_MAX_K)
         return kd_errf(err, "--topk %lld: a dump holds at most %d entries per position; use --full for the whole "
                        "distribution", (long long)o->topk, KD_DUMP_MAX_K);
@@ -403,6 +410,9 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     meta.value_dtype = only ? KD_DUMP_F16 : o->dtype;   /* tokens only: unused, as a reader reports it */
     meta.has_loss_mask = 1;
     meta.tokens_only = only;
+    meta.packed = o->packed;
+    meta.pack_step = o->pack_step;
+    meta.pack_knee = o->pack_knee;
     if (!(wt = open_writer(out, &meta, &dt, &bad, err))) goto done;
     if (o->val_out && o->val_fraction > 0 && !(wv = open_writer(o->val_out, &meta, &dt, &bad, err))) goto done;
     started = 1;

@@ -84,6 +84,8 @@ typedef struct kd_teacher_dump_opts {
     int64_t seq_len;              /* T */
     int64_t topk;                 /* 0: full logits */
     kd_dump_dtype dtype;
+    int packed;                   /* write the compressed layout "topk-packed-v1" (top-k only) */
+    double pack_step, pack_knee;  /* its log-prob quantization; 0 = the defaults (kd_dump_codec.h) */
     double val_fraction;          /* with val_out */
     const char *val_out;          /* NULL: no validation file */
     int64_t batch;                /* sequences per teacher forward (and append); 0: 16, tokens only up to 1024;
