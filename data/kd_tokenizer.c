@@ -434,8 +434,8 @@ static int opt_bool(const kd_gguf *g, const char *key, unsigned bit, unsigned *f
     return 0;
 }
 
-/* tokenizer.ggml.merges (required, as in llama.cpp) and tokenizer.ggml.pre of a "gpt2" tokenizer. */
-static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, kd_err *err) {
+/* tokenizer.ggml.merges (required, as in llama.cpp) and tokenizer.ggml.pre (unless force_pre) of a BPE tokenizer. */
+static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, const char *force_pre, kd_err *err) {
     const char *name = kd_gguf_name(g), *pre = "";
     kd_gguf_arr mg;
     if (kd_gguf_find_key(g, "tokenizer.ggml.merges") < 0)
@@ -443,6 +443,7 @@ static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, kd_err *err) {
     if (kd_gguf_get_arr(g, "tokenizer.ggml.merges", KD_GGUF_STRING, -1, &mg, err) < 0 ||
         (kd_gguf_find_key(g, "tokenizer.ggml.pre") >= 0 && kd_gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL, err) < 0))
         return -1;
+    if (force_pre) pre = force_pre;
     if (mg.n > KD_TOK_MAX_MERGES)
         return kd_errf(err, "%s: tokenizer.ggml.merges has %" PRIu64 " entries, expected at most %d", name, mg.n,
                        KD_TOK_MAX_MERGES);
@@ -466,10 +467,11 @@ static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, kd_err *err) {
 kd_tokenizer *kd_tokenizer_from_gguf(const kd_gguf *g, kd_err *err) {
     const char *name = kd_gguf_name(g), *model;
     if (kd_gguf_get_str(g, "tokenizer.ggml.model", &model, NULL, err) < 0) return NULL;
-    int bpe = !strcmp(model, "gpt2");
+    /* "gemma4" is BPE over raw UTF-8 with the "gemma4" pre-tokenizer, whatever tokenizer.ggml.pre says (as llama.cpp) */
+    int gemma4 = !strcmp(model, "gemma4"), bpe = !strcmp(model, "gpt2") || gemma4;
     if (strcmp(model, "llama") && !bpe) {
-        kd_errf(err, "%s: tokenizer.ggml.model is '%.40s', expected 'llama' (SentencePiece) or 'gpt2' (byte-level "
-                "BPE; kd supports no other)", name, model);
+        kd_errf(err, "%s: tokenizer.ggml.model is '%.40s', expected 'llama' (SentencePiece), 'gpt2' (byte-level "
+                "BPE) or 'gemma4' (BPE on UTF-8; kd supports no other)", name, model);
         return NULL;
     }
     kd_gguf_arr toks, sc = {0}, ty = {0};
@@ -508,7 +510,7 @@ kd_tokenizer *kd_tokenizer_from_gguf(const kd_gguf *g, kd_err *err) {
             if (types) types[i] = kd_gguf_arr_i32(&ty, (uint64_t)i);
         }
         tok = build(name, n, pcs, lens, scores, types, bos, eos, unk, flags, err);
-        if (tok && bpe && bpe_from_gguf(g, tok, err) < 0) {
+        if (tok && bpe && bpe_from_gguf(g, tok, gemma4 ? "gemma4" : NULL, err) < 0) {
             kd_tokenizer_free(tok);
             tok = NULL;
         }
@@ -808,7 +810,7 @@ static int64_t render(const kd_tokenizer *tok, int32_t id, unsigned opts, char *
     size_t n = tok->len[id], w = 0;
     switch (tok->type[id]) {
     case KD_TOKEN_NORMAL:
-        if (tok->bpe) return kd_tok_bpe_render(p, n, dst, cap);
+        if (tok->bpe) return kd_tok_bpe_render(tok, p, n, dst, cap);
         for (size_t k = 0; k < n; k++) {
             if (w == cap) return -1;
             if (k + 3 <= n && !memcmp(p + k, SPACE_MARK, 3)) {
