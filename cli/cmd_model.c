@@ -9,6 +9,8 @@
 
 #include "cli/kd_cli.h"
 #include "core/kd_file.h"
+#include "data/kd_dump_tok.h"
+#include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
 #include "infer/kd_infer.h"
 #include "student/kd_llama2c.h"
@@ -105,6 +107,10 @@ int kd_cmd_import(int argc, char **argv) {
         rc = !bytes || kd_path_join(path, sizeof path, out, "tokenizer.bin", &err) ||
              kd_write_file_atomic(path, bytes, len, &err);
         free(bytes);
+        kd_tokenizer *t = rc ? NULL : kd_tokenizer_load(path, &err);   /* + tokenizer.json for transformers */
+        rc = rc || !t;
+        if (t) kd_tokenizer_save_hf_or_warn(t, out);
+        kd_tokenizer_free(t);
     }
     if (rc) fprintf(stderr, "kd import: %s\n", err.msg);
     else printf("wrote %s (%.2fM parameters)\n", out, (double)kd_config_n_params(&m.cfg) * 1e-6);

@@ -438,3 +438,21 @@ oom2:
 oom:
     return kd_errf(err, "pre-tokenizer: out of memory splitting %zu bytes", n);
 }
+
+/* ---- the expressions, for tokenizer.json (data/kd_tokenizer_hf.c) --------------------------------------------- */
+
+int kd_pretok_n_regex(const kd_pretok *p) { return p->n; }
+const char *kd_pretok_regex(const kd_pretok *p, int i) { return i >= 0 && i < p->n ? p->t->re[i] : NULL; }
+
+const char *kd_pretok_from_regex(const char *const *re, int n) {
+    for (size_t t = 0; t < N_TYPES; t++) {
+        int k = 0;
+        while (k < MAX_RE && TYPES[t].re[k]) k++;
+        if (k != n) continue;
+        for (k = 0; k < n && !strcmp(re[k], TYPES[t].re[k]); k++) {}
+        if (k < n) continue;
+        for (size_t i = 0; i < N_NAMES; i++)
+            if (!strcmp(NAMES[i].type, TYPES[t].type)) return NAMES[i].name;
+    }
+    return NULL;
+}

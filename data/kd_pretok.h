@@ -64,6 +64,12 @@ const char *kd_pretok_type(const kd_pretok *p);
 /* Every name, in table order: names[i] for i < n (for tests and --help). */
 size_t kd_pretok_names(const char *const **names);
 
+/* The expressions (PCRE2 syntax, see above): n of them, i-th; and the first name whose split is exactly
+ * re[0..n) (NULL when none): tokenizer.json stores a split as its list of expressions. */
+int kd_pretok_n_regex(const kd_pretok *p);
+const char *kd_pretok_regex(const kd_pretok *p, int i);
+const char *kd_pretok_from_regex(const char *const *re, int n);
+
 /* Words of a text: word i is text[end[i-1] .. end[i]) (end[-1] = 0); text is
  * the repaired copy described above. Zero-initialise; reused across calls. */
 typedef struct kd_words {

@@ -168,6 +168,11 @@ int kd_tokenizer_set_bpe(kd_tokenizer *tok, const char *pre, int32_t n, const ch
 
 const char *kd_tokenizer_model(const kd_tokenizer *tok) { return kd_tokenizer_bpe_part(tok) ? "gpt2" : "llama"; }
 
+const struct kd_pretok *kd_tokenizer_pretok(const kd_tokenizer *tok) {
+    const kd_tok_bpe *b = kd_tokenizer_bpe_part(tok);
+    return b ? b->pt : NULL;
+}
+
 const char *kd_tokenizer_pre(const kd_tokenizer *tok) {
     const kd_tok_bpe *b = kd_tokenizer_bpe_part(tok);
     return b ? b->pre : "";

@@ -65,6 +65,9 @@ const char *kd_tokenizer_model(const kd_tokenizer *tok);
 /* The pre-tokenizer name ("" when none was given or the model is "llama"). */
 const char *kd_tokenizer_pre(const kd_tokenizer *tok);
 int32_t kd_tokenizer_n_merges(const kd_tokenizer *tok);
+/* The pre-tokenizer (data/kd_pretok.h); NULL for SPM or a name llama.cpp does not know. */
+struct kd_pretok;
+const struct kd_pretok *kd_tokenizer_pretok(const kd_tokenizer *tok);
 /* Merge i ("left right", NUL-terminated), NULL when out of range. */
 const char *kd_tokenizer_merge(const kd_tokenizer *tok, int32_t i, size_t *len);
 /* 1 when kd_tokenizer_encode can encode text with this tokenizer; otherwise 0
