@@ -265,7 +265,6 @@ void kd_words_free(kd_words *w) {
     free(w->cpt);
     free(w->off);
     free(w->voff);
-    free(w->vmap);
     free(w->pa);
     free(w->pb);
     free(w->view);
@@ -330,6 +329,16 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
     return 0;
 }
 
+/* The code point starting at view byte v, among code points a..b (voff is increasing). */
+static size_t cpt_at(const unsigned *voff, size_t a, size_t b, size_t v) {
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        if (voff[mid] < v) a = mid + 1;
+        else b = mid;
+    }
+    return a;
+}
+
 /* Append piece [a, b) (code point indices) to the next list. */
 static int push_piece(kd_words *w, size_t *np, size_t a, size_t b) {
     if (b <= a) return 0;
@@ -340,8 +349,8 @@ static int push_piece(kd_words *w, size_t *np, size_t a, size_t b) {
         if (grow((void **)&w->pb, &c2, *np + 1, sizeof *w->pb) < 0) return -1;
         w->piece_cap = cap < c2 ? cap : c2;
     }
-    w->pa[*np] = a;
-    w->pb[*np] = b;
+    w->pa[*np] = (unsigned)a;
+    w->pb[*np] = (unsigned)b;
     (*np)++;
     return 0;
 }
@@ -349,6 +358,7 @@ static int push_piece(kd_words *w, size_t *np, size_t a, size_t b) {
 int kd_pretok_split(const kd_pretok *p, const char *s, size_t n, kd_words *w, kd_err *err) {
     const unsigned char *u = (const unsigned char *)s;
     w->n = w->len = 0;
+    if (n > (UINT32_MAX - 1) / 3) return kd_errf(err, "pre-tokenizer: a text of %zu bytes is too long to split", n);
     /* code points, their repaired UTF-8 (text) and the matching view (wide spaces → VT) */
     if (grow((void **)&w->cpt, &w->cpt_cap, n + 1, sizeof *w->cpt) < 0) goto oom;
     size_t m = 0;
@@ -357,33 +367,31 @@ int kd_pretok_split(const kd_pretok *p, const char *s, size_t n, kd_words *w, kd
     if (grow((void **)&w->off, &c1, m + 1, sizeof *w->off) < 0 || grow((void **)&w->voff, &c2, m + 1, sizeof *w->voff) < 0)
         goto oom;
     w->off_cap = c1 < c2 ? c1 : c2;
-    if (grow((void **)&w->text, &w->cap, 4 * m + 1, 1) < 0 || grow((void **)&w->view, &w->view_cap, 4 * m + 1, 1) < 0 ||
-        grow((void **)&w->vmap, &w->vmap_cap, 4 * m + 1, sizeof *w->vmap) < 0)
+    /* an invalid byte becomes 3 bytes (U+FFFD), nothing else grows; the view is never longer than the text */
+    if (grow((void **)&w->text, &w->cap, 3 * n + 1, 1) < 0 || grow((void **)&w->view, &w->view_cap, 3 * n + 1, 1) < 0)
         goto oom;
     size_t tl = 0, vl = 0;
     for (size_t i = 0; i < m; i++) {
         uint32_t c = w->cpt[i];
-        w->off[i] = tl;
-        w->voff[i] = vl;
+        w->off[i] = (unsigned)tl;
+        w->voff[i] = (unsigned)vl;
         tl += put_cpt(c > 0x10FFFF ? 0xFFFD : c, w->text + tl);
         uint32_t v = c > 0x7F && wide_space(c) ? 0x0B : (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF ? 0xE000 : c;
         vl += put_cpt(v, w->view + vl);
     }
-    w->off[m] = tl;
-    w->voff[m] = vl;
+    w->off[m] = (unsigned)tl;
+    w->voff[m] = (unsigned)vl;
     w->len = tl;
-    for (size_t i = 0; i < m; i++) w->vmap[w->voff[i]] = i;
-    w->vmap[vl] = m;
     if (!w->md && !(w->md = pcre2_match_data_create(16, NULL))) goto oom;
 
     /* pieces: [pa[k], pb[k]) in code points; each expression splits every piece */
     size_t np = 0;
     if (push_piece(w, &np, 0, m) < 0) goto oom;
-    size_t *qa = NULL, *qb = NULL;
+    unsigned *qa = NULL, *qb = NULL;
     for (int r = 0; r < p->n; r++) {
         size_t cur = np;
         /* the current list moves aside; the next one is built in pa/pb */
-        size_t *ta = realloc(qa, (cur + 1) * sizeof *qa), *tb = ta ? realloc(qb, (cur + 1) * sizeof *qb) : NULL;
+        unsigned *ta = realloc(qa, (cur + 1) * sizeof *qa), *tb = ta ? realloc(qb, (cur + 1) * sizeof *qb) : NULL;
         if (ta) qa = ta;
         if (tb) qb = tb;
         if (!ta || !tb) goto oom2;
@@ -417,13 +425,13 @@ int kd_pretok_split(const kd_pretok *p, const char *s, size_t n, kd_words *w, kd
                 }
                 PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
                 size_t ms = ov[0], me = ov[1];
-                if (push_piece(w, &np, w->vmap[w->voff[a] + last], w->vmap[w->voff[a] + ms]) < 0 ||
-                    push_piece(w, &np, w->vmap[w->voff[a] + ms], w->vmap[w->voff[a] + me]) < 0)
+                size_t cl = cpt_at(w->voff, a, b, w->voff[a] + last), cs = cpt_at(w->voff, a, b, w->voff[a] + ms);
+                if (push_piece(w, &np, cl, cs) < 0 || push_piece(w, &np, cs, cpt_at(w->voff, a, b, w->voff[a] + me)) < 0)
                     goto oom2;
                 last = pos = me;
                 opts = me == ms ? PCRE2_NOTEMPTY_ATSTART | PCRE2_ANCHORED : 0;
             }
-            if (push_piece(w, &np, w->vmap[w->voff[a] + last], b) < 0) goto oom2;
+            if (push_piece(w, &np, cpt_at(w->voff, a, b, w->voff[a] + last), b) < 0) goto oom2;
         }
     }
     free(qa);

@@ -79,10 +79,10 @@ typedef struct kd_words {
     size_t n, end_cap;
     /* scratch */
     unsigned *cpt;
-    size_t *off, *voff, *vmap;
-    size_t *pa, *pb;
+    unsigned *off, *voff;   /* byte offsets of each code point in text / in the matching view */
+    unsigned *pa, *pb;      /* pieces, in code points */
     char *view;
-    size_t cpt_cap, off_cap, view_cap, vmap_cap, piece_cap;
+    size_t cpt_cap, off_cap, view_cap, piece_cap;
     void *md;
 } kd_words;
 void kd_words_free(kd_words *w);
