@@ -8,7 +8,8 @@
  *     tools/vocab_fixtures.py) for llama.cpp's texts and extra ones (scripts,
  *     digits, emoji, runs of spaces) with the Llama 3 vocabulary under every
  *     tokenizer.ggml.pre name llama.cpp knows: kd's ids equal them, and every
- *     name kd knows is in the sweep;
+ *     name kd knows is in the sweep (the raw-UTF-8 "whitespace" split on the
+ *     texts without whitespace: llama.cpp aborts on the others);
  *   - unknown names are refused, the split keeps every byte, invalid UTF-8 is
  *     repaired as llama.cpp does.
  */
@@ -161,10 +162,12 @@ static void test_sweep(void **state) {
         set_pre(tok, e->string);
         assert_string_equal(kd_tokenizer_pre(tok), e->string);
         assert_int_equal(cJSON_GetArraySize(e), nt);
-        int wrong = 0;
+        int wrong = 0, compared = 0;
         for (int i = 0; i < nt; i++) {
             const char *s = cJSON_GetArrayItem(texts, i)->valuestring;
             cJSON *want = cJSON_GetArrayItem(e, i);
+            if (cJSON_IsNull(want)) continue;   /* llama.cpp aborts on this text with this split (README.md) */
+            compared++;
             encode(tok, s, strlen(s), &t);
             int same = (size_t)cJSON_GetArraySize(want) == t.n;
             for (size_t k = 0; same && k < t.n; k++) same = cJSON_GetArrayItem(want, (int)k)->valueint == t.ids[k];
@@ -183,6 +186,8 @@ static void test_sweep(void **state) {
         while (k < n_types && strcmp(seen_types[k], kd_pretok_type(p))) k++;
         if (k == n_types && n_types < 64) snprintf(seen_types[n_types++], sizeof seen_types[0], "%s", kd_pretok_type(p));
         kd_pretok_free(p);
+        if (compared < nt) fprintf(stderr, "sweep: '%s' compared on the %d texts without whitespace\n", e->string, compared);
+        assert_true(compared > 0);
         bad += wrong > 0;
         names++;
     }
@@ -193,7 +198,7 @@ static void test_sweep(void **state) {
         if (!cJSON_GetObjectItem(ids, all[i]) && !cJSON_GetObjectItem(failed, all[i]))
             fail_msg("pre-tokenizer '%s' is not in the sweep: rerun tools/vocab_fixtures.py", all[i]);
     for (cJSON *e = failed ? failed->child : NULL; e; e = e->next)
-        fprintf(stderr, "sweep: llama.cpp failed on '%s' (%s): not compared\n", e->string, e->valuestring);
+        fprintf(stderr, "sweep: llama.cpp fails on '%s' with some texts (%s)\n", e->string, e->valuestring);
     fprintf(stderr, "sweep: %d names (%d pre-tokenizer types) x %d texts, %d names differ\n", names, n_types, nt, bad);
     assert_int_equal(bad, 0);
     assert_true(n_types >= 10);

@@ -169,6 +169,19 @@ def node_ids(texts, files):
     return res
 
 
+def retry_without_spaces(texts, gguf):
+    """llama.cpp's ids for the texts without whitespace (null for the others), or None: the raw-UTF-8
+    "whitespace" split aborts llama.cpp (a GGML_ASSERT) on a merge lookup with a space."""
+    keep = [i for i, t in enumerate(texts) if t and not any(c.isspace() for c in t)]
+    r = node_ids([texts[i] for i in keep], [gguf]) if keep else {'ok': False}
+    if not r['ok'] or r['errors']:
+        return None
+    out = [None] * len(texts)
+    for i, v in zip(keep, r['ids'][gguf]):
+        out[i] = v
+    return out
+
+
 def read_inp(path):
     parts = open(path, encoding='utf-8').read().split(SEP)
     return parts[:-1] if parts and parts[-1] == '' else parts
@@ -227,6 +240,9 @@ def main():
             r = res if res['ok'] else node_ids(texts, [p])
             if not r['ok'] or r['errors']:
                 failed[n] = r.get('error') or r['errors'][p]
+                sub = retry_without_spaces(texts, p)
+                if sub:
+                    ids[n] = sub
                 continue
             ids[n], release = r['ids'][p], r['llama_cpp_release']
     report['sweep'] = {'names': len(ids), 'texts': len(texts), 'llama.cpp failed': failed}
