@@ -144,7 +144,10 @@ static void test_sweep(void **state) {
     (void)state;
     char path[4096];
     size_t n;
-    cJSON *j = cJSON_Parse(kd_read_file(unxz("pre-sweep.json", path, sizeof path), &n, NULL));
+    char *raw = kd_read_file(unxz("pre-sweep.json", path, sizeof path), &n, NULL);
+    assert_non_null(raw);
+    cJSON *j = cJSON_Parse(raw);
+    free(raw);
     assert_non_null(j);
     const char *vocab = cJSON_GetObjectItem(j, "vocab")->valuestring;
     char rel[256];
