@@ -9,14 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/kd_log.h"
+
 _Noreturn void kd_panic(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "kd: fatal: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort();
+    kd_vfatal(fmt, ap);
 }
 
 const char *kd_shape_str(const kd_tensor *t, char *buf, size_t n) {

@@ -11,12 +11,20 @@
 
 #include <stdint.h>
 
+/* ---- Embedding backward: dw[ids[n], :] += dy[n, :] for n < N, rows of C. ---- */
+void kd_embedding_backward(float *dw, const float *dy, const int32_t *ids, int64_t N, int64_t C);
+
 /* ---- RMSNorm over rows of C: y = x·rstd ⊙ w, rstd[n] saved for backward. ---- */
 void kd_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps);
 void kd_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
                          const float *rstd, int64_t N, int64_t C);
 
-/* ---- RoPE: tables cos/sin [n_pos, D/2] (θ_i = pos·theta^(−2i/D)), rotation in place. ---- */
+/* ---- RoPE: tables cos/sin [n_pos, D/2] (θ_i = pos·inv_freq[i]), rotation in place. ---- */
+void kd_rope_table_inv(float *cos_t, float *sin_t, const int32_t *pos, int64_t n_pos, int64_t D,
+                       const double *inv_freq);
+/* Plain RoPE: inv_freq[i] = theta^(−2i/D), i < D/2. */
+void kd_rope_inv_freq_default(double *inv_freq, int64_t D, double theta);
+/* kd_rope_table_inv with the plain table of theta (D ≤ 8192). */
 void kd_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int64_t n_pos, int64_t D, float theta);
 /* x [N_rows = B·T, H·D]; row r uses table row (r % T). inverse=1 rotates by −θ (backward). */
 void kd_rope_apply(float *x, const float *cos_t, const float *sin_t, int64_t B, int64_t T, int64_t H,

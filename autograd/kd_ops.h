@@ -43,6 +43,10 @@ typedef enum kd_rope_convention {
 } kd_rope_convention;
 kd_tensor *kd_rope(kd_graph *g, kd_tensor *x, int64_t H, const int32_t *pos, float theta,
                    kd_rope_convention conv);
+/* The same with the inverse frequencies given, inv_freq[D/2] (scaled RoPE types;
+ * student/kd_config.h: kd_config_rope_inv_freq). */
+kd_tensor *kd_rope_inv(kd_graph *g, kd_tensor *x, int64_t H, const int32_t *pos, const double *inv_freq,
+                       kd_rope_convention conv);
 
 /* Causal grouped-query attention. q [B, T, H·D], k and v [B, T, Hkv·D], Hkv | H.
  * Query t attends to keys s with t − window < s ≤ t (window ≤ 0: all s ≤ t).

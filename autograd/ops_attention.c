@@ -16,11 +16,11 @@
  * Products go through CBLAS; threads split (batch, head) pairs in forward and
  * (batch, kv-head) pairs in backward, so dK/dV accumulation never races.
  */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
+#include "core/kd_linalg.h"
 #include "autograd/kd_kernels.h"
 #include "autograd/kd_ops.h"
 
@@ -36,8 +36,7 @@ static inline int64_t block_key_start(int64_t i0, int64_t window) {
 /* S[i - i0, s - s0] = scale · q_i · k_s for the block (row stride L = i1 - s0). */
 static void block_scores(float *S, const float *q, const float *k, int64_t rows, int64_t L, int64_t D,
                          int64_t ldq, int64_t ldk, float scale) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)L, (int)D, scale, q, (int)ldq, k,
-                (int)ldk, 0.0f, S, (int)L);
+    kd_sgemm(0, 1, rows, L, D, scale, q, ldq, k, ldk, 0.0f, S, L);
 }
 
 void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
@@ -74,8 +73,7 @@ void kd_attention_forward(float *out, float *lse, const float *q, const float *k
                 for (int64_t j = lo; j <= hi; j++) Sr[j] *= inv;
                 lse_bh[i] = m + logf(sum);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)D, (int)L, 1.0f, S, (int)L,
-                        vb + s0 * ldk, (int)ldk, 0.0f, ob + i0 * ldq, (int)ldq);
+            kd_sgemm(0, 0, rows, D, L, 1.0f, S, L, vb + s0 * ldk, ldk, 0.0f, ob + i0 * ldq, ldq);
         }
     }
 }
@@ -87,8 +85,8 @@ void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
     int64_t G = H / Hkv, ldq = H * D, ldk = Hkv * D;
     float scale = 1.0f / sqrtf((float)D);
     int nt = omp_get_max_threads();
-    /* Parallel over (b, kvh) when there are enough pairs; otherwise one thread
-     * drives a multithreaded BLAS. */
+    /* Parallel over (b, kvh) when there are enough pairs; otherwise the
+     * products themselves run in parallel (kd_sgemm). */
 #pragma omp parallel for schedule(dynamic) if (B * Hkv >= nt)
     for (int64_t bk = 0; bk < B * Hkv; bk++) {
         int64_t b = bk / Hkv, kvh = bk % Hkv;
@@ -107,8 +105,7 @@ void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                 int64_t s0 = block_key_start(i0, window), L = i1 - s0;
                 block_scores(P, qb + i0 * ldq, kb + s0 * ldk, rows, L, D, ldq, ldk, scale);
                 /* dP = dO · Vᵀ */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)L, (int)D, 1.0f,
-                            dob + i0 * ldq, (int)ldq, vb + s0 * ldk, (int)ldk, 0.0f, dP, (int)L);
+                kd_sgemm(0, 1, rows, L, D, 1.0f, dob + i0 * ldq, ldq, vb + s0 * ldk, ldk, 0.0f, dP, L);
                 for (int64_t r = 0; r < rows; r++) {
                     int64_t i = i0 + r;
                     int64_t lo = window > 0 && i - window + 1 > s0 ? i - window + 1 - s0 : 0, hi = i - s0;
@@ -123,14 +120,11 @@ void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                     }
                 }
                 if (dqb) /* dQ += scale · dS · K */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)D, (int)L, scale, dP,
-                                (int)L, kb + s0 * ldk, (int)ldk, 1.0f, dqb + i0 * ldq, (int)ldq);
+                    kd_sgemm(0, 0, rows, D, L, scale, dP, L, kb + s0 * ldk, ldk, 1.0f, dqb + i0 * ldq, ldq);
                 if (dkb) /* dK += scale · dSᵀ · Q */
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)L, (int)D, (int)rows, scale, dP,
-                                (int)L, qb + i0 * ldq, (int)ldq, 1.0f, dkb + s0 * ldk, (int)ldk);
+                    kd_sgemm(1, 0, L, D, rows, scale, dP, L, qb + i0 * ldq, ldq, 1.0f, dkb + s0 * ldk, ldk);
                 if (dvb) /* dV += Pᵀ · dO */
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)L, (int)D, (int)rows, 1.0f, P,
-                                (int)L, dob + i0 * ldq, (int)ldq, 1.0f, dvb + s0 * ldk, (int)ldk);
+                    kd_sgemm(1, 0, L, D, rows, 1.0f, P, L, dob + i0 * ldq, ldq, 1.0f, dvb + s0 * ldk, ldk);
             }
         }
     }

@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "autograd/kd_kernels.h"
 #include "autograd/kd_ops.h"
 
 static void check_same(const char *op, const kd_tensor *a, const kd_tensor *b) {
@@ -117,12 +118,7 @@ kd_tensor *kd_mean(kd_graph *g, kd_tensor *a) { return reduce(g, a, 1); }
 /* ---- embedding: out[N, C] = W[ids[n], :] ------------------------------------------- */
 typedef struct { const int32_t *ids; } embed_ctx;
 
-static void embedding_backward(kd_graph *g, kd_node *nd) {
-    kd_tensor *w = nd->in[0];
-    const int32_t *ids = ((embed_ctx *)nd->ctx)->ids;
-    int64_t C = kd_last_dim(w), N = kd_rows(nd->out);
-    float *dw = kd_grad(g, w);
-    const float *dy = nd->out->grad;
+void kd_embedding_backward(float *dw, const float *dy, const int32_t *ids, int64_t N, int64_t C) {
     /* Scatter-add. Threads own disjoint column ranges, so repeated ids never race. */
 #pragma omp parallel
     {
@@ -134,6 +130,12 @@ static void embedding_backward(kd_graph *g, kd_node *nd) {
             for (int64_t c = c0; c < c1; c++) row[c] += src[c];
         }
     }
+}
+
+static void embedding_backward(kd_graph *g, kd_node *nd) {
+    kd_tensor *w = nd->in[0];
+    const int32_t *ids = ((embed_ctx *)nd->ctx)->ids;
+    kd_embedding_backward(kd_grad(g, w), nd->out->grad, ids, kd_rows(nd->out), kd_last_dim(w));
 }
 
 kd_tensor *kd_embedding(kd_graph *g, kd_tensor *w, const int32_t *ids, int64_t B, int64_t T) {

@@ -50,13 +50,11 @@ kd_tensor *kd_cross_entropy(kd_graph *g, kd_tensor *logits, const int32_t *targe
         n_valid++;
     }
     float *lse = kd_graph_alloc(g, (size_t)N * sizeof(float));
-    double total = 0.0;
-#pragma omp parallel for reduction(+ : total) if (N * V > 65536)
-    for (int64_t n = 0; n < N; n++) {
-        const float *zr = logits->data + n * V;
-        lse[n] = kd_logsumexp(zr, V);
-        if (targets[n] != ignore_index) total += (double)lse[n] - (double)zr[targets[n]];
-    }
+#pragma omp parallel for if (N * V > 65536)
+    for (int64_t n = 0; n < N; n++) lse[n] = kd_logsumexp(logits->data + n * V, V);
+    double total = 0.0;   /* in row order: the same bits whatever the thread count */
+    for (int64_t n = 0; n < N; n++)
+        if (targets[n] != ignore_index) total += (double)lse[n] - (double)logits->data[n * V + targets[n]];
     int64_t one = 1;
     kd_tensor *y = kd_tensor_new(g, 1, &one, "cross_entropy");
     y->data[0] = n_valid ? (float)(total / (double)n_valid) : 0.0f;

@@ -5,8 +5,8 @@
  *   d op(A) = dC · op(B)ᵀ      d op(B) = op(A)ᵀ · dC
  * and for a transposed operand the stored gradient is the transpose of that.
  */
-#include <cblas.h>
 
+#include "core/kd_linalg.h"
 #include "autograd/kd_ops.h"
 
 typedef struct { int ta, tb; int64_t M, N, K; } mm_ctx;
@@ -14,8 +14,7 @@ typedef struct { int ta, tb; int64_t M, N, K; } mm_ctx;
 /* C = α·op(A)·op(B) + β·C for row-major arrays with their natural leading dims. */
 static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float *C,
                  float beta) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-                (int)K, 1.0f, A, ta ? (int)M : (int)K, B, tb ? (int)K : (int)N, beta, C, (int)N);
+    kd_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, beta, C, N);
 }
 
 static void matmul_backward(kd_graph *g, kd_node *nd) {

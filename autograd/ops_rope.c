@@ -2,12 +2,15 @@
  * ops_rope.c — rotary position embeddings.
  *
  * For head dimension D and pair index i < D/2, the angle at position p is
- * θ_i = p · theta^(−2i/D) and each pair (a, b) is rotated:
+ * θ_i = p · inv_freq[i], with inv_freq[i] = theta^(−2i/D) for plain RoPE (the
+ * scaled RoPE types divide it per dimension: student/kd_config.h computes the
+ * table of a config), and each pair (a, b) is rotated:
  *     a' = a·cos θ − b·sin θ,   b' = a·sin θ + b·cos θ.
- * Two conventions pick which elements form a pair (formats-and-algorithms A.9):
+ * Two conventions pick which elements form a pair (docs/gguf.md#rope-layout-of-q-and-k):
  *   KD_ROPE_HALF  (Hugging Face rotate_half, used by kd checkpoints): (i, i + D/2)
  *   KD_ROPE_PAIRS (GGUF / llama2.c / ggml "norm"):                    (2i, 2i + 1)
- * A checkpoint's q/k rows convert between them by the permutation of A.9.
+ * A checkpoint's q/k rows convert between them by a permutation of rows per head
+ * (kd_rope_permute_rows, student/kd_llama2c.h).
  * The rotation is orthogonal, so backward rotates the gradient by −θ.
  */
 #include <math.h>
@@ -15,15 +18,26 @@
 #include "autograd/kd_kernels.h"
 #include "autograd/kd_ops.h"
 
-void kd_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int64_t n_pos, int64_t D, float theta) {
+void kd_rope_table_inv(float *cos_t, float *sin_t, const int32_t *pos, int64_t n_pos, int64_t D,
+                       const double *inv_freq) {
     int64_t half = D / 2;
     for (int64_t t = 0; t < n_pos; t++)
         for (int64_t i = 0; i < half; i++) {
-            double inv_freq = pow((double)theta, -2.0 * (double)i / (double)D);
-            double ang = (double)pos[t] * inv_freq;
+            double ang = (double)pos[t] * inv_freq[i];
             cos_t[t * half + i] = (float)cos(ang);
             sin_t[t * half + i] = (float)sin(ang);
         }
+}
+
+void kd_rope_inv_freq_default(double *inv_freq, int64_t D, double theta) {
+    for (int64_t i = 0; i < D / 2; i++) inv_freq[i] = pow(theta, -2.0 * (double)i / (double)D);
+}
+
+void kd_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int64_t n_pos, int64_t D, float theta) {
+    double inv[4096];   /* D ≤ 8192 (kd_config_validate bounds head_dim by 4096) */
+    if (D / 2 > 4096) kd_panic("rope: head dimension %lld too large", (long long)D);
+    kd_rope_inv_freq_default(inv, D, (double)theta);
+    kd_rope_table_inv(cos_t, sin_t, pos, n_pos, D, inv);
 }
 
 void kd_rope_apply(float *x, const float *cos_t, const float *sin_t, int64_t B, int64_t T, int64_t H,
@@ -59,8 +73,8 @@ static void rope_backward(kd_graph *g, kd_node *nd) {
     for (int64_t i = 0; i < x->n; i++) dx[i] += tmp[i];
 }
 
-kd_tensor *kd_rope(kd_graph *g, kd_tensor *x, int64_t H, const int32_t *pos, float theta,
-                   kd_rope_convention conv) {
+kd_tensor *kd_rope_inv(kd_graph *g, kd_tensor *x, int64_t H, const int32_t *pos, const double *inv_freq,
+                       kd_rope_convention conv) {
     int64_t B = x->ndim == 3 ? x->shape[0] : 1;
     int64_t T = x->ndim == 3 ? x->shape[1] : x->shape[0];
     int64_t HD = kd_last_dim(x);
@@ -70,7 +84,7 @@ kd_tensor *kd_rope(kd_graph *g, kd_tensor *x, int64_t H, const int32_t *pos, flo
     int64_t D = HD / H;
     float *cos_t = kd_graph_alloc(g, (size_t)(T * D / 2) * sizeof(float));
     float *sin_t = kd_graph_alloc(g, (size_t)(T * D / 2) * sizeof(float));
-    kd_rope_table(cos_t, sin_t, pos, T, D, theta);
+    kd_rope_table_inv(cos_t, sin_t, pos, T, D, inv_freq);
     kd_tensor *y = kd_tensor_new(g, x->ndim, x->shape, "rope");
     for (int64_t i = 0; i < x->n; i++) y->data[i] = x->data[i];
     kd_rope_apply(y->data, cos_t, sin_t, B, T, H, D, conv, 0);
@@ -81,4 +95,14 @@ kd_tensor *kd_rope(kd_graph *g, kd_tensor *x, int64_t H, const int32_t *pos, flo
         nd->ctx = c;
     }
     return y;
+}
+
+kd_tensor *kd_rope(kd_graph *g, kd_tensor *x, int64_t H, const int32_t *pos, float theta,
+                   kd_rope_convention conv) {
+    int64_t HD = kd_last_dim(x);
+    int64_t D = H > 0 ? HD / H : 0;
+    if (D <= 0) kd_panic("rope: %lld channels for %lld heads", (long long)HD, (long long)H);
+    double *inv = kd_graph_alloc(g, (size_t)(D / 2 + 1) * sizeof(double));
+    kd_rope_inv_freq_default(inv, D, (double)theta);
+    return kd_rope_inv(g, x, H, pos, inv, conv);
 }

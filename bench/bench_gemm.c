@@ -8,16 +8,10 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "core/kd_cpu.h"
 #include "core/kd_rng.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "core/kd_time.h"
 
 int main(int argc, char **argv) {
     kd_blas_select(argc, argv);
@@ -44,10 +38,10 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < (size_t)K * N; i++) B[i] = kd_rng_uniform(&r) - 0.5f;
         double flops = 2.0 * M * N * K, best = 1e30;
         for (int rep = 0; rep < 5; rep++) {
-            double t0 = now();
+            double t0 = kd_now_s();
             cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
                         A, ta ? M : K, B, tb ? K : N, 0.0f, C, N);
-            double t = now() - t0;
+            double t = kd_now_s() - t0;
             if (t < best) best = t;
         }
         printf("%-36s %8.1f\n", shapes[s].what, flops / best * 1e-9);

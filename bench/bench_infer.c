@@ -37,19 +37,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_mem.h"
+#include "core/kd_time.h"
 #include "infer/kd_infer.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void die(const char *what, const char *msg) {
     fprintf(stderr, "bench_infer: %s: %s\n", what, msg);
@@ -89,7 +83,7 @@ static double bandwidth(size_t bytes) {
     double best = 0;
     volatile uint64_t sink = 0;
     for (int r = 0; r < 5; r++) {
-        double t0 = now();
+        double t0 = kd_now_s();
         uint64_t total = 0;
 #pragma omp parallel reduction(+ : total)
         {
@@ -98,7 +92,7 @@ static double bandwidth(size_t bytes) {
             total += avx2 ? sum_avx2(buf + a, b - a) : sum_scalar(buf + a, b - a);
         }
         sink += total;
-        const double gbs = (double)bytes / (now() - t0) * 1e-9;
+        const double gbs = (double)bytes / (kd_now_s() - t0) * 1e-9;
         best = gbs > best ? gbs : best;
     }
     (void)sink;
@@ -136,9 +130,9 @@ static speed bench_kd(const char *path, int64_t P, int64_t N, int reps, int fast
     double best_p = INFINITY, best_d = INFINITY;
     for (int r = 0; r < reps + 1; r++) {   /* the first repetition warms up */
         kd_infer_reset(e);
-        double t0 = now();
+        double t0 = kd_now_s();
         if (kd_infer_eval(e, t, P, logits, 0, NULL, &err)) die(path, err.msg);
-        double dt = now() - t0;
+        double dt = kd_now_s() - t0;
         if (r) best_p = dt < best_p ? dt : best_p;
         kd_infer_reset(e);
         if (kd_infer_eval(e, t, P - 1, NULL, 0, NULL, &err)) die(path, err.msg);
@@ -147,9 +141,9 @@ static speed bench_kd(const char *path, int64_t P, int64_t N, int reps, int fast
         for (int64_t i = 0; i <= N; i++) {   /* generation i+1 comes out of step i */
             if (kd_infer_eval(e, &next, 1, logits, 0, NULL, &err)) die(path, err.msg);
             next = (int32_t)kd_argmax(logits, e->V);
-            if (i == 0) first = now();
+            if (i == 0) first = kd_now_s();
         }
-        dt = (now() - first) / (double)N;
+        dt = (kd_now_s() - first) / (double)N;
         if (r) best_d = dt < best_d ? dt : best_d;
     }
     s.prompt_tps = (double)P / best_p;
@@ -248,7 +242,7 @@ int main(int argc, char **argv) {
         snprintf(dir, sizeof dir, "%s/m%s", work, size);
         snprintf(cmd, sizeof cmd,
                  "'%s' init --config '%s/configs/student-%s.json' --out '%s' --seed 1 >/dev/null && "
-                 "cp '%s/../shared/models/aidreams260K/tok512.bin' '%s/tokenizer.bin'", kd, src, size, dir, src, dir);
+                 "cp '%s/tests/data/models/aidreams260K/tok512.bin' '%s/tokenizer.bin'", kd, src, size, dir, src, dir);
         if (run(cmd)) die(size, "kd init failed (or tok512.bin is missing)");
         snprintf(ty_list, sizeof ty_list, "%s", types);
         for (char *tv = NULL, *type = strtok_r(ty_list, ",", &tv); type; type = strtok_r(NULL, ",", &tv)) {

@@ -14,17 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/kd_rng.h"
+#include "core/kd_time.h"
 #include "data/kd_loader.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void die(const char *what, const kd_err *err) {
     fprintf(stderr, "bench_loader: %s: %s\n", what, err->msg);
@@ -83,14 +77,14 @@ static double run_loader(const char *path, int B, int prefetch, int epochs, doub
     kd_loader *L = kd_loader_new(&o, &err);
     if (!L) die("loader", &err);
     int64_t nb = kd_loader_batches_per_epoch(L) * epochs, tokens = 0;
-    double sum = 0, t0 = now();
+    double sum = 0, t0 = kd_now_s();
     for (int64_t i = 0; i < nb; i++) {
         const kd_batch *b = kd_loader_next(L, &err);
         if (!b) die("next", &err);
         sum += b->topk_logprobs[(size_t)i % ((size_t)b->B * (size_t)b->T * (size_t)b->k)] + b->labels[0];
         tokens += (int64_t)b->n_rows * b->T;
     }
-    double dt = now() - t0;
+    double dt = kd_now_s() - t0;
     kd_loader_stats st;
     kd_loader_get_stats(L, &st);
     printf("loader B=%d prefetch=%d: %lld batches in %.3f s: %8.1f batches/s %7.2f M tokens/s (waited %.3f s%s)\n", B,
@@ -117,9 +111,9 @@ int main(int argc, char **argv) {
     char path[512];
     if (keep) snprintf(path, sizeof path, "%s", keep);
     else snprintf(path, sizeof path, "/tmp/kd_bench_loader.%d.h5", (int)getpid());
-    double t0 = now();
+    double t0 = kd_now_s();
     write_dump(path, N, T, K, V);
-    double tw = now() - t0;
+    double tw = kd_now_s() - t0;
     struct stat st;
     stat(path, &st);
     printf("# dump: %d sequences x %d tokens = %.2f M tokens, k=%d, V=%d: %.1f MB (%.1f B/token), written in %.2f s\n",
@@ -133,12 +127,12 @@ int main(int argc, char **argv) {
     int32_t *ids = malloc(per * 4), *tok = malloc((size_t)64 * (size_t)(T + 1) * 4);
     float *lp = malloc(per * 4);
     uint8_t *mask = malloc((size_t)64 * (size_t)T);
-    t0 = now();
+    t0 = kd_now_s();
     for (int s = 0; s < N; s += 64) {
         kd_dump_rows rows = {.tokens = tok, .loss_mask = mask, .topk_ids = ids, .topk_logprobs = lp};
         if (kd_dump_read(d, s, N - s < 64 ? N - s : 64, &rows, &err)) die("read", &err);
     }
-    double tr = now() - t0;
+    double tr = kd_now_s() - t0;
     printf("sequential kd_dump_read (64 seqs/read): %7.2f M tokens/s\n", (double)N * T / tr * 1e-6);
     kd_dump_close(d);
     free(ids);

@@ -13,19 +13,14 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "core/kd_cpu.h"
 #include "core/kd_rng.h"
+#include "core/kd_time.h"
 #include "student/kd_model.h"
 #include "train/kd_loss.h"
 #include "train/kd_optim.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "train/kd_step.h"
 
 static double sgemm_peak(void) {
     int n = 1024;
@@ -33,13 +28,19 @@ static double sgemm_peak(void) {
     for (int i = 0; i < n * n; i++) a[i] = b[i] = 0.001f * (float)(i % 97);
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
-        double t0 = now();
+        double t0 = kd_now_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double t = now() - t0;
+        double t = kd_now_s() - t0;
         best = t < best ? t : best;
     }
     free(a); free(b); free(c);
     return 2.0 * n * n * n / best * 1e-9;
+}
+
+static int next_same(void *ctx, kd_step_batch *out, kd_err *err) {
+    (void)err;
+    *out = *(const kd_step_batch *)ctx;
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -80,26 +81,21 @@ int main(int argc, char **argv) {
     lo.alpha = 0.5f;
     lo.temperature = 2.0f;
     lo.mode = KD_TEACHER_TOPK_TAIL;
-    lo.grad_into_params = 1;
+    lo.grad_into_params = 0;   /* as kd train */
     kd_loss_batch lb = {lab, NULL, ids, lp, K};
+    kd_step_batch sb = {tok, B, T, lb};
+    kd_stepper st = kd_stepper_fp32(&m, &opt, &ao, NULL);
     kd_graph g;
     kd_graph_init(&g, 0, &err);
     double peak = sgemm_peak(), best = 1e30;
     for (int s = 0; s < steps + 1; s++) {   /* the first step warms the arena up */
-        double t0 = now();
-        kd_model_zero_grad(&m);
-        kd_tensor *h = kd_model_hidden(&g, &m, tok, B, T);
-        kd_loss_stats st;
-        kd_tensor *loss = kd_distill_loss(&g, h, kd_model_head(&m), &lb, &lo, &st, &err);
-        if (!loss) {
+        double t0 = kd_now_s();
+        kd_step_result res;   /* the step kd train runs */
+        if (kd_step_run(&st, &g, 1, next_same, &sb, &lo, 1e-4f, 1.0, NULL, &res, &err)) {
             fprintf(stderr, "bench_train: %s\n", err.msg);
             return 1;
         }
-        kd_graph_backward(&g, loss);
-        kd_grad_clip(m.params, m.n_params, 1.0);
-        kd_adamw_step(&opt, &ao, 1e-4f);
-        kd_graph_reset(&g);
-        double t = now() - t0;
+        double t = kd_now_s() - t0;
         if (s > 0 && t < best) best = t;
     }
     /* FLOPs: 6 per parameter-token for the matmuls (embedding lookups excluded, LM head included),

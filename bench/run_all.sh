@@ -22,3 +22,5 @@ for spec in "student-tiny.json 8 256 3" "student-15m.json 8 256 2" "student-125m
 done
 echo "== inference: kd's engine vs llama.cpp (node-llama-cpp), 15M and 125M students, F32/Q8_0/Q4_0/Q4_K_M (target: decode >= 0.8x llama.cpp)"
 "$B/bench_infer" --src "$(cd "$(dirname "$0")/.." && pwd)" --threads 1,2
+echo "== teacher dump: --generate (engine, KV cache) vs --text, tokens/s by sequence length (target: within 2x)"
+"$(dirname "$0")/bench_dump.sh" "$B"

@@ -17,7 +17,8 @@ static void export_help(void) {
            "\"llama\" that stock llama.cpp loads: hyper-parameters, the vocabulary (SentencePiece\n"
            "\"llama\", or \"gpt2\" with its merges and pre-tokenizer), q/k rows permuted back to\n"
            "GGUF's adjacent-pair RoPE, 1-D (norm) tensors always F32. Quantizers are ggml's\n"
-           "reference quantizers.\n\n"
+           "reference quantizers. FILE is replaced atomically; a character device or a FIFO\n"
+           "(/dev/stdout, a pipe) is written as a stream instead, never replaced.\n\n"
            "presets (--type):\n");
     for (int i = 0; i < n; i++) printf("  %-8s %s\n", p[i].name, p[i].summary);
     printf("\nA weight whose row length the chosen block does not divide falls back\n"

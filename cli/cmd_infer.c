@@ -15,7 +15,8 @@
 #include "data/kd_tokenizer_bpe.h"
 #include "infer/kd_infer.h"
 #include "data/kd_dump.h"
-#include "train/kd_loss.h"
+#include "data/kd_loader.h"
+#include "train/kd_eval.h"
 
 /* ---- kd run ------------------------------------------------------------------------ */
 
@@ -182,77 +183,68 @@ done:
 /* ---- kd eval ------------------------------------------------------------------------- */
 
 typedef struct eval_acc {
-    double ce, kl;          /* sums over scored tokens */
-    int64_t n, top1;
-    int tokens_only;        /* the dump has no teacher distribution: ce/ppl only */
+    kd_eval_acc sums;       /* --data: train/kd_eval.h */
+    double ce;              /* --text: sum of −log p over scored tokens */
+    int64_t n;              /* scored tokens */
 } eval_acc;
 
-/* Score a teacher dump: CE against the labels, KL(teacher ‖ model) at T = 1 and top-1 agreement. */
+/* Score a teacher dump with kd_eval_batch (train/kd_eval.h), the evaluation of `kd train`: read
+ * through the trainer's loader (one sequence per batch, in order, every sequence), CE against
+ * the labels, forward KL(teacher ‖ model) at T = 1 over the dump's distribution, top-1. Top-k ids
+ * beyond the model's vocabulary join the tail, as under vocab_policy "pad". */
 static int eval_dump(kd_infer *e, const char *path, int64_t max_tokens, eval_acc *acc, kd_err *err) {
-    kd_dump *d = kd_dump_open(path, err);
-    if (!d) return -1;
-    const kd_dump_meta *m = kd_dump_get_meta(d);
-    const int64_t T = m->seq_len, k = m->k, V = e->V, C = e->C;
-    const int only = acc->tokens_only = m->tokens_only;   /* no teacher data to read */
+    const int64_t V = e->V, C = e->C;
+    kd_loader_opts lo;
+    kd_loader_opts_init(&lo);
+    lo.paths = &path;
+    lo.n_paths = 1;
+    lo.batch_size = 1;
+    lo.shuffle = 0;
+    lo.split = KD_SPLIT_ALL;
+    lo.student_vocab = V;
+    lo.vocab_policy = KD_VOCAB_PADDED;
+    kd_loader *L = kd_loader_new(&lo, err);
+    if (!L) return -1;
+    const int64_t T = kd_loader_meta(L)->seq_len, nb = kd_loader_batches_per_epoch(L);
     int rc = -1;
-    int32_t *tokens = malloc((size_t)(T + 1) * sizeof *tokens), *labels = malloc((size_t)T * sizeof *labels);
-    uint8_t *mask = malloc((size_t)T);
-    int32_t *ids = k ? malloc((size_t)(T * k) * sizeof *ids) : NULL;
-    float *lp = k ? malloc((size_t)(T * k) * sizeof *lp) : NULL;
-    float *logits = k || only ? NULL : kd_alloc((size_t)(T * V) * sizeof(float), err);
+    int32_t *labels = malloc((size_t)T * sizeof *labels);
     float *hidden = kd_alloc((size_t)(T * C) * sizeof(float), err);
-    const float *head = kd_infer_head_f32(e, err);
-    if (!tokens || !labels || !mask || (k && (!ids || !lp)) || (!k && !only && !logits) || !hidden || !head) {
-        if (!head || !hidden || (!k && !only && !logits)) goto done;
-        kd_errf(err, "out of memory");
+    const float *head = hidden ? kd_infer_head_f32(e, err) : NULL;
+    if (!labels || !hidden || !head) {
+        if (!labels) kd_errf(err, "out of memory");
         goto done;
     }
     if (T > e->n_ctx) {
         kd_errf(err, "%s: sequences of %lld tokens exceed the context (%lld)", path, (long long)T, (long long)e->n_ctx);
         goto done;
     }
-    kd_loss_opts o = kd_loss_opts_default();
-    o.temperature = 1.0f;
-    o.mode = k ? KD_TEACHER_TOPK_TAIL : KD_TEACHER_FULL;
-    o.div = KD_DIV_FORWARD;
-    if (only) o.alpha = 0.0f;   /* cross-entropy only */
-    for (int64_t s = 0; s < m->n_seq && (max_tokens <= 0 || acc->n < max_tokens); s++) {
-        kd_dump_rows rows = {.tokens = tokens, .loss_mask = mask, .topk_ids = ids, .topk_logprobs = lp,
-                             .logits = logits, .logits_width = V};
-        if (kd_dump_read(d, s, 1, &rows, err)) goto done;
-        int64_t n_valid = acc->n;
+    for (int64_t s = 0; s < nb && (max_tokens <= 0 || acc->n < max_tokens); s++) {
+        const kd_batch *b = kd_loader_next(L, err);
+        if (!b) goto done;
+        int64_t n = acc->n;   /* --max-tokens: labels past the budget are not scored */
         for (int64_t t = 0; t < T; t++) {
-            labels[t] = mask[t] && (max_tokens <= 0 || n_valid < max_tokens) ? tokens[t + 1] : KD_IGNORE_INDEX;
-            if (labels[t] != KD_IGNORE_INDEX) n_valid++;
-            if (tokens[t] < 0 || tokens[t] >= V) {
-                kd_errf(err, "%s: sequence %lld, position %lld: token %d is outside the model's vocabulary (%lld)",
-                        path, (long long)s, (long long)t, tokens[t], (long long)V);
-                goto done;
-            }
+            labels[t] = max_tokens <= 0 || n < max_tokens ? b->labels[t] : KD_IGNORE_INDEX;
+            n += labels[t] != KD_IGNORE_INDEX;
         }
         kd_infer_reset(e);
-        if (kd_infer_eval(e, tokens, T, NULL, 0, hidden, err)) goto done;
-        kd_loss_batch b = {.labels = labels, .teacher_logits = logits, .topk_ids = ids, .topk_logprobs = lp, .k = k};
-        kd_loss_stats st;
-        if (kd_distill_eval(hidden, head, T, C, V, &b, &o, &st, err)) {
+        if (kd_infer_eval(e, b->tokens, T, NULL, 0, hidden, err)) {
             kd_err_prefix(err, "%s: sequence %lld", path, (long long)s);
             goto done;
         }
-        acc->ce += st.ce * (double)st.n_valid;
-        acc->kl += st.kl_t1 * (double)st.n_valid;
-        acc->top1 += st.top1_agree;
-        acc->n += st.n_valid;
+        kd_loss_batch lb = {.labels = labels, .teacher_logits = b->logits, .topk_ids = b->topk_ids,
+                            .topk_logprobs = b->topk_logprobs, .k = b->k};
+        if (kd_eval_batch(&acc->sums, hidden, head, T, C, V, &lb, err)) {
+            kd_err_prefix(err, "%s: sequence %lld", path, (long long)s);
+            goto done;
+        }
+        acc->n = n;
     }
+    acc->sums.teacher = !kd_loader_meta(L)->tokens_only;
     rc = 0;
 done:
-    free(tokens);
     free(labels);
-    free(mask);
-    free(ids);
-    free(lp);
-    kd_free(logits);
     kd_free(hidden);
-    kd_dump_close(d);
+    kd_loader_free(L);
     return rc;
 }
 
@@ -309,9 +301,11 @@ int kd_cmd_eval(int argc, char **argv) {
                "  ppl     exp(ce)\n"
                "with --data (a teacher dump: each sequence is one forward pass) also, when the\n"
                "dump has a teacher distribution (not for a tokens-only dump)\n"
-               "  kl      mean KL(teacher || model) at temperature 1: against the dump's top-k with\n"
-               "          a tail bucket for the rest of the vocabulary, or its full logits\n"
+               "  kl      mean forward KL(teacher || model) at temperature 1: against the dump's\n"
+               "          top-k with a tail bucket for the rest of the vocabulary, or its full logits\n"
                "  top1    fraction of positions where the model's argmax is the teacher's\n"
+               "The same evaluation as kd train's eval lines and final_eval.json (train/kd_eval.h):\n"
+               "kd eval --model RUN/final --data VAL.h5 gives RUN/final_eval.json back.\n"
                "--text scores BOS + the file's tokens in windows of the context (each window\n"
                "starts a fresh cache); --max-tokens stops after N scored tokens.\n");
         return 0;
@@ -362,16 +356,25 @@ int kd_cmd_eval(int argc, char **argv) {
         kd_infer_close(e);
         return 1;
     }
-    const double ce = acc.ce / (double)acc.n;
-    printf("{\"model\": \"");
-    for (const char *c = model; *c; c++) {   /* a JSON string */
-        if (*c == '"' || *c == '\\') printf("\\%c", *c);
-        else if ((unsigned char)*c < 0x20) printf("\\u%04x", *c);
-        else putchar(*c);
+    kd_eval_result r;
+    if (data) {
+        r = kd_eval_result_of(&acc.sums);
+    } else {
+        r = (kd_eval_result){.ce = acc.ce / (double)acc.n, .kl = NAN, .top1 = NAN, .tokens = acc.n};
+        r.ppl = exp(r.ce);
     }
-    printf("\", \"tokens\": %lld, \"ce\": %.9g, \"ppl\": %.9g", (long long)acc.n, ce, exp(ce));
-    if (data && !acc.tokens_only) printf(", \"kl\": %.9g, \"top1\": %.9g", acc.kl / (double)acc.n, (double)acc.top1 / (double)acc.n);
-    printf("}\n");
+    /* {"model", then the keys of final_eval.json}: one line */
+    cJSON *j = cJSON_CreateObject(), *m = kd_eval_to_json(&r);
+    cJSON_AddStringToObject(j, "model", model);
+    while (m->child) {
+        cJSON *it = cJSON_DetachItemViaPointer(m, m->child);
+        cJSON_AddItemToObject(j, it->string, it);   /* copies the key before freeing the old one */
+    }
+    cJSON_Delete(m);
+    char *line = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (line) printf("%s\n", line);
+    free(line);
     kd_infer_close(e);
     return 0;
 }

@@ -99,19 +99,24 @@ int kd_cmd_import(int argc, char **argv) {
         fprintf(stderr, "kd import: %s\n", err.msg);
         return 1;
     }
-    int rc = kd_checkpoint_save(&m, out, &err);
+    /* the tokenizer is parsed (and checked against the model) before anything is written */
+    size_t len = 0;
+    char *bytes = tok ? kd_read_file(tok, &len, &err) : NULL;
+    kd_tokenizer *parsed = bytes ? kd_tokenizer_parse_llama2c(bytes, len, tok, &err) : NULL;
+    int rc = tok && !parsed;
+    if (rc && bytes) kd_err_prefix(&err, "--tokenizer: not a llama2.c tokenizer.bin");
+    if (!rc && parsed && kd_tokenizer_n_vocab(parsed) != m.cfg.vocab_size)
+        rc = kd_errf(&err, "--tokenizer %s: %d pieces, expected the model's vocab_size %lld (%s)", tok,
+                     kd_tokenizer_n_vocab(parsed), (long long)m.cfg.vocab_size, model);
+    if (!rc) rc = kd_checkpoint_save(&m, out, &err);
     if (!rc && tok) {
-        size_t len;
-        char *bytes = kd_read_file(tok, &len, &err);
         char path[4096];
-        rc = !bytes || kd_path_join(path, sizeof path, out, "tokenizer.bin", &err) ||
+        rc = kd_path_join(path, sizeof path, out, "tokenizer.bin", &err) ||
              kd_write_file_atomic(path, bytes, len, &err);
-        free(bytes);
-        kd_tokenizer *t = rc ? NULL : kd_tokenizer_load(path, &err);   /* + tokenizer.json for transformers */
-        rc = rc || !t;
-        if (t) kd_tokenizer_save_hf_or_warn(t, out);
-        kd_tokenizer_free(t);
+        if (!rc) kd_tokenizer_save_hf_or_warn(parsed, out);   /* + tokenizer.json for transformers */
     }
+    kd_tokenizer_free(parsed);
+    free(bytes);
     if (rc) fprintf(stderr, "kd import: %s\n", err.msg);
     else printf("wrote %s (%.2fM parameters)\n", out, (double)kd_config_n_params(&m.cfg) * 1e-6);
     kd_model_free(&m);

@@ -3,6 +3,7 @@
  * config, and (--measure) the peak RSS of a real training step to check it, in
  * FP32 + AdamW or in the lean memory mode (train/kd_lean.h).
  */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "train/kd_lean.h"
 #include "train/kd_loss.h"
 #include "train/kd_optim.h"
+#include "train/kd_step.h"
 
 static void row(const char *what, int64_t bytes) {
     printf("  %-22s %12.1f MiB\n", what, (double)bytes / (1 << 20));
@@ -28,78 +30,98 @@ static int64_t peak_rss_bytes(void) {
     return (int64_t)ru.ru_maxrss * 1024;
 }
 
-/* A real step: model, AdamW state, forward + CE loss + backward + update, twice. */
-static int measure(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, kd_err *err) {
-    kd_model m;
-    if (kd_model_new(&m, cfg, err)) return -1;
-    kd_model_init(&m, 1);
-    kd_adamw opt;
-    if (kd_adamw_init(&opt, m.params, m.n_params, 0, err)) {
-        kd_model_free(&m);
-        return -1;
+/* Random tokens and labels, and (topk > 0) a random teacher top-k with descending log-probs. */
+typedef struct fake_batch {
+    int32_t *tok, *lab, *ids;
+    float *lp;
+} fake_batch;
+
+static int fake_batch_new(fake_batch *f, int64_t N, int64_t V, int64_t K, kd_err *err) {
+    memset(f, 0, sizeof *f);
+    f->tok = malloc((size_t)N * sizeof(int32_t));
+    f->lab = malloc((size_t)N * sizeof(int32_t));
+    if (K > 0) {
+        f->ids = malloc((size_t)(N * K) * sizeof(int32_t));
+        f->lp = malloc((size_t)(N * K) * sizeof(float));
     }
-    kd_adamw_opts ao = kd_adamw_defaults();
-    int64_t N = o->batch * o->seq;
-    int32_t *tok = malloc((size_t)N * sizeof *tok), *tgt = malloc((size_t)N * sizeof *tgt);
+    if (!f->tok || !f->lab || (K > 0 && (!f->ids || !f->lp))) return kd_errf(err, "out of memory for the batch");
     kd_rng r;
     kd_rng_seed(&r, 5);
     for (int64_t i = 0; i < N; i++) {
-        tok[i] = (int32_t)kd_rng_below(&r, (uint64_t)cfg->vocab_size);
-        tgt[i] = (int32_t)kd_rng_below(&r, (uint64_t)cfg->vocab_size);
+        f->tok[i] = (int32_t)kd_rng_below(&r, (uint64_t)V);
+        f->lab[i] = (int32_t)kd_rng_below(&r, (uint64_t)V);
+        for (int64_t j = 0; j < K; j++) {   /* distinct ids (K ≤ V), log-probs summing below 1 */
+            f->ids[i * K + j] = (int32_t)((f->lab[i] + j) % V);
+            f->lp[i * K + j] = -1.0f - 0.1f * (float)j - logf((float)K);
+        }
     }
-    kd_graph g;
-    kd_graph_init(&g, 0, err);
-    for (int step = 0; step < 2; step++) {
-        kd_model_zero_grad(&m);
-        kd_tensor *logits = kd_model_logits(&g, &m, tok, o->batch, o->seq);
-        kd_graph_backward(&g, kd_cross_entropy(&g, logits, tgt, KD_IGNORE_INDEX));
-        kd_adamw_step(&opt, &ao, 1e-4f);
-        kd_graph_reset(&g);
-    }
-    *peak = peak_rss_bytes();
-    kd_graph_free(&g);
-    free(tok);
-    free(tgt);
-    kd_adamw_free(&opt);
-    kd_model_free(&m);
     return 0;
 }
 
-/* Two real lean steps: storage + state, recomputing backward with per-layer updates,
- * chunked CE loss (alpha 0) on random tokens. */
-static int measure_lean(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, kd_err *err) {
-    kd_lean_opts lo;
-    kd_lean_opts_init(&lo);
-    lo.weights = o->lean_weights_fp32 ? KD_LEAN_F32 : KD_LEAN_BF16;
-    lo.m = o->lean_m_fp32 ? KD_LEAN_F32 : KD_LEAN_BF16;
-    lo.v_factored = !o->lean_v_full;
-    lo.exact_clip = o->lean_clip_exact;
+static void fake_batch_free(fake_batch *f) {
+    free(f->tok);
+    free(f->lab);
+    free(f->ids);
+    free(f->lp);
+}
+
+static int next_same(void *ctx, kd_step_batch *out, kd_err *err) {
+    (void)err;
+    *out = *(const kd_step_batch *)ctx;
+    return 0;
+}
+
+/* Two real training steps through kd_step_run, the function kd train runs, with
+ * kd train's loss options: the chunked LM head (--lm-chunk), CE only, or with
+ * --topk K the KD loss on a random top-K teacher (alpha 0.5, T 2, topk_tail). */
+static int measure(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, kd_err *err) {
+    kd_model m;
+    kd_adamw opt;
     kd_lean l;
-    if (kd_lean_new(&l, cfg, &lo, err)) return -1;
-    kd_lean_init(&l, 1);
-    int64_t N = o->batch * o->seq;
-    int32_t *tok = malloc((size_t)N * sizeof *tok), *tgt = malloc((size_t)N * sizeof *tgt);
-    kd_rng r;
-    kd_rng_seed(&r, 5);
-    for (int64_t i = 0; tok && tgt && i < N; i++) {
-        tok[i] = (int32_t)kd_rng_below(&r, (uint64_t)cfg->vocab_size);
-        tgt[i] = (int32_t)kd_rng_below(&r, (uint64_t)cfg->vocab_size);
+    kd_stepper s;
+    kd_adamw_opts ao = kd_adamw_defaults();
+    if (o->lean) {
+        kd_lean_opts lo;
+        kd_lean_opts_init(&lo);
+        lo.weights = o->lean_weights_fp32 ? KD_LEAN_F32 : KD_LEAN_BF16;
+        lo.m = o->lean_m_fp32 ? KD_LEAN_F32 : KD_LEAN_BF16;
+        lo.v_factored = !o->lean_v_full;
+        lo.exact_clip = o->lean_clip_exact;
+        if (kd_lean_new(&l, cfg, &lo, err)) return -1;
+        kd_lean_init(&l, 1);
+        s = kd_stepper_lean(&l);
+    } else {
+        if (kd_model_new(&m, cfg, err)) return -1;
+        kd_model_init(&m, 1);
+        if (kd_adamw_init(&opt, m.params, m.n_params, 0, err)) {
+            kd_model_free(&m);
+            return -1;
+        }
+        s = kd_stepper_fp32(&m, &opt, &ao, NULL);
     }
+    int64_t N = o->batch * o->seq, K = o->topk < cfg->vocab_size ? o->topk : cfg->vocab_size;
+    fake_batch f;
     kd_loss_opts lso = kd_loss_opts_default();
-    lso.alpha = 0.0f;
-    lso.chunk_rows = o->lm_chunk > 0 ? o->lm_chunk : KD_LOSS_DEFAULT_CHUNK;
-    kd_loss_batch b = {tgt, NULL, NULL, NULL, 0};
+    lso.chunk_rows = o->lm_chunk;
+    lso.alpha = K > 0 ? 0.5f : 0.0f;
+    lso.temperature = K > 0 ? 2.0f : 1.0f;
+    lso.mode = KD_TEACHER_TOPK_TAIL;
     kd_graph g;
-    int rc = tok && tgt ? kd_graph_init(&g, 0, err) : kd_errf(err, "out of memory");
+    int rc = fake_batch_new(&f, N, cfg->vocab_size, K, err) || kd_graph_init(&g, 0, err) ? -1 : 0;
+    kd_step_batch b = {f.tok, o->batch, o->seq, {f.lab, NULL, f.ids, f.lp, (int32_t)K}};
     for (int step = 0; !rc && step < 2; step++) {
-        kd_lean_result res;
-        rc = kd_lean_step(&l, &g, tok, o->batch, o->seq, &b, &lso, 1e-4f, 1.0, NULL, &res, err);
+        kd_step_result res;
+        rc = kd_step_run(&s, &g, 1, next_same, &b, &lso, 1e-4f, 1.0, NULL, &res, err);
     }
     *peak = peak_rss_bytes();
-    if (tok && tgt) kd_graph_free(&g);
-    free(tok);
-    free(tgt);
-    kd_lean_free(&l);
+    if (!rc) kd_graph_free(&g);
+    fake_batch_free(&f);
+    if (o->lean) {
+        kd_lean_free(&l);
+    } else {
+        kd_adamw_free(&opt);
+        kd_model_free(&m);
+    }
     return rc;
 }
 
@@ -114,7 +136,7 @@ static int flag_choice(const char *flag, const char *v, const char *a, const cha
 
 int kd_cmd_plan(int argc, char **argv) {
     const char *config = NULL;
-    int64_t batch = 1, seq = 512, ranks = 1, chunk = 0, topk = 0;
+    int64_t batch = 1, seq = 512, ranks = 1, chunk = KD_LOSS_DEFAULT_CHUNK, topk = 0;
     int do_measure = 0, lean = 0, w32 = 0, m32 = 0, vfull = 0, cexact = 0;
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd plan --config C.json [--batch B] [--seq T] [--ranks N] [--lm-chunk R]\n"
@@ -127,15 +149,15 @@ int kd_cmd_plan(int argc, char **argv) {
                "that shard the optimizer state (run-config key shard_optimizer, the default under\n"
                "mpirun): its 1/N of m and v (lean: the factored v stays whole), everything else\n"
                "as with one rank; --batch is then the batch of one rank. --lm-chunk R plans the\n"
-               "chunked LM-head loss (0 = full logits).\n"
+               "LM-head loss computed R rows at a time, as kd train runs it (its lm_chunk key).\n"
                "--memory-mode lean plans the lean mode of kd train (memory_mode \"lean\": BF16\n"
                "weights, BF16 first moment, factored second moment, per-layer recompute and\n"
                "update; the --lean-* flags are its lean_* run-config keys) at its peak, the loss\n"
-               "phase; lean always runs the chunked loss (--lm-chunk 0 plans 256 rows).\n"
-               "--measure also runs two real training steps (CE loss, random tokens; full logits\n"
-               "in fp32 mode, chunked in lean mode) and prints the measured peak RSS next to the\n"
-               "prediction.\n"
-               "Defaults: --batch 1 --seq 512 --ranks 1 --lm-chunk 0 --memory-mode fp32.\n");
+               "phase.\n"
+               "--measure also runs two real training steps, through the step function kd train\n"
+               "runs (random tokens; CE loss, or with --topk K the KD loss on a random top-K\n"
+               "teacher), and prints the measured peak RSS next to the prediction.\n"
+               "Defaults (kd train's): --batch 1 --seq 512 --ranks 1 --lm-chunk 256 --memory-mode fp32.\n");
         return 0;
     }
     for (int i = 1; i < argc; i++) {
@@ -148,7 +170,7 @@ int kd_cmd_plan(int argc, char **argv) {
         INTFLAG("--batch", batch, 1, 1 << 20)
         INTFLAG("--seq", seq, 1, 1 << 24)
         INTFLAG("--ranks", ranks, 1, 1 << 16)
-        INTFLAG("--lm-chunk", chunk, 0, 1 << 24)
+        INTFLAG("--lm-chunk", chunk, 1, 1 << 24)
         INTFLAG("--topk", topk, 0, 1 << 20)
         else if (!strcmp(argv[i], "--measure")) do_measure = 1;
 #define CHOICE(flag, a, b, var)                                                                          \
@@ -206,7 +228,7 @@ int kd_cmd_plan(int argc, char **argv) {
         row("gradients", p.grads);
         row(ranks > 1 ? "AdamW state (per rank)" : "AdamW state", p.optimizer);
         row("activations", p.activations);
-        row(chunk ? "LM head + loss (chunk)" : "LM head + loss (full)", p.loss);
+        row("LM head + loss (chunk)", p.loss);
     }
     row("batch", p.batch);
     row("process baseline", p.baseline);
@@ -224,7 +246,7 @@ int kd_cmd_plan(int argc, char **argv) {
             return 1;
         }
         int64_t peak;
-        if (lean ? measure_lean(&cfg, &o, &peak, &err) : measure(&cfg, &o, &peak, &err)) {
+        if (measure(&cfg, &o, &peak, &err)) {
             fprintf(stderr, "kd plan: %s\n", err.msg);
             return 1;
         }

@@ -13,6 +13,30 @@
 #include "student/kd_checkpoint.h"
 #include "quant/kd_quant_plan.h"
 
+/* The AWQ search's progress: a note, then a bar redrawn in place on stderr. */
+static void awq_progress(void *ctx, const kd_awq_progress *p) {
+    (void)ctx;
+    if (p->start) {
+        fprintf(stderr, "kd quantize: AWQ for %s on %" PRId64 " calibration sequences of %" PRId64 " tokens\n", p->start,
+                p->samples, p->seq);
+        return;
+    }
+    if (p->failed) {
+        fprintf(stderr, "\n");
+        return;
+    }
+    char bar[31];
+    int fill = (int)(30 * p->done / (p->total ? p->total : 1));
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = '\0';
+    double el = p->elapsed_s, eta = p->done ? el * (double)(p->total - p->done) / (double)p->done : 0;
+    int64_t L = p->n_layers;
+    fprintf(stderr, "\rawq [%s] layer %" PRId64 "/%" PRId64 " %-10s %5.0fs, ETA %5.0fs ", bar,
+            p->layer + 1 < L ? p->layer + 1 : L, L, p->stage, el, eta);
+    if (p->done == p->total) fprintf(stderr, "\n");
+    fflush(stderr);
+}
+
 static void quantize_help(void) {
     printf("usage: kd quantize --model CKPT_DIR --method awq|rtn --format q4_0|q4_1|q4_k --out OUT_DIR\n"
            "                   (--calib DUMP.h5 | --calib-text FILE) [options]\n"
@@ -105,7 +129,7 @@ int kd_cmd_quantize(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "eval")) return quantize_eval(argc - 1, argv + 1);
     kd_quantize_opts o;
     kd_quantize_opts_init(&o);
-    int method_set = 0;
+    int method_set = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int64_t n;
@@ -140,7 +164,7 @@ int kd_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-clip")) o.awq.clip = 0;
         else if (!strcmp(argv[i], "--clip-always")) o.awq.clip_guard = 0;
         else if (!strcmp(argv[i], "--clip-guard")) o.awq.clip_guard = 1;
-        else if (!strcmp(argv[i], "--quiet")) o.awq.quiet = 1;
+        else if (!strcmp(argv[i], "--quiet")) quiet = 1;
         else {
             fprintf(stderr, "kd quantize: unknown argument '%s' (see kd quantize --help)\n", argv[i]);
             return 2;
@@ -161,6 +185,7 @@ int kd_cmd_quantize(int argc, char **argv) {
         return 2;
     }
     kd_err err;
+    if (!quiet) o.awq.progress = awq_progress;
     if (kd_quantize_checkpoint(&o, &err)) {
         fprintf(stderr, "kd quantize: %s\n", err.msg);
         return 1;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/kd_cli.h"
 #include "data/kd_dump.h"
@@ -43,6 +44,10 @@ static int teacher_info(int argc, char **argv) {
                "id ranges, NaN/Inf, top-k sorted in descending order, no duplicate ids,\n"
                "probabilities summing to at most 1. Exits 1 at the first bad element, naming\n"
                "its dataset, sequence, position, slot and byte offset in the file.\n"
+               "For a top-k dump it then prints the mean (and min) probability mass of the\n"
+               "top-k over the unmasked positions: the tail 1 - mass is what kd_mode topk_tail\n"
+               "keeps and topk_zero drops (see kd train --help: choose topk_zero only when the\n"
+               "tail is about 2%% or less).\n"
                "--no-check prints the summary only (attributes, shapes and dtypes are\n"
                "always checked).\n");
         return 0;
@@ -98,6 +103,15 @@ static int teacher_info(int argc, char **argv) {
             if (m->k) printf(", top-k mass mean %.4f min %.4f", rep.mean_topk_mass, rep.min_topk_mass);
             if (!m->tokens_only) printf(", mean top-1 p %.4f", rep.mean_top1_prob);
             printf("\n");
+            if (m->k) {   /* what kd_mode to train with (docs/training.md) */
+                const double tail = 1.0 - rep.mean_topk_mass;
+                printf("top-k mass   mean %.4f (min %.4f): the top-%d holds %.1f%% of the teacher's probability, the "
+                       "tail %.1f%%; %s\n", rep.mean_topk_mass, rep.min_topk_mass, m->k, 100.0 * rep.mean_topk_mass,
+                       100.0 * tail,
+                       tail <= 0.02 ? "kd_mode topk_tail (default) and topk_zero nearly agree"
+                                    : "train with kd_mode topk_tail (default): topk_zero would drop the tail and "
+                                      "renormalise the top-k");
+            }
         }
     }
     kd_dump_close(d);
@@ -106,11 +120,47 @@ static int teacher_info(int argc, char **argv) {
 
 /* ---- kd teacher dump ------------------------------------------------------------ */
 
+/* "1:02:03" or "2:03" */
+static void fmt_duration(char *buf, size_t n, double s) {
+    long t = s < 0 ? 0 : s > 3.6e8 ? 360000000L : (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* The progress bar on stderr: redrawn in place on a terminal; otherwise one
+ * line at the first and last batch and at most every 10 s in between. */
+typedef struct dump_bar {
+    double last;
+    int tty, lines;
+} dump_bar;
+
+static void dump_progress(void *ctx, const kd_teacher_dump_progress *p) {
+    dump_bar *b = ctx;
+    if (p->resumed) {
+        fprintf(stderr, "dump: resuming %s.partial after its %lld sequences\n", p->resumed, (long long)p->done);
+        return;
+    }
+    double el = p->elapsed_s;
+    if (!b->tty && !p->last && b->lines && el - b->last < 10.0) return;
+    b->last = el;
+    b->lines++;
+    double rate = el > 0 ? (double)p->computed / el : 0;   /* sequences/s computed in this run */
+    char when[32], bar[32];
+    if (p->last) fmt_duration(when, sizeof when, el);
+    else fmt_duration(when, sizeof when, rate > 0 ? (double)(p->total - p->done) / rate : 0);
+    int fill = p->total > 0 ? (int)(24 * p->done / p->total) : 24;
+    for (int i = 0; i < 24; i++) bar[i] = i < fill ? '#' : '-';
+    bar[24] = '\0';
+    fprintf(stderr, "%sdump [%s] %lld/%lld sequences, %.0f tokens/s, %s %s%s", b->tty ? "\r" : "", bar,
+            (long long)p->done, (long long)p->total, rate * (double)p->seq_len, p->last ? "took" : "ETA", when,
+            b->tty && !p->last ? "   " : "\n");
+}
+
 static int teacher_dump(int argc, char **argv) {
     kd_teacher_dump_opts o;
     kd_teacher_dump_opts_init(&o);
     const char *out = NULL, *texts[256];
-    int n_text = 0, full = 0, batch_given = 0;
+    int n_text = 0, full = 0, batch_given = 0, quiet = 0;
     const char *teacher_only = NULL;   /* an option about the teacher's distribution (refused with --tokens-only) */
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd teacher dump --teacher MODEL (--text FILE... | --generate N) --seq-len T\n"
@@ -125,6 +175,8 @@ static int teacher_dump(int argc, char **argv) {
                "  --doc-sep STRING    split files into documents at STRING (e.g. $'\\n%%\\n' for\n"
                "                      fortune files); default: one document per file\n"
                "  --generate N        instead, sample N sequences from the teacher, starting at BOS\n"
+               "                      (kd's engine with a KV cache, up to 64 sequences per step; the\n"
+               "                      distributions stored are the ones it samples from)\n"
                "  --temperature TAU   sampling temperature for --generate (1.0; 0 = greedy)\n"
                "  --seed S            sampling seed (1234); sequence i uses seed and i\n"
                "  --seq-len T         positions with a teacher distribution per sequence (128; at\n"
@@ -140,14 +192,18 @@ static int teacher_dump(int argc, char **argv) {
                "                      vocab_size = the tokenizer's), to train a model with plain\n"
                "                      cross-entropy (alpha 0), e.g. a first teacher; needs --tokenizer,\n"
                "                      takes no --teacher, --generate, --topk, --full or --dtype\n"
-               "  --batch B           sequences per teacher forward (16); with --tokens-only, per\n"
-               "                      append (default: up to 1024)\n"
+               "  --batch B           sequences per teacher forward and append (16); with\n"
+               "                      --tokens-only, per append (default: up to 1024)\n"
                "  --max-sequences N   stop after N sequences\n"
                "  --quiet             no progress\n"
                "Progress (a bar, tokens/s and ETA) goes to stderr. An interrupted dump resumes\n"
                "where it stopped when run again with the same arguments: DUMP.h5.partial (and\n"
                "VAL.h5.partial) hold the sequences written so far; a rerun checks k, T, the\n"
-               "vocabulary, the dtype and the teacher against them and appends the rest.\n");
+               "vocabulary, the dtype and the teacher against them, verifies every sequence\n"
+               "against the checksum stored with it (rolling back to the last that verifies)\n"
+               "and appends the rest. A full disk stops the dump before an append is written.\n"
+               "One dump per --out at a time (a lock on DUMP.h5.partial); --out must be a\n"
+               "file path (a dump is never written into a device or a FIFO).\n");
         return 0;
     }
     for (int i = 1; i < argc; i++) {
@@ -199,7 +255,7 @@ static int teacher_dump(int argc, char **argv) {
             full = 1;
             teacher_only = "--full";
         }
-        else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
+        else if (!strcmp(argv[i], "--quiet")) quiet = 1;
         else {
             fprintf(stderr, "kd teacher dump: unknown argument '%s' (see kd teacher dump --help)\n", argv[i]);
             return 2;
@@ -234,6 +290,8 @@ static int teacher_dump(int argc, char **argv) {
         return 2;
     }
     kd_err err;
+    dump_bar bar = {0, isatty(2), 0};
+    if (!quiet) o.progress = dump_progress, o.progress_ctx = &bar;
     if (kd_teacher_dump(&o, out, &err)) {
         fprintf(stderr, "kd teacher dump: %s\n", err.msg);
         return 1;

@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli/kd_cli.h"
 #include "core/kd_file.h"
+#include "core/kd_time.h"
 #include "data/kd_bpe_train.h"
 #include "data/kd_tokenizer.h"
 
@@ -161,12 +161,6 @@ static void progress(void *ctx, int32_t vocab, int32_t vocab_size, int64_t count
             vocab_size, count);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int tokenizer_train(int argc, char **argv) {
     if (kd_cli_wants_help(argc, argv)) {
         train_help();
@@ -243,10 +237,10 @@ static int tokenizer_train(int argc, char **argv) {
         return 1;
     }
     /* Compression with the real encoder, each document alone, no BOS. */
-    double t0 = now_s();
+    double t0 = kd_now_s();
     int64_t tokens = 0;
     rc = kd_bpe_count_tokens(tok, c.texts, c.lens, c.n_texts, &tokens, &err);
-    double enc_s = now_s() - t0;
+    double enc_s = kd_now_s() - t0;
     if (rc < 0) {
         fprintf(stderr, "kd %s: %s\n", C, err.msg);
         kd_tokenizer_free(tok);

@@ -1,11 +1,62 @@
 /*
  * cmd_train.c — `kd train`: distill a student from teacher dumps.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/kd_cli.h"
 #include "train/kd_trainer.h"
+
+/* The run's lines on stderr: a bar redrawn in place on a terminal, otherwise a
+ * line every log_every steps; evaluations and the end on lines of their own. */
+static void train_progress(void *ctx, const kd_train_progress *p) {
+    (void)ctx;
+    const int tty = isatty(2);
+    const kd_eval_result *e = &p->eval;
+    switch (p->event) {
+    case KD_TRAIN_START:
+        fprintf(stderr,
+                "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s%s\n",
+                p->n_params * 1e-6, (long long)p->total_steps, (long long)p->tokens_per_step, p->alpha, p->temperature,
+                p->kd_mode, p->world, p->sharded ? " (optimizer state sharded)" : "",
+                p->restarted ? ", restarted from step 0 (killed before its first checkpoint)" : p->resumed ? ", resumed" : "",
+                p->lean ? ", memory_mode lean" : "");
+        break;
+    case KD_TRAIN_STEP:
+        if (tty) {
+            int width = 24, fill = (int)(width * p->step / (p->total_steps ? p->total_steps : 1));
+            char bar[32];
+            for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+            bar[width] = 0;
+            fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %.0fs   ", bar, (long long)p->step,
+                    (long long)p->total_steps, p->loss, p->lr, p->tokens_per_s, p->eta_s);
+        } else if (p->step % p->log_every == 0 || p->step == p->total_steps) {
+            fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s eta %.0fs\n", (long long)p->step,
+                    (long long)p->total_steps, p->loss, p->lr, p->tokens_per_s, p->eta_s);
+        }
+        break;
+    case KD_TRAIN_EVAL:
+        if (isfinite(e->kl))
+            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f kl %.4f top1 %.3f (%lld tokens)\n", tty ? "\n" : "",
+                    (long long)p->step, e->ce, e->ppl, e->kl, e->top1, (long long)e->tokens);
+        else
+            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f (%lld tokens)\n", tty ? "\n" : "", (long long)p->step,
+                    e->ce, e->ppl, (long long)e->tokens);
+        break;
+    case KD_TRAIN_STEPS_DONE:
+        if (tty) fputc('\n', stderr);
+        break;
+    case KD_TRAIN_DONE:
+        if (isfinite(e->kl))
+            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f kl %.4f top1 %.3f -> %s/final\n", e->ce, e->ppl,
+                    e->kl, e->top1, p->run_dir);
+        else
+            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f -> %s/final\n", e->ce, e->ppl, p->run_dir);
+        break;
+    }
+}
 
 static void usage(void) {
     printf("usage: kd train --config RUN.json [--set key=value ...] --out RUN_DIR [--quiet]\n"
@@ -22,7 +73,11 @@ static void usage(void) {
            "  val_data       validation dump (\"\": hold out 5%% of train_data)\n"
            "  alpha (0.5)  temperature (2.0)\n"
            "  kd_mode        topk_tail | topk_zero (top-k dumps) | full (full-logit dumps)  (topk_tail)\n"
-           "  divergence     forward | reverse                                  (forward)\n"
+           "                 topk_tail also matches the teacher's tail (1 - its top-k mass) as one\n"
+           "                 bucket; topk_zero drops the tail and renormalises the top-k: choose it\n"
+           "                 only when `kd teacher info` shows a mean top-k mass of 0.98 or more\n"
+           "                 (or to reproduce DistillKit), else it costs cross-entropy\n"
+           "  divergence     forward | reverse (not with topk_zero)             (forward)\n"
            "  batch_size (8) sequences per optimizer step, over all ranks\n"
            "  seq_len (0)    must be 0 or the dump's positions per sequence\n"
            "  grad_accum (1) micro-batches per step   steps (100)   tokens (0: use steps)\n"
@@ -41,16 +96,31 @@ static void usage(void) {
            "                 state and the weights are all-gathered (ZeRO-1); resume needs the\n"
            "                 same rank count; false: every rank holds all of it   (true)\n"
            "RUN_DIR receives run.json (the resolved config), metrics.jsonl,\n"
-           "checkpoints/step-N/ (+ checkpoints/latest), best/, final/ and final_eval.json\n"
-           "(keys ppl, ce, kl, top1, tokens). A killed run continues with --resume from its\n"
-           "last checkpoint and, with the same thread count, gives the same weights.\n");
+           "checkpoints/step-N/ (+ checkpoints/latest), best/ (lowest validation ce), final/\n"
+           "and final_eval.json. A killed run continues with --resume from its last\n"
+           "checkpoint (from step 0 when it had none yet) and, with the same thread\n"
+           "count, gives the same weights. One kd train per RUN_DIR at a time (a lock on\n"
+           "RUN_DIR/.lock). Before allocating, the memory plan (kd plan) of one step is\n"
+           "checked against the memory available; a run that cannot fit is refused with\n"
+           "the largest batch_size that fits (KD_MEMORY_CHECK=0 skips the check).\n\n"
+           "Metrics (the same definitions whatever kd_mode, divergence, temperature, alpha):\n"
+           "  metrics.jsonl step lines   on the training batch: loss (L), ce, top1, and\n"
+           "                             train_divergence = the run's own divergence at T\n"
+           "                             (kd_mode, direction; without the T^2 factor)\n"
+           "  metrics.jsonl eval lines,  on the validation set, the keys and numbers of\n"
+           "  final_eval.json            kd eval --model RUN_DIR/final --data VAL.h5:\n"
+           "                             ppl, ce, kl = forward KL(teacher || student) at T = 1\n"
+           "                             over the dump's top-k + tail bucket (or full logits),\n"
+           "                             top1 = argmax agreement, tokens (kl, top1 only when the\n"
+           "                             validation dump has a teacher distribution)\n"
+           "kd sweep's results.csv/results.md read final_eval.json.\n");
 }
 
 int kd_cmd_train(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *resume = NULL;
     char *sets[256];
     int n_sets = 0;
-    kd_train_opts o = {0, 0};
+    kd_train_opts o = {0, train_progress, NULL};
     if (kd_cli_wants_help(argc, argv)) {
         usage();
         return 0;
@@ -64,7 +134,7 @@ int kd_cmd_train(int argc, char **argv) {
             if (!(v = kd_cli_value("train", argc, argv, &i))) return 2;
             if (n_sets == 256) { fprintf(stderr, "kd train: too many --set\n"); return 2; }
             sets[n_sets++] = (char *)v;
-        } else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
+        } else if (!strcmp(argv[i], "--quiet")) o.progress = NULL;
         else if (!strcmp(argv[i], "--stop-after")) {   /* testing: stop with a checkpoint, like a kill */
             int64_t n;
             if (!(v = kd_cli_value("train", argc, argv, &i)) || kd_cli_int("train", "--stop-after", v, 1, INT64_MAX, &n)) return 2;

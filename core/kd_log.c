@@ -38,3 +38,16 @@ void kd_log(kd_log_level level, const char *fmt, ...) {
     va_end(ap);
     fputc('\n', stderr);
 }
+
+_Noreturn void kd_vfatal(const char *fmt, va_list ap) {
+    fprintf(stderr, "kd: fatal: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+_Noreturn void kd_fatal(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    kd_vfatal(fmt, ap);
+}

@@ -9,15 +9,18 @@
  *      characters) and count adjacent pairs, with an index pair → words;
  *   4. merge the best pair of a lazy max-heap, rewrite only the words of its
  *      index and apply the net change of each touched pair's count.
+ * Also kd_bpe_count_tokens, the encoder's token count of a corpus on all threads.
  */
 #include "data/kd_bpe_train.h"
 
 #include <inttypes.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "data/kd_bpe_words.h"
+
+#include "core/kd_time.h"
 
 #define SPACE_MARK KD_BPE_SPACE
 #define GROW       KD_BPE_GROW
@@ -379,12 +382,6 @@ static int merge_pair(trainer *t, int32_t pi, int32_t S, int32_t step) {
 
 /* ---- training --------------------------------------------------------------------------- */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Phases 2-3: characters, then words as symbol sequences and the initial pair counts. */
 static int build_symbols(trainer *t, double coverage, int32_t max_chars, kd_bpe_stats *st) {
     int64_t total = 0;
@@ -524,7 +521,7 @@ done:
 
 kd_tokenizer *kd_bpe_train(const char *const *texts, const size_t *lens, int n_texts, const kd_bpe_opts *o,
                            kd_err *err) {
-    double t0 = now_s();
+    double t0 = kd_now_s();
     if (!o || o->vocab_size < KD_BPE_MIN_VOCAB || o->vocab_size > KD_TOK_MAX_VOCAB) {
         kd_errf(err, "bpe: vocab_size %" PRId32 ", expected %d..%d (3 special pieces, 256 bytes and \"" SPACE_MARK
                      "\" included)",
@@ -584,7 +581,7 @@ kd_tokenizer *kd_bpe_train(const char *const *texts, const size_t *lens, int n_t
     st.n_tokens = t.n_tokens;
     if (o->progress) o->progress(o->progress_ctx, KD_BPE_N_FIXED + st.n_chars + n_merged, o->vocab_size, last_count);
     tok = make_tokenizer(&t, st.n_chars, merged, n_merged, err);
-    st.seconds = now_s() - t0;
+    st.seconds = kd_now_s() - t0;
     if (tok && o->stats) *o->stats = st;
     goto done;
 oom:
@@ -595,3 +592,65 @@ done:
     return tok;
 }
 
+/* ---- counting tokens ------------------------------------------------------------------------ */
+
+/* The same vocabulary without the space prefix (for the continued parts of long texts). */
+static kd_tokenizer *without_prefix(const kd_tokenizer *tok, kd_err *err) {
+    int32_t n = kd_tokenizer_n_vocab(tok);
+    const char **pcs = malloc((size_t)n * sizeof *pcs);
+    float *scores = malloc((size_t)n * sizeof *scores);
+    int32_t *types = malloc((size_t)n * sizeof *types);
+    kd_tokenizer *t = NULL;
+    if (!pcs || !scores || !types) {
+        kd_errf(err, "bpe: out of memory");
+    } else {
+        for (int32_t i = 0; i < n; i++) {
+            pcs[i] = kd_tokenizer_piece(tok, i, NULL);
+            scores[i] = kd_tokenizer_score(tok, i);
+            types[i] = (int32_t)kd_tokenizer_type(tok, i);
+        }
+        t = kd_tokenizer_new(n, pcs, scores, types, kd_tokenizer_bos(tok), kd_tokenizer_eos(tok), kd_tokenizer_unk(tok),
+                             kd_tokenizer_flags(tok) & ~KD_TOK_ADD_SPACE_PREFIX, err);
+    }
+    free(pcs);
+    free(scores);
+    free(types);
+    return t;
+}
+
+int kd_bpe_count_tokens(const kd_tokenizer *tok, const char *const *texts, const size_t *lens, int n_texts,
+                        int64_t *n_tokens, kd_err *err) {
+    size_t n_units = 0;
+    kd_bpe_unit *u = kd_bpe_units(texts, lens, n_texts, &n_units);
+    if (!u) return kd_errf(err, "bpe: out of memory");
+    kd_tokenizer *cont = NULL;
+    for (size_t i = 0; i < n_units && !cont; i++)
+        if (!u[i].prefix && (kd_tokenizer_flags(tok) & KD_TOK_ADD_SPACE_PREFIX) && !(cont = without_prefix(tok, err))) {
+            free(u);
+            return -1;
+        }
+    int64_t total = 0;
+    int bad = 0;
+#pragma omp parallel reduction(+ : total) reduction(| : bad)
+    {
+        kd_tokens ids = {0};
+        kd_err e;
+#pragma omp for schedule(dynamic, 16)
+        for (size_t i = 0; i < n_units; i++) {
+            if (bad) continue;
+            ids.n = 0;
+            if (kd_tokenizer_encode(u[i].prefix || !cont ? tok : cont, u[i].p, u[i].n, 0, &ids, &e) < 0) {
+                bad = 1;
+#pragma omp critical(kd_bpe_count_err)
+                if (err) *err = e;
+            }
+            total += (int64_t)ids.n;
+        }
+        kd_tokens_free(&ids);
+    }
+    free(u);
+    kd_tokenizer_free(cont);
+    if (bad) return -1;
+    *n_tokens = total;
+    return 0;
+}

@@ -1,14 +1,11 @@
 /*
  * kd_bpe_words.c — the text side of BPE training (see kd_bpe_words.h and the
  * rules in kd_bpe_train.h): character classes, the pre-split state machine,
- * the word table, cutting long texts into units for the threads, and
- * kd_bpe_count_tokens.
+ * the word table and cutting long texts into units for the threads.
  */
 #include "data/kd_bpe_words.h"
 
 #include <omp.h>
-
-#include "data/kd_bpe_train.h"
 
 #define SPACE_MARK   KD_BPE_SPACE
 #define MAX_UNIT_LEN ((size_t)1 << 29)
@@ -127,18 +124,9 @@ static int count_text(kd_bpe_words *t, int merge_digits, const char *text, size_
     return 0;
 }
 
-typedef struct unit {
-    const char *p;
-    size_t n;
-    int prefix;
-} unit;
-
-/* Cut texts into units: a long text is cut after a newline followed by a
- * printable ASCII character other than space (a word boundary whatever the
- * context), and only its first unit gets the space prefix. */
-static unit *make_units(const char *const *texts, const size_t *lens, int n_texts, size_t *n_units) {
+kd_bpe_unit *kd_bpe_units(const char *const *texts, const size_t *lens, int n_texts, size_t *n_units) {
     size_t n = 0, cap = 0;
-    unit *u = NULL;
+    kd_bpe_unit *u = NULL;
     for (int i = 0; i < n_texts; i++) {
         const char *p = texts[i];
         size_t len = lens ? lens[i] : p ? strlen(p) : 0, pos = 0;
@@ -153,7 +141,7 @@ static unit *make_units(const char *const *texts, const size_t *lens, int n_text
                 free(u);
                 return NULL;
             }
-            u[n++] = (unit){p + pos, end - pos, pos == 0};
+            u[n++] = (kd_bpe_unit){p + pos, end - pos, pos == 0};
             pos = end;
         }
     }
@@ -164,7 +152,7 @@ static unit *make_units(const char *const *texts, const size_t *lens, int n_text
 int kd_bpe_count_words(const char *const *texts, const size_t *lens, int n_texts, int merge_digits,
                        kd_bpe_words *out, kd_err *err) {
     size_t n_units = 0;
-    unit *u = make_units(texts, lens, n_texts, &n_units);
+    kd_bpe_unit *u = kd_bpe_units(texts, lens, n_texts, &n_units);
     if (!u) return kd_errf(err, "bpe: out of memory");
     for (size_t i = 0; i < n_units; i++) {
         if (u[i].n >= MAX_UNIT_LEN) {
@@ -210,68 +198,5 @@ int kd_bpe_count_words(const char *const *texts, const size_t *lens, int n_texts
         kd_bpe_words_free(out);
         return kd_errf(err, "bpe: out of memory counting words");
     }
-    return 0;
-}
-
-/* ---- counting tokens ------------------------------------------------------------------------ */
-
-/* The same vocabulary without the space prefix (for the continued parts of long texts). */
-static kd_tokenizer *without_prefix(const kd_tokenizer *tok, kd_err *err) {
-    int32_t n = kd_tokenizer_n_vocab(tok);
-    const char **pcs = malloc((size_t)n * sizeof *pcs);
-    float *scores = malloc((size_t)n * sizeof *scores);
-    int32_t *types = malloc((size_t)n * sizeof *types);
-    kd_tokenizer *t = NULL;
-    if (!pcs || !scores || !types) {
-        kd_errf(err, "bpe: out of memory");
-    } else {
-        for (int32_t i = 0; i < n; i++) {
-            pcs[i] = kd_tokenizer_piece(tok, i, NULL);
-            scores[i] = kd_tokenizer_score(tok, i);
-            types[i] = (int32_t)kd_tokenizer_type(tok, i);
-        }
-        t = kd_tokenizer_new(n, pcs, scores, types, kd_tokenizer_bos(tok), kd_tokenizer_eos(tok), kd_tokenizer_unk(tok),
-                             kd_tokenizer_flags(tok) & ~KD_TOK_ADD_SPACE_PREFIX, err);
-    }
-    free(pcs);
-    free(scores);
-    free(types);
-    return t;
-}
-
-int kd_bpe_count_tokens(const kd_tokenizer *tok, const char *const *texts, const size_t *lens, int n_texts,
-                        int64_t *n_tokens, kd_err *err) {
-    size_t n_units = 0;
-    unit *u = make_units(texts, lens, n_texts, &n_units);
-    if (!u) return kd_errf(err, "bpe: out of memory");
-    kd_tokenizer *cont = NULL;
-    for (size_t i = 0; i < n_units && !cont; i++)
-        if (!u[i].prefix && (kd_tokenizer_flags(tok) & KD_TOK_ADD_SPACE_PREFIX) && !(cont = without_prefix(tok, err))) {
-            free(u);
-            return -1;
-        }
-    int64_t total = 0;
-    int bad = 0;
-#pragma omp parallel reduction(+ : total) reduction(| : bad)
-    {
-        kd_tokens ids = {0};
-        kd_err e;
-#pragma omp for schedule(dynamic, 16)
-        for (size_t i = 0; i < n_units; i++) {
-            if (bad) continue;
-            ids.n = 0;
-            if (kd_tokenizer_encode(u[i].prefix || !cont ? tok : cont, u[i].p, u[i].n, 0, &ids, &e) < 0) {
-                bad = 1;
-#pragma omp critical(kd_bpe_count_err)
-                if (err) *err = e;
-            }
-            total += (int64_t)ids.n;
-        }
-        kd_tokens_free(&ids);
-    }
-    free(u);
-    kd_tokenizer_free(cont);
-    if (bad) return -1;
-    *n_tokens = total;
     return 0;
 }

@@ -82,4 +82,17 @@ int kd_bpe_count_words(const char *const *texts, const size_t *lens, int n_texts
                        kd_bpe_words *out, kd_err *err);
 void kd_bpe_words_free(kd_bpe_words *t);
 
+/* A piece of one text that a thread handles alone. */
+typedef struct kd_bpe_unit {
+    const char *p;
+    size_t n;
+    int prefix;               /* the text's first piece: gets the space prefix */
+} kd_bpe_unit;
+
+/* Cut texts into units: a long text is cut after a newline followed by a
+ * printable ASCII character other than space (a word boundary whatever the
+ * context), and only its first unit gets the space prefix. Returns a malloc'd
+ * array of *n_units units (pointing into texts), or NULL for lack of memory. */
+kd_bpe_unit *kd_bpe_units(const char *const *texts, const size_t *lens, int n_texts, size_t *n_units);
+
 #endif

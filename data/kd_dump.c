@@ -11,6 +11,7 @@
 #include "data/kd_dump.h"
 #include "data/kd_dump_impl.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -36,6 +37,11 @@ static int g_f16c;
 hid_t kdd_f16(void) { return kdd_g_f16; }
 
 static void init_once(void) {
+    /* kd closes every HDF5 object itself; HDF5's exit handler would only retry the
+     * flush of a file whose write failed (a full disk), which loops or crashes in
+     * libhdf5 1.10. Without it a failed file is simply dropped at exit: its last
+     * complete flush is what a resume finds and verifies. */
+    H5dont_atexit();
     kdd_g_f16 = H5Tcopy(H5T_IEEE_F32LE);
     H5Tset_fields(kdd_g_f16, 15, 10, 5, 0, 10);
     H5Tset_size(kdd_g_f16, 2);
@@ -342,7 +348,18 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
         kd_errf(err, "%s: no such file", path);
         goto fail;
     }
-    if ((d->file = H5Fopen(path, rdwr ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {
+    /* a writer caches no chunks: its data reaches the file inside H5Dwrite, where a
+     * write error is reported, and closing a dataset has nothing left to write (HDF5
+     * 1.10 leaves a dataset half-closed when that last flush fails, and crashes in its
+     * exit handler) */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (rdwr) {
+        H5Pset_cache(fapl, 0, 0, 0, 1.0);
+        H5Pset_file_locking(fapl, 0, 1);   /* the writer holds its own flock on the file (kd_dump_write.c) */
+    }
+    d->file = H5Fopen(path, rdwr ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (d->file < 0) {
         kdd_h5_fail(err, "%s: not a readable HDF5 file (truncated or not HDF5?)", path);
         goto fail;
     }
@@ -489,13 +506,15 @@ int kdd_io_block(kd_dump *d, int i, int write, int64_t s0, int64_t ns, int64_t p
     /* the memory space has the selection's shape: with another shape HDF5 maps every element to its chunk */
     hid_t fs = H5Dget_space(d->ds[i]), ms = H5Screate_simple(rank, count, NULL);
     herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    errno = 0;
     if (rc >= 0) rc = write ? H5Dwrite(d->ds[i], mtype, ms, fs, H5P_DEFAULT, mem)
                             : H5Dread(d->ds[i], mtype, ms, fs, H5P_DEFAULT, mem);
+    int e = errno;
     H5Sclose(ms);
     H5Sclose(fs);
     if (rc < 0)
-        return kdd_h5_fail(err, "%s: dataset '%s': cannot %s sequences [%" PRId64 ", %" PRId64 ")", d->path, kdd_dname(d, i),
-                       write ? "write" : "read", s0, s0 + ns);
+        return kdd_h5_fail(err, "%s: dataset '%s': cannot %s sequences [%" PRId64 ", %" PRId64 ")%s%s", d->path,
+                           kdd_dname(d, i), write ? "write" : "read", s0, s0 + ns, e ? ": " : "", e ? strerror(e) : "");
     return 0;
 }
 

@@ -93,19 +93,37 @@ int kd_dump_tokenizer_compare(const kd_dump_tokenizer *a, const char *a_name, co
 /* Writes go to PATH.partial; every append ends with an HDF5 flush that also
  * records n_seq, so a killed writer leaves a .partial file that
  * kd_dump_writer_resume continues after its last complete append. close
- * renames PATH.partial to PATH. */
+ * renames PATH.partial to PATH.
+ *
+ * Safety (docs/dump-format.md, "Writing safely"):
+ *   - the writer holds an exclusive lock (flock) on PATH.partial from create or
+ *     resume to close: a second writer of the same file is refused;
+ *   - every sequence gets a 64-bit checksum in the dataset 'seq_checksum'
+ *     (kd_dump_seq_checksum), written with it; a resume recomputes the checksum of
+ *     every sequence the file holds (or, for a file without checksums, validates
+ *     its values) and rolls back to the last sequence that verifies, so data a
+ *     failed or interrupted write left half-written is never continued;
+ *   - before each append the bytes it needs are reserved on the device
+ *     (fallocate): a full disk fails the append before anything is written;
+ *   - the writer caches no chunks, so a write error surfaces in the append that
+ *     made it; the writer then refuses further appends, rolls back to the last
+ *     complete append, and close/release leave PATH.partial for a resume. */
 typedef struct kd_dump_writer kd_dump_writer;
 
 /* meta: vocab_size, k, seq_len, temperature (must be 1.0), teacher, value_dtype,
  * has_loss_mask, tokens_only (then k must be 0; value_dtype is ignored). tok
- * may be NULL. An existing PATH.partial is replaced. */
+ * may be NULL. An existing PATH.partial is replaced (unless another writer holds it). */
 kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *meta, const kd_dump_tokenizer *tok,
                                       kd_err *err);
 /* Continue PATH.partial (or reopen a finished PATH as PATH.partial) after its
- * last flushed sequence; sequences of an append cut short are dropped. */
+ * last verified sequence (see above): sequences of an append cut short, and any
+ * whose checksum fails, are dropped; kd_dump_writer_note says what was dropped. */
 kd_dump_writer *kd_dump_writer_resume(const char *path, kd_err *err);
 int64_t kd_dump_writer_n_seq(const kd_dump_writer *w);
 const kd_dump_meta *kd_dump_writer_meta(const kd_dump_writer *w);
+/* After a resume: "" when every sequence verified, else one sentence naming the
+ * first sequence that did not and how many were dropped. */
+const char *kd_dump_writer_note(const kd_dump_writer *w);
 /* Append n sequences. tokens [n, T+1]; loss_mask [n, T] (NULL = all 1; only
  * when the dump has one); top-k dumps: ids [n, T, k] + values = log-probs
  * [n, T, k]; full dumps: ids NULL + values = logits [n, T, V]; tokens-only
@@ -113,10 +131,19 @@ const kd_dump_meta *kd_dump_writer_meta(const kd_dump_writer *w);
  * check it before anything is written. */
 int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, const uint8_t *loss_mask,
                           const int32_t *ids, const float *values, kd_err *err);
-/* Flush, close and rename PATH.partial → PATH. The writer is freed either way. */
+/* Flush, close and rename PATH.partial → PATH. The writer is freed either way;
+ * after a failed write PATH.partial is kept (and -1 returned). */
 int kd_dump_writer_close(kd_dump_writer *w, kd_err *err);
+/* Flush and close, keeping PATH.partial for a later resume. Freed either way. */
+int kd_dump_writer_release(kd_dump_writer *w, kd_err *err);
 /* Close and delete PATH.partial. */
 void kd_dump_writer_abort(kd_dump_writer *w);
+
+/* The checksum of one sequence as 'seq_checksum' stores it: tokens [T+1], mask
+ * [T] (NULL: all 1), ids [T·k] (NULL when k = 0), values [T·cols] as a reader
+ * returns them (int32, float32; NULL for tokens only). See docs/dump-format.md. */
+uint64_t kd_dump_seq_checksum(int64_t T, int64_t k, int64_t cols, const int32_t *tokens, const uint8_t *mask,
+                              const int32_t *ids, const float *values);
 
 /* ---- reader ---------------------------------------------------------------------- */
 
@@ -172,6 +199,16 @@ typedef struct kd_dump_report {
  * a structural error from kd_dump_open (rep->bad == 0). rep may be NULL. */
 int kd_dump_validate(const char *path, kd_dump_report *rep, kd_err *err);
 int kd_dump_check(kd_dump *d, kd_dump_report *rep, kd_err *err);
+
+/* The validator's checks of one unmasked position as a reader returns it, for
+ * loaders that check every batch: top-k (k > 0: ids [k] in [0, vocab), no
+ * duplicates, log-probs sorted, finite except trailing −inf, ≤ 0, Σp ≤ 1 +
+ * tolerance) or full logits (k = 0: [width] values, no NaN or +Inf, not all
+ * −Inf). stamp: zeroed uint32 [vocab] (top-k), *mark bumped per call. Returns 0,
+ * or 1 for a bad id (topk_ids) / 2 for a bad value, with *slot (−1: the whole
+ * position) and what[0..n) describing it. */
+int kd_dump_check_position(const kd_dump_meta *m, const int32_t *ids, const float *values, int64_t width,
+                           uint32_t *stamp, uint32_t *mark, int64_t *slot, char *what, size_t n);
 
 /* The id dtype kd writes for a vocabulary: "uint16" when V ≤ 65536, else "int32". */
 const char *kd_dump_id_dtype_for(int64_t vocab_size);

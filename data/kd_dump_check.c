@@ -247,6 +247,14 @@ int kd_dump_check(kd_dump *d, kd_dump_report *rep, kd_err *err) {
     return rc;
 }
 
+int kd_dump_check_position(const kd_dump_meta *m, const int32_t *ids, const float *values, int64_t width,
+                           uint32_t *stamp, uint32_t *mark, int64_t *slot, char *what, size_t n) {
+    if (m->k == 0) return kdd_check_logits(values, width, slot, what, n);
+    kdd_pos_stats st;
+    double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216;
+    return kdd_check_topk(ids, values, m->k, m->vocab_size, 0, eps, stamp, mark, &st, slot, what, n);
+}
+
 int kd_dump_validate(const char *path, kd_dump_report *rep, kd_err *err) {
     if (rep) memset(rep, 0, sizeof *rep);
     kd_dump *d = kd_dump_open(path, err);

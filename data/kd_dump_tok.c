@@ -14,6 +14,7 @@
 #include "core/kd_log.h"
 #include "data/kd_tokenizer_bpe.h"
 #include "data/kd_tokenizer_hf.h"
+#include "data/kd_tokenizer_load.h"
 #include "data/kd_dump_impl.h"
 
 /* Offsets [n+1] over a blob → NUL-terminated copies (pieces or merges). */
@@ -216,14 +217,6 @@ kd_tokenizer *kd_tokenizer_open(const char *path, kd_err *err) {
     FILE *f = fopen(path, "rb");
     int h5 = f && fread(head, 1, 8, f) == 8 && !memcmp(head, sig, 8);
     if (f) fclose(f);
-    if (!h5 && head[0] == '{') {   /* tokenizer.json: read with the tokenizer_config.json beside it */
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = '\0';
-        else snprintf(dir, sizeof dir, ".");
-        return kd_tokenizer_load_hf(dir, err);
-    }
     return h5 ? kd_tokenizer_load_h5(path, err) : kd_tokenizer_load(path, err);
 }
 

@@ -5,15 +5,26 @@
  * records n_seq after every append so an interrupted run can resume, and
  * renames the file to PATH at close. A tokens-only dump (meta.tokens_only,
  * attribute distribution = "none") gets no topk/logits datasets.
+ *
+ * Safety: an flock on PATH.partial for the writer's lifetime; a checksum per
+ * sequence (dataset seq_checksum) that a resume verifies before appending; the
+ * bytes of each append reserved with fallocate before HDF5 writes them; after a
+ * write error the writer rolls back to its last complete append and accepts
+ * nothing more (kd_dump.h, "Safety").
  */
+#define _GNU_SOURCE   /* fallocate */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/kd_file.h"
 #include "core/kd_fp16.h"
 #include "data/kd_dump.h"
 #include "data/kd_dump_impl.h"
@@ -21,11 +32,41 @@
 #define CHUNK_MAX (4u << 20)    /* largest chunk written, bytes */
 #define WRITE_BLOCK (8u << 20)  /* raw bytes converted per H5Dwrite */
 
+#define SUMS "seq_checksum"
+#define SUMS_CHUNK 1024
+
 struct kd_dump_writer {
     kd_dump *d;                 /* the datasets, open read-write on PATH.partial */
     char path[4096], partial[4200];
     uint32_t *stamp, mark;      /* duplicate-id detection */
+    int lock_fd;                /* PATH.partial, flock'ed: one writer per file */
+    hid_t sums;                 /* dataset seq_checksum (−1 until opened) */
+    int failed;                 /* a write failed: no more appends, PATH.partial is kept */
+    char note[KD_ERR_MSG_MAX + 4400];   /* what a resume dropped */
 };
+
+/* ---- checksums ----------------------------------------------------------------------- */
+
+static uint64_t mix32(uint64_t h, uint32_t x) {
+    h = (h ^ x) * 0x9E3779B97F4A7C15ULL;
+    return h ^ (h >> 32);
+}
+
+static uint64_t sum_u32(uint64_t h, const void *p, size_t n) {
+    const uint32_t *x = p;
+    for (size_t i = 0; i < n; i++) h = mix32(h, x[i]);
+    return h;
+}
+
+uint64_t kd_dump_seq_checksum(int64_t T, int64_t k, int64_t cols, const int32_t *tokens, const uint8_t *mask,
+                              const int32_t *ids, const float *values) {
+    uint64_t part[4] = {sum_u32(1, tokens, (size_t)(T + 1)), 2, ids ? sum_u32(3, ids, (size_t)(T * k)) : 3,
+                        values ? sum_u32(4, values, (size_t)(T * cols)) : 4};
+    for (int64_t t = 0; t < T; t++) part[1] = mix32(part[1], mask ? mask[t] : 1u);
+    uint64_t h = 0x6b642d64756d7031ULL;   /* "kd-dump1" */
+    for (int i = 0; i < 4; i++) h = mix32(mix32(h, (uint32_t)part[i]), (uint32_t)(part[i] >> 32));
+    return h;
+}
 
 /* A resizable dataset [0, tail...] chunked one sequence (or a block of its positions) per chunk. */
 static int create_ds(hid_t file, const char *path, const char *name, hid_t type, int rank, const int64_t *tail,
@@ -93,8 +134,57 @@ static kd_dump_writer *writer_new(const char *path, kd_err *err) {
     } else {
         snprintf(w->path, sizeof w->path, "%s", path);
         snprintf(w->partial, sizeof w->partial, "%s.partial", path);
+        w->lock_fd = -1;
+        w->sums = -1;
     }
     return w;
+}
+
+/* The exclusive lock on PATH.partial (created empty when missing with create). */
+static int writer_lock(kd_dump_writer *w, int create, kd_err *err) {
+    w->lock_fd = open(w->partial, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+    if (w->lock_fd < 0) return kd_errf(err, "%s: cannot open: %s", w->partial, strerror(errno));
+    struct stat st;
+    if (fstat(w->lock_fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return kd_errf(err, "%s: is %s, expected a regular file", w->partial, kd_path_what(w->partial));
+    if (flock(w->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return kd_errf(err, "%s: %s", w->partial,
+                       errno == EWOULDBLOCK ? "another process is writing this dump (a kd teacher dump with the same "
+                                              "--out?): wait for it to finish, or choose another --out"
+                                            : strerror(errno));
+    return 0;
+}
+
+/* Drop the blocks fallocate reserved past the end of the file (a shrinking truncate frees them). */
+static void writer_unreserve(kd_dump_writer *w) {
+    struct stat st;
+    if (w->lock_fd >= 0 && fstat(w->lock_fd, &st) == 0 && st.st_size > 0 && ftruncate(w->lock_fd, st.st_size + 1) == 0)
+        if (ftruncate(w->lock_fd, st.st_size) != 0) { /* the file keeps one zero byte more: HDF5 ignores it */ }
+}
+
+static void writer_free(kd_dump_writer *w) {
+    if (w->lock_fd >= 0) close(w->lock_fd);   /* releases the lock */
+    free(w->stamp);
+    free(w);
+}
+
+/* Close the HDF5 objects (PATH.partial stays). With the chunk cache off, closing a dataset
+ * writes nothing, and only the file's close flushes its metadata. After a failed write the
+ * file is abandoned instead, exactly as a kill would leave it: HDF5 writes nothing more, so
+ * the file stays as its last complete flush made it (what a resume verifies), rather than
+ * receiving half of a metadata flush that may fail in turn (and, in libhdf5 1.10, leave
+ * the library unable to close: a crash or an endless loop at exit). The abandoned handle
+ * is dropped at the process's exit (H5dont_atexit, kd_dump.c); resume in a new process. */
+static int writer_close_h5(kd_dump_writer *w, kd_err *err) {
+    if (!w->d) return 0;
+    if (w->sums >= 0) H5Dclose(w->sums);
+    w->sums = -1;
+    hid_t f = w->d->file;
+    w->d->file = -1;
+    kdd_free(w->d);   /* the datasets */
+    w->d = NULL;
+    if (f >= 0 && !w->failed && H5Fclose(f) < 0) return kdd_h5_fail(err, "%s: cannot close", w->partial);
+    return 0;
 }
 
 static int check_meta(const char *path, const kd_dump_meta *m, const kd_dump_tokenizer *tok, kd_err *err) {
@@ -119,12 +209,56 @@ static int check_meta(const char *path, const kd_dump_meta *m, const kd_dump_tok
     return 0;
 }
 
+static int create_sums(hid_t file, const char *path, kd_err *err) {
+    hsize_t dim = 0, maxd = H5S_UNLIMITED, chunk = SUMS_CHUNK;
+    hid_t sp = H5Screate_simple(1, &dim, &maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    hid_t ds = H5Dcreate2(file, SUMS, H5T_STD_U64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Sclose(sp);
+    H5Pclose(dcpl);
+    if (ds < 0) return kdd_h5_fail(err, "%s: cannot create dataset '" SUMS "'", path);
+    H5Dclose(ds);
+    return 0;
+}
+
+/* Open the datasets (and seq_checksum, creating it in a file from before checksums). */
 static int finish_open(kd_dump_writer *w, kd_err *err) {
     w->d = kdd_open_locked(w->partial, 1, 1, err);
     if (!w->d) return -1;
     w->stamp = w->d->meta.k ? calloc((size_t)w->d->meta.vocab_size, 4) : NULL;
     if (w->d->meta.k && !w->stamp) return kd_errf(err, "%s: out of memory", w->partial);
+    if (H5Lexists(w->d->file, SUMS, H5P_DEFAULT) <= 0 && create_sums(w->d->file, w->partial, err)) return -1;
+    w->sums = H5Dopen2(w->d->file, SUMS, H5P_DEFAULT);
+    hid_t sp = w->sums >= 0 ? H5Dget_space(w->sums) : -1, ty = w->sums >= 0 ? H5Dget_type(w->sums) : -1;
+    int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && ty >= 0 && H5Tget_class(ty) == H5T_INTEGER &&
+             H5Tget_size(ty) == 8;
+    if (sp >= 0) H5Sclose(sp);
+    if (ty >= 0) H5Tclose(ty);
+    if (!ok) return kdd_h5_fail(err, "%s: dataset '" SUMS "' is not a 1-D dataset of 64-bit integers", w->partial);
     return 0;
+}
+
+static int64_t sums_len(kd_dump_writer *w) {
+    hsize_t dim = 0;
+    hid_t sp = H5Dget_space(w->sums);
+    H5Sget_simple_extent_dims(sp, &dim, NULL);
+    H5Sclose(sp);
+    return (int64_t)dim;
+}
+
+/* Write checksums [s0, s0 + n) (growing the dataset to s0 + n). */
+static int write_sums(kd_dump_writer *w, int64_t s0, int64_t n, const uint64_t *h, kd_err *err) {
+    hsize_t dim = (hsize_t)(s0 + n), start = (hsize_t)s0, count = (hsize_t)n;
+    if (n == 0) return 0;
+    if (H5Dset_extent(w->sums, &dim) < 0) return kdd_h5_fail(err, "%s: dataset '" SUMS "': cannot grow", w->partial);
+    hid_t fs = H5Dget_space(w->sums), ms = H5Screate_simple(1, &count, NULL);
+    herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL);
+    if (rc >= 0) rc = H5Dwrite(w->sums, H5T_NATIVE_UINT64, ms, fs, H5P_DEFAULT, h);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    return rc < 0 ? kdd_h5_fail(err, "%s: dataset '" SUMS "': cannot write sequences [%" PRId64 ", %" PRId64 ")",
+                                w->partial, s0, s0 + n)
+                  : 0;
 }
 
 kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, const kd_dump_tokenizer *tok,
@@ -132,12 +266,24 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
     if (check_meta(path, m, tok, err)) return NULL;
     kd_dump_writer *w = writer_new(path, err);
     if (!w) return NULL;
+    if (writer_lock(w, 1, err)) {
+        writer_free(w);
+        return NULL;
+    }
+    /* the schema is made in PATH.partial.new and renamed over the (empty, locked) PATH.partial
+     * when complete: a kill while it is made leaves no half-made PATH.partial to resume */
+    char fresh[4300];
+    snprintf(fresh, sizeof fresh, "%s.new", w->partial);
+    unlink(fresh);
     kdd_guard g;
     kdd_enter(&g);
     int rc = -1;
-    hid_t f = H5Fcreate(w->partial, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_file_locking(fapl, 0, 1);   /* the writer's own flock guards the file */
+    hid_t f = H5Fcreate(fresh, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) {
-        kdd_h5_fail(err, "%s: cannot create", w->partial);
+        kdd_h5_fail(err, "%s: cannot create", fresh);
         goto out;
     }
     int64_t T = m->seq_len, t1[1] = {T + 1}, t0[1] = {T}, t3[2] = {T, m->k ? m->k : m->vocab_size};
@@ -154,24 +300,42 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
         (m->has_loss_mask && create_ds(f, w->partial, "loss_mask", H5T_STD_U8LE, 2, t0, err)) ||
         (m->k && create_ds(f, w->partial, "topk_ids", m->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE, 3, t3, err)) ||
         (!m->tokens_only && create_ds(f, w->partial, m->k ? "topk_logprobs" : "logits", vt, 3, t3, err)) ||
-        (tok && kdd_write_tokenizer(f, w->partial, tok, err)))
+        create_sums(f, w->partial, err) || (tok && kdd_write_tokenizer(f, w->partial, tok, err)))
         goto out;
     if (H5Fclose(f) < 0) {
         f = -1;
-        kdd_h5_fail(err, "%s: cannot close", w->partial);
+        kdd_h5_fail(err, "%s: cannot close", fresh);
         goto out;
     }
     f = -1;
+    if (rename(fresh, w->partial) != 0) {
+        kd_errf(err, "%s: cannot rename to %s: %s", fresh, w->partial, strerror(errno));
+        goto out;
+    }
+    /* the lock moves to the new file (a process that took it in between wins; this one refuses) */
+    int fd = open(w->partial, O_RDWR | O_CLOEXEC);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (fd >= 0) close(fd);
+        kd_errf(err, "%s: another process took it over while it was created", w->partial);
+        close(w->lock_fd);
+        w->lock_fd = -1;   /* not this writer's file any more: abort leaves it */
+        goto out;
+    }
+    close(w->lock_fd);
+    w->lock_fd = fd;
     rc = finish_open(w, err);
 out:
     if (f >= 0) H5Fclose(f);
     kdd_leave(&g);
+    if (rc) unlink(fresh);
     if (rc) {
         kd_dump_writer_abort(w);
         return NULL;
     }
     return w;
 }
+
+const char *kd_dump_writer_note(const kd_dump_writer *w) { return w->note; }
 
 /* Resize every dataset to n sequences, record n_seq and flush. */
 static int set_n_seq(kd_dump_writer *w, int64_t n, kd_err *err) {
@@ -188,10 +352,103 @@ static int set_n_seq(kd_dump_writer *w, int64_t n, kd_err *err) {
                                kdd_dname(d, i), n);
         d->dims0[i] = n;
     }
+    hsize_t sd = (hsize_t)n;
+    if (w->sums >= 0 && sums_len(w) != n && H5Dset_extent(w->sums, &sd) < 0)
+        return kdd_h5_fail(err, "%s: dataset '" SUMS "': cannot resize to %" PRId64 " sequences", w->partial, n);
     d->meta.n_seq = n;
     if (kdd_attr_write_i64(d->file, "n_seq", n) || H5Fflush(d->file, H5F_SCOPE_LOCAL) < 0)
         return kdd_h5_fail(err, "%s: cannot flush", w->partial);
     return 0;
+}
+
+static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, const uint8_t *mask, const int32_t *ids,
+                        const float *val, int64_t first, kd_err *err);
+
+/* Recompute the checksum of every sequence the file holds and compare it with
+ * seq_checksum; a sequence without a stored checksum (a file from before them,
+ * or an append cut short) is validated instead and gets one. The file is cut
+ * to the sequences before the first that fails. Called with the HDF5 lock held. */
+static int verify(kd_dump_writer *w, kd_err *err) {
+    kd_dump *d = w->d;
+    const kd_dump_meta *m = &d->meta;
+    const int64_t T = m->seq_len, k = m->k, cols = k ? k : m->vocab_size, N = m->n_seq, L0 = sums_len(w);
+    const int teacher = !m->tokens_only;
+    int64_t per = T * cols * 4 * (k ? 2 : 1) + (T + 1) * 5, sb = ((int64_t)16 << 20) / (per > 0 ? per : 1);
+    if (sb < 1) sb = 1;
+    if (sb > 1024) sb = 1024;
+    if (sb > N) sb = N > 0 ? N : 1;
+    int32_t *tok = malloc((size_t)(sb * (T + 1)) * 4), *ids = k ? malloc((size_t)(sb * T * k) * 4) : NULL;
+    uint8_t *mask = malloc((size_t)(sb * T));
+    float *val = teacher ? malloc((size_t)(sb * T * cols) * 4) : NULL;
+    uint64_t *have = malloc((size_t)sb * 8), *got = malloc((size_t)sb * 8);
+    int rc = 0;
+    int64_t good = N;
+    char why[KD_ERR_MSG_MAX] = "";
+    if (!tok || !mask || (k && !ids) || (teacher && !val) || !have || !got) {
+        rc = kd_errf(err, "%s: out of memory verifying the sequences", w->partial);
+        goto out;
+    }
+    for (int64_t s0 = 0; s0 < N && good == N && !rc; s0 += sb) {
+        int64_t ns = s0 + sb <= N ? sb : N - s0, nh = L0 > s0 ? (L0 - s0 < ns ? L0 - s0 : ns) : 0;
+        kd_err e2;
+        if (kdd_read_2d(d, D_TOKENS, s0, ns, tok, &e2) || kdd_read_2d(d, D_MASK, s0, ns, mask, &e2) ||
+            (k && kdd_read_3d(d, D_IDS, s0, ns, 0, T, ids, k, &e2)) ||
+            (teacher && kdd_read_3d(d, D_VALUES, s0, ns, 0, T, val, cols, &e2))) {
+            /* unreadable sequences (a chunk never written): roll back before the block, or find the first */
+            if (ns > 1) {
+                sb = 1;
+                s0 -= 1;   /* retry one by one from s0 (the loop adds sb) */
+                continue;
+            }
+            good = s0;
+            snprintf(why, sizeof why, "it cannot be read (%.900s)", e2.msg);
+            break;
+        }
+        if (nh > 0) {
+            hsize_t start = (hsize_t)s0, count = (hsize_t)nh;
+            hid_t fs = H5Dget_space(w->sums), ms = H5Screate_simple(1, &count, NULL);
+            herr_t r = H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL);
+            if (r >= 0) r = H5Dread(w->sums, H5T_NATIVE_UINT64, ms, fs, H5P_DEFAULT, have);
+            H5Sclose(ms);
+            H5Sclose(fs);
+            if (r < 0) nh = 0;   /* unreadable checksums: validate those sequences instead */
+        }
+        for (int64_t i = 0; i < ns; i++) {
+            const int32_t *ti = tok + i * (T + 1), *ii = k ? ids + i * T * k : NULL;
+            const uint8_t *mi = mask + i * T;
+            const float *vi = teacher ? val + i * T * cols : NULL;
+            got[i] = kd_dump_seq_checksum(T, k, cols, ti, mi, ii, vi);
+            if (i < nh) {
+                if (got[i] == have[i]) continue;
+                snprintf(why, sizeof why, "its data does not match the checksum written with it in dataset '" SUMS
+                         "' (%016" PRIx64 ", expected %016" PRIx64 "): a write that failed or was cut short",
+                         got[i], have[i]);
+            } else if (check_append(w, 1, ti, mi, ii, vi, s0 + i, &e2)) {
+                snprintf(why, sizeof why, "it has no checksum and its values are invalid: %.900s", e2.msg);
+            } else {
+                continue;
+            }
+            good = s0 + i;
+            break;
+        }
+        /* checksums for the validated sequences without one */
+        int64_t upto = (good < s0 + ns ? good : s0 + ns) - s0;
+        if (upto > nh && write_sums(w, s0 + nh, upto - nh, got + nh, err)) rc = -1;
+    }
+    if (!rc && good < N) {
+        snprintf(w->note, sizeof w->note, "%s: sequence %" PRId64 " of %" PRId64 " failed verification: %.700s; "
+                 "dropped it and the %" PRId64 " after it, resuming after the %" PRId64 " verified sequences",
+                 w->partial, good, N, why, N - good - 1, good);
+    }
+    if (!rc) rc = set_n_seq(w, good, err);
+out:
+    free(tok);
+    free(ids);
+    free(mask);
+    free(val);
+    free(have);
+    free(got);
+    return rc ? -1 : 0;
 }
 
 kd_dump_writer *kd_dump_writer_resume(const char *path, kd_err *err) {
@@ -201,40 +458,50 @@ kd_dump_writer *kd_dump_writer_resume(const char *path, kd_err *err) {
     if (access(w->partial, F_OK) != 0) {
         if (access(path, F_OK) != 0 || rename(path, w->partial) != 0) {
             kd_errf(err, "%s: cannot resume: neither it nor %s can be opened (%s)", path, w->partial, strerror(errno));
-            free(w);
+            writer_free(w);
             return NULL;
         }
         renamed = 1;
     }
+    if (writer_lock(w, 0, err)) {
+        writer_free(w);
+        return NULL;
+    }
     kdd_guard g;
     kdd_enter(&g);
-    int rc = finish_open(w, err) || set_n_seq(w, w->d->meta.n_seq, err);
+    int opened = 0, rc = finish_open(w, err) || !(opened = 1) || verify(w, err);
+    if (rc) writer_close_h5(w, NULL);
     kdd_leave(&g);
     if (!rc) return w;
-    if (w->d) kd_dump_close(w->d);
+    size_t l = err ? strlen(err->msg) : 0;
+    if (!opened && err && l + 1 < sizeof err->msg)   /* e.g. a crash in the middle of an HDF5 flush */
+        snprintf(err->msg + l, sizeof err->msg - l, " (the .partial file cannot be continued: delete it to start the "
+                 "dump over, or move it aside to keep it)");
     if (renamed) rename(w->partial, path);
-    free(w->stamp);
-    free(w);
+    writer_free(w);
     return NULL;
 }
 
 int64_t kd_dump_writer_n_seq(const kd_dump_writer *w) { return w->d->meta.n_seq; }
 const kd_dump_meta *kd_dump_writer_meta(const kd_dump_writer *w) { return &w->d->meta; }
 
-/* Check the data of an append as the validator would check the stored values. */
+/* Check the data of an append as the validator would check the stored values; first ≥ 0:
+ * sequences read back from the file at index first (messages give their index). */
 static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, const uint8_t *mask, const int32_t *ids,
-                        const float *val, kd_err *err) {
+                        const float *val, int64_t first, kd_err *err) {
     const kd_dump_meta *m = &w->d->meta;
-    int64_t T = m->seq_len, k = m->k, V = m->vocab_size, slot;
+    int64_t T = m->seq_len, k = m->k, V = m->vocab_size, slot, base = first < 0 ? 0 : first;
+    const char *ctx = first < 0 ? "append: " : "", *of = first < 0 ? " of the append" : "";
     char what[160];
     for (int64_t i = 0; i < n * (T + 1); i++)
         if (tokens[i] < 0 || tokens[i] >= V)
-            return kd_errf(err, "%s: append: dataset 'tokens': sequence %" PRId64 " of the append, token %" PRId64
-                           ": id %d outside [0, %" PRId64 ")", w->partial, i / (T + 1), i % (T + 1), tokens[i], V);
+            return kd_errf(err, "%s: %sdataset 'tokens': sequence %" PRId64 "%s, token %" PRId64
+                           ": id %d outside [0, %" PRId64 ")", w->partial, ctx, base + i / (T + 1), of, i % (T + 1),
+                           tokens[i], V);
     for (int64_t i = 0; mask && i < n * T; i++)
         if (mask[i] > 1)
-            return kd_errf(err, "%s: append: dataset 'loss_mask': sequence %" PRId64 ", position %" PRId64
-                           ": value %d, expected 0 or 1", w->partial, i / T, i % T, mask[i]);
+            return kd_errf(err, "%s: %sdataset 'loss_mask': sequence %" PRId64 "%s, position %" PRId64
+                           ": value %d, expected 0 or 1", w->partial, ctx, base + i / T, of, i % T, mask[i]);
     for (int64_t p = 0; !m->tokens_only && p < n * T; p++) {
         int masked = mask && !mask[p], bad = 0;
         kdd_pos_stats st;
@@ -251,9 +518,9 @@ static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, con
                 }
         }
         if (bad)
-            return kd_errf(err, "%s: append: dataset '%s': sequence %" PRId64 " of the append, position %" PRId64
-                           ", slot %" PRId64 ": %s", w->partial, bad == 1 ? "topk_ids" : kdd_dname(w->d, D_VALUES),
-                           p / T, p % T, slot, what);
+            return kd_errf(err, "%s: %sdataset '%s': sequence %" PRId64 "%s, position %" PRId64
+                           ", slot %" PRId64 ": %s", w->partial, ctx, bad == 1 ? "topk_ids" : kdd_dname(w->d, D_VALUES),
+                           base + p / T, of, p % T, slot, what);
     }
     return 0;
 }
@@ -294,9 +561,44 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
                        m->tokens_only ? "and nothing else" : m->k ? "topk ids and log-probs" : "logits (and no ids)", n);
     if (loss_mask && !m->has_loss_mask)
         return kd_errf(err, "%s: append: a loss_mask given but the dump was created without one", w->partial);
-    if (check_append(w, n, tokens, loss_mask, ids, values, err)) return -1;
+    if (w->failed)
+        return kd_errf(err, "%s: append: an earlier write to this file failed; close the writer (the file keeps the "
+                       "%" PRId64 " sequences before it) and resume", w->partial, m->n_seq);
+    if (check_append(w, n, tokens, loss_mask, ids, values, -1, err)) return -1;
     if (n == 0) return 0;
-    int64_t T = m->seq_len, old = m->n_seq;
+    int64_t T = m->seq_len, old = m->n_seq, cols = m->k ? m->k : m->vocab_size;
+    /* the checksums of what the file will hold (float16 values as they read back) */
+    uint64_t *h = malloc((size_t)n * 8);
+    float *v16 = m->value_dtype == KD_DUMP_F16 && !m->tokens_only ? malloc((size_t)(T * cols) * 4) : NULL;
+    if (!h || (m->value_dtype == KD_DUMP_F16 && !m->tokens_only && !v16)) {
+        free(h);
+        free(v16);
+        return kd_errf(err, "%s: append: out of memory", w->partial);
+    }
+    for (int64_t s = 0; s < n; s++) {
+        const float *vs = m->tokens_only ? NULL : values + s * T * cols;
+        if (v16) {
+            for (int64_t j = 0; j < T * cols; j++) v16[j] = kd_fp16_to_f32(kd_f32_to_fp16(vs[j]));
+            vs = v16;
+        }
+        h[s] = kd_dump_seq_checksum(T, m->k, cols, tokens + s * (T + 1), loss_mask ? loss_mask + s * T : NULL,
+                                    m->k ? ids + s * T * m->k : NULL, vs);
+    }
+    free(v16);
+    /* reserve the bytes this append needs (data, checksums, index and metadata with a margin): a
+     * full device fails here, before HDF5 has written anything */
+    int64_t idb = m->vocab_size <= 65536 ? 2 : 4, vb = m->value_dtype == KD_DUMP_F16 ? 2 : 4;
+    int64_t need = n * ((T + 1) * 4 + T + 8 + (m->tokens_only ? 0 : T * cols * vb + (m->k ? T * m->k * idb : 0)));
+    need += need / 8 + ((int64_t)64 << 10);
+    struct stat st;
+    if (fstat(w->lock_fd, &st) == 0 && fallocate(w->lock_fd, FALLOC_FL_KEEP_SIZE, st.st_size, need) != 0 &&
+        (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {
+        int e = errno;
+        free(h);
+        return kd_errf(err, "%s: %s: the next %" PRId64 " sequences need %.1f MB; nothing of them was written and the "
+                       "%" PRId64 " sequences before them are intact", w->partial, strerror(e), n,
+                       (double)need / 1e6, old);
+    }
     kdd_guard g;
     kdd_enter(&g);
     int rc = 0;
@@ -315,32 +617,67 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
     }
     if (!rc && m->k) rc = write_3d(d, D_IDS, old, n, ids, m->k, err);
     if (!rc && !m->tokens_only) rc = write_3d(d, D_VALUES, old, n, values, m->k ? m->k : m->vocab_size, err);
+    if (!rc) rc = write_sums(w, old, n, h, err);
     if (!rc) rc = set_n_seq(w, old + n, err);
-    else set_n_seq(w, old, NULL);   /* best effort: drop the half-written sequences */
+    if (rc) {
+        /* a write failed: nothing more is written to the file (see writer_close_h5); it holds
+         * the sequences of the last complete append, and a resume verifies them */
+        w->failed = 1;
+        d->meta.n_seq = old;
+        size_t l = err ? strlen(err->msg) : 0;
+        if (err && l + 1 < sizeof err->msg)
+            snprintf(err->msg + l, sizeof err->msg - l, " while appending sequences [%" PRId64 ", %" PRId64 ")", old,
+                     old + n);
+    }
     kdd_leave(&g);
+    free(h);
+    return rc ? -1 : 0;
+}
+
+int kd_dump_writer_release(kd_dump_writer *w, kd_err *err) {
+    if (!w) return 0;
+    kdd_guard g;
+    kdd_enter(&g);
+    int rc = w->failed || !w->d ? 0 : set_n_seq(w, w->d->meta.n_seq, err);
+    if (writer_close_h5(w, rc ? NULL : err) && !rc) rc = -1;
+    kdd_leave(&g);
+    writer_unreserve(w);
+    writer_free(w);
     return rc ? -1 : 0;
 }
 
 int kd_dump_writer_close(kd_dump_writer *w, kd_err *err) {
+    if (w->failed) {
+        int64_t n = w->d ? w->d->meta.n_seq : 0;
+        char partial[4200];
+        snprintf(partial, sizeof partial, "%s", w->partial);
+        kd_dump_writer_release(w, NULL);
+        return kd_errf(err, "%s: not finished: a write failed; it keeps %" PRId64 " sequences for a resume", partial, n);
+    }
+    char partial[4200], path[4096];
+    snprintf(partial, sizeof partial, "%s", w->partial);
+    snprintf(path, sizeof path, "%s", w->path);
+    /* the lock is held until the rename is done */
     kdd_guard g;
     kdd_enter(&g);
     int rc = set_n_seq(w, w->d->meta.n_seq, err);
-    hid_t f = w->d->file;
-    w->d->file = -1;
-    kdd_free(w->d);
-    if (H5Fclose(f) < 0 && !rc) rc = kdd_h5_fail(err, "%s: cannot close", w->partial);
+    if (writer_close_h5(w, rc ? NULL : err) && !rc) rc = -1;
     kdd_leave(&g);
-    if (!rc && rename(w->partial, w->path) != 0)
-        rc = kd_errf(err, "%s: cannot rename to %s: %s", w->partial, w->path, strerror(errno));
-    free(w->stamp);
-    free(w);
+    writer_unreserve(w);
+    if (!rc && kd_out_kind(path, NULL, 0, err) != KD_OUT_FILE)
+        rc = kd_err_prefix(err, "%s stays", partial);   /* never replace what is not a regular file */
+    if (!rc && rename(partial, path) != 0)
+        rc = kd_errf(err, "%s: cannot rename to %s: %s", partial, path, strerror(errno));
+    writer_free(w);
     return rc ? -1 : 0;
 }
 
 void kd_dump_writer_abort(kd_dump_writer *w) {
     if (!w) return;
-    if (w->d) kd_dump_close(w->d);
-    unlink(w->partial);
-    free(w->stamp);
-    free(w);
+    kdd_guard g;
+    kdd_enter(&g);
+    writer_close_h5(w, NULL);
+    kdd_leave(&g);
+    if (w->lock_fd >= 0) unlink(w->partial);   /* only a file this writer has locked */
+    writer_free(w);
 }

@@ -16,10 +16,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/kd_mem.h"
 #include "core/kd_rng.h"
+#include "core/kd_time.h"
 
 struct kd_loader {
     kd_loader_opts o;
@@ -37,6 +37,7 @@ struct kd_loader {
     int64_t *perm;
     int32_t *stage_tok;
     uint8_t *stage_mask;
+    uint32_t *stamp, mark;    /* duplicate-id detection of the value checks (top-k) */
     int64_t dropped;          /* top-k entries removed while producing the current batch */
     /* ring */
     int n_slots, head, count, held, stop, running, failed;
@@ -62,12 +63,6 @@ static uint64_t mix64(uint64_t z) {
 static uint64_t fnv(uint64_t h, uint64_t v) {
     for (int i = 0; i < 8; i++) h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
     return h;
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 void kd_loader_opts_init(kd_loader_opts *o) {
@@ -134,6 +129,20 @@ static int fill_row(kd_loader *L, kd_batch *b, int row, int d, int64_t s, kd_err
         if (used && (id < 0 || id >= bound))
             return kd_errf(err, "%s: sequence %" PRId64 ", token %d: id %d outside [0, %" PRId64 ")%s", path, s, t, id,
                            bound, bound < L->Vd ? " (the student's vocabulary)" : "");
+    }
+    /* the teacher's values at every trained position, checked as kd teacher info checks them
+     * (a few comparisons and one exp per entry: nothing next to a training step) */
+    for (int t = 0; !L->tokens_only && t < T; t++) {
+        if (!L->stage_mask[t]) continue;
+        int64_t slot;
+        char what[160];
+        const float *v = k ? rows.topk_logprobs + (size_t)t * (size_t)k : rows.logits + (size_t)t * (size_t)L->Vout;
+        int bad = kd_dump_check_position(kd_dump_get_meta(L->dumps[d]), k ? rows.topk_ids + (size_t)t * (size_t)k : NULL,
+                                         v, k ? k : L->Vout, L->stamp, &L->mark, &slot, what, sizeof what);
+        if (bad)
+            return kd_errf(err, "%s: dataset '%s': sequence %" PRId64 ", position %d, slot %" PRId64 ": %s (the "
+                           "dump is corrupt; kd teacher info %s checks all of it)", path,
+                           bad == 1 ? "topk_ids" : k ? "topk_logprobs" : "logits", s, t, slot, what, path);
     }
     for (int t = 0; t < T; t++) {
         b->tokens[o + (size_t)t] = L->stage_tok[t];
@@ -265,9 +274,9 @@ const kd_batch *kd_loader_next(kd_loader *L, kd_err *err) {
             L->held = 0;
             pthread_cond_signal(&L->cv_put);
         }
-        double t0 = now();
+        double t0 = kd_now_s();
         while (L->count == 0) pthread_cond_wait(&L->cv_get, &L->mu);
-        L->stats.wait_seconds += now() - t0;
+        L->stats.wait_seconds += kd_now_s() - t0;
         L->held = 1;
         b = &L->slots[L->head];
         if (L->slot_failed[L->head]) {
@@ -452,7 +461,10 @@ kd_loader *kd_loader_new(const kd_loader_opts *o, kd_err *err) {
     L->slot_dropped = calloc((size_t)L->n_slots, sizeof *L->slot_dropped);
     L->stage_tok = malloc((size_t)(L->T + 1) * 4);
     L->stage_mask = malloc((size_t)L->T);
-    if (!L->slots || !L->slot_failed || !L->slot_err || !L->slot_dropped || !L->stage_tok || !L->stage_mask) goto oom;
+    L->stamp = L->k ? calloc((size_t)L->Vd, sizeof *L->stamp) : NULL;
+    if (!L->slots || !L->slot_failed || !L->slot_err || !L->slot_dropped || !L->stage_tok || !L->stage_mask ||
+        (L->k && !L->stamp))
+        goto oom;
     for (int i = 0; i < L->n_slots; i++)
         if (alloc_batch(L, &L->slots[i], err)) goto fail;
     if (reader_start(L, err)) goto fail;
@@ -488,6 +500,7 @@ void kd_loader_free(kd_loader *L) {
     free(L->perm);
     free(L->stage_tok);
     free(L->stage_mask);
+    free(L->stamp);
     pthread_mutex_destroy(&L->mu);
     pthread_cond_destroy(&L->cv_put);
     pthread_cond_destroy(&L->cv_get);

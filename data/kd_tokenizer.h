@@ -13,7 +13,7 @@
  * "▁" and kd_tokenizer_write_llama2c turns them back, so one encoder serves
  * both formats. Byte tokens are pieces "<0xXX>" (two uppercase hex digits).
  *
- * Encoding (shared/docs A.7, llama.cpp's llm_tokenizer_spm):
+ * Encoding (as llama.cpp's llm_tokenizer_spm):
  *   1. BOS when KD_TOK_ENC_ADD_SPECIAL is given and add_bos is set;
  *   2. the text is split at special tokens: USER_DEFINED always, CONTROL and
  *      UNKNOWN only with KD_TOK_ENC_PARSE_SPECIAL (longest texts first);
@@ -41,8 +41,6 @@
 #include <stdint.h>
 
 #include "core/kd_err.h"
-
-struct kd_gguf;
 
 typedef enum kd_token_type {
     KD_TOKEN_UNDEFINED = 0,
@@ -78,18 +76,17 @@ kd_tokenizer *kd_tokenizer_new(int32_t n, const char *const *pieces, const float
                                int32_t bos, int32_t eos, int32_t unk, unsigned flags, kd_err *err);
 void kd_tokenizer_free(kd_tokenizer *tok);
 
-/* From the tokenizer.ggml.* keys of a parsed GGUF (model "llama", or "gpt2"
- * with tokenizer.ggml.merges and .pre: data/kd_tokenizer_bpe.h). The
- * tokenizer copies what it needs: g may be closed afterwards. */
-kd_tokenizer *kd_tokenizer_from_gguf(const struct kd_gguf *g, kd_err *err);
+/* As kd_tokenizer_new, with pieces given as (pointer, length) (they may hold
+ * any bytes) and errors naming `name`. Everything is copied. */
+kd_tokenizer *kd_tokenizer_build(const char *name, int32_t n, const char *const *pcs, const size_t *lens,
+                                 const float *scores, const int32_t *types, int32_t bos, int32_t eos, int32_t unk,
+                                 unsigned flags, kd_err *err);
 /* A llama2.c tokenizer.bin: int32 max_token_length, then per token float32
  * score, int32 length, bytes, up to the end of the file. Ids 0/1/2 are
  * UNK/BOS/EOS ("<unk>", "\n<s>\n" → "<s>", "\n</s>\n" → "</s>"), "<0xXX>"
  * pieces are BYTE, all others NORMAL; flags add_bos and add_space_prefix. */
 kd_tokenizer *kd_tokenizer_parse_llama2c(const void *bytes, size_t len, const char *name, kd_err *err);
 kd_tokenizer *kd_tokenizer_load_llama2c(const char *path, kd_err *err);
-/* A GGUF (magic "GGUF") or a llama2.c tokenizer.bin. */
-kd_tokenizer *kd_tokenizer_load(const char *path, kd_err *err);
 /* Write as a llama2.c tokenizer.bin (atomically). Only pieces and scores are
  * stored: types are re-derived on load as described above. */
 int kd_tokenizer_write_llama2c(const kd_tokenizer *tok, const char *path, kd_err *err);
@@ -125,5 +122,22 @@ int kd_tokenizer_decode(const kd_tokenizer *tok, const int32_t *ids, size_t n, u
 /* Text of one token (no space stripping) into buf[0..cap); returns its length or -1. */
 int64_t kd_tokenizer_decode_token(const kd_tokenizer *tok, int32_t id, unsigned opts, char *buf, size_t cap,
                                   kd_err *err);
+
+/* ---- another encoding on the same vocabulary ---------------------------------
+ * A file above this one (data/kd_tokenizer_bpe.c: byte-level BPE) attaches a
+ * codec; kd_tokenizer_encode then hands it each raw fragment (special tokens
+ * are split off as for SPM) and decoding hands it each NORMAL piece. */
+typedef struct kd_tok_codec {
+    /* Append the ids of one raw fragment (no special tokens in it). */
+    int (*encode)(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err);
+    /* Text of a NORMAL piece p[0..n) of tok into dst[0..cap): its length, −1 when cap is too small. */
+    int64_t (*render)(const kd_tokenizer *tok, const char *p, size_t n, char *dst, size_t cap);
+    void (*free)(void *state);
+} kd_tok_codec;
+/* Attach codec with its state, owned by tok from now on (the previous codec's
+ * state is freed); clears add_space_prefix. */
+void kd_tokenizer_attach(kd_tokenizer *tok, const kd_tok_codec *codec, void *state);
+/* The attached state when tok's codec is `codec`, else NULL. */
+void *kd_tokenizer_codec_state(const kd_tokenizer *tok, const kd_tok_codec *codec);
 
 #endif

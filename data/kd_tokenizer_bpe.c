@@ -1,7 +1,8 @@
 /*
  * kd_tokenizer_bpe.c — byte-level BPE for kd_tokenizer (see kd_tokenizer_bpe.h):
  * the merges and their rank map, GPT-2's byte ↔ character map, decoding of
- * byte-level pieces, the GPT-2 pre-tokenizer split and merging by rank.
+ * byte-level (and Gemma 4 UTF-8) pieces, the pre-tokenizer split (data/kd_pretok.h)
+ * and merging by rank; attached to kd_tokenizer as its kd_tok_codec.
  */
 #include "data/kd_tokenizer_bpe.h"
 
@@ -12,7 +13,7 @@
 
 #include "data/kd_pretok.h"
 
-struct kd_tok_bpe {
+typedef struct kd_tok_bpe {
     char pre[64];
     kd_pretok *pt;        /* the split of pre; NULL when llama.cpp does not know pre */
     int32_t n;            /* merges */
@@ -21,7 +22,17 @@ struct kd_tok_bpe {
     uint32_t *len;
     int32_t *slot;        /* hash map merge text → rank (-1 empty) */
     size_t mask;
-};
+} kd_tok_bpe;
+
+static void bpe_free(void *state);
+static int bpe_encode(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err);
+static int64_t bpe_render(const kd_tokenizer *tok, const char *p, size_t n, char *dst, size_t cap);
+
+/* What kd_tokenizer.c calls for a tokenizer this file made byte-level. */
+static const kd_tok_codec bpe_codec = {bpe_encode, bpe_render, bpe_free};
+
+/* The BPE part of tok, NULL for SPM. */
+static kd_tok_bpe *bpe_part(const kd_tokenizer *tok) { return kd_tokenizer_codec_state(tok, &bpe_codec); }
 
 /* ---- GPT-2 byte characters -------------------------------------------------------- */
 
@@ -82,7 +93,8 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h;
 }
 
-void kd_tok_bpe_free(kd_tok_bpe *b) {
+static void bpe_free(void *state) {
+    kd_tok_bpe *b = state;
     if (!b) return;
     kd_pretok_free(b->pt);
     free(b->blob);
@@ -111,14 +123,14 @@ int kd_tokenizer_set_bpe(kd_tokenizer *tok, const char *pre, int32_t n, const ch
     if (!b) return kd_errf(err, "%s: out of memory", what);
     snprintf(b->pre, sizeof b->pre, "%s", pre ? pre : "");
     if (kd_pretok_known(b->pre) && !(b->pt = kd_pretok_new(b->pre, err))) {
-        kd_tok_bpe_free(b);
+        bpe_free(b);
         return -1;
     }
     size_t total = 1, cap = 8;
     for (int32_t i = 0; i < n; i++) {
         size_t l = lens ? lens[i] : strlen(merges[i]);
         if (l > UINT32_MAX / 2) {
-            kd_tok_bpe_free(b);
+            bpe_free(b);
             return kd_errf(err, "%s: merge %" PRId32 " of %zu bytes is too long", what, i, l);
         }
         total += l + 1;
@@ -130,7 +142,7 @@ int kd_tokenizer_set_bpe(kd_tokenizer *tok, const char *pre, int32_t n, const ch
     b->len = malloc(((size_t)n + 1) * sizeof *b->len);
     b->slot = malloc(cap * sizeof *b->slot);
     if (!b->blob || !b->off || !b->len || !b->slot) {
-        kd_tok_bpe_free(b);
+        bpe_free(b);
         return kd_errf(err, "%s: out of memory for %" PRId32 " merges", what, n);
     }
     memset(b->slot, 0xff, cap * sizeof *b->slot);
@@ -146,7 +158,7 @@ int kd_tokenizer_set_bpe(kd_tokenizer *tok, const char *pre, int32_t n, const ch
                 k += (size_t)snprintf(q + k, sizeof q - k, (unsigned char)m[j] >= 32 && m[j] != '\'' ? "%c" : "\\x%02x",
                                       (unsigned char)m[j]);
             q[k] = '\0';
-            kd_tok_bpe_free(b);
+            bpe_free(b);
             return kd_errf(err, "%s: merge %" PRId32 " '%s' is not \"left right\" (two pieces separated by one space)",
                            what, i, q);
         }
@@ -162,36 +174,36 @@ int kd_tokenizer_set_bpe(kd_tokenizer *tok, const char *pre, int32_t n, const ch
         if (!dup) b->slot[h] = i;   /* a repeated merge keeps its first (lowest) rank, as llama.cpp's map does */
     }
     b->n = n;
-    kd_tokenizer_attach_bpe(tok, b);
+    kd_tokenizer_attach(tok, &bpe_codec, b);
     return 0;
 }
 
-const char *kd_tokenizer_model(const kd_tokenizer *tok) { return kd_tokenizer_bpe_part(tok) ? "gpt2" : "llama"; }
+const char *kd_tokenizer_model(const kd_tokenizer *tok) { return bpe_part(tok) ? "gpt2" : "llama"; }
 
 const struct kd_pretok *kd_tokenizer_pretok(const kd_tokenizer *tok) {
-    const kd_tok_bpe *b = kd_tokenizer_bpe_part(tok);
+    const kd_tok_bpe *b = bpe_part(tok);
     return b ? b->pt : NULL;
 }
 
 const char *kd_tokenizer_pre(const kd_tokenizer *tok) {
-    const kd_tok_bpe *b = kd_tokenizer_bpe_part(tok);
+    const kd_tok_bpe *b = bpe_part(tok);
     return b ? b->pre : "";
 }
 
 int32_t kd_tokenizer_n_merges(const kd_tokenizer *tok) {
-    const kd_tok_bpe *b = kd_tokenizer_bpe_part(tok);
+    const kd_tok_bpe *b = bpe_part(tok);
     return b ? b->n : 0;
 }
 
 const char *kd_tokenizer_merge(const kd_tokenizer *tok, int32_t i, size_t *len) {
-    const kd_tok_bpe *b = kd_tokenizer_bpe_part(tok);
+    const kd_tok_bpe *b = bpe_part(tok);
     if (!b || i < 0 || i >= b->n) return NULL;
     if (len) *len = b->len[i];
     return b->blob + b->off[i];
 }
 
 int kd_tokenizer_can_encode(const kd_tokenizer *tok, char *why, size_t n) {
-    const kd_tok_bpe *b = kd_tokenizer_bpe_part(tok);
+    const kd_tok_bpe *b = bpe_part(tok);
     if (!b || b->pt) return 1;
     if (why)
         snprintf(why, n, "kd cannot encode text with a \"gpt2\" (byte-level BPE) tokenizer whose pre-tokenizer is "
@@ -202,8 +214,8 @@ int kd_tokenizer_can_encode(const kd_tokenizer *tok, char *why, size_t n) {
 
 /* ---- decoding ---------------------------------------------------------------------- */
 
-int64_t kd_tok_bpe_render(const kd_tokenizer *tok, const char *p, size_t n, char *dst, size_t cap) {
-    const kd_tok_bpe *b = kd_tokenizer_bpe_part(tok);
+static int64_t bpe_render(const kd_tokenizer *tok, const char *p, size_t n, char *dst, size_t cap) {
+    const kd_tok_bpe *b = bpe_part(tok);
     unsigned flags = b && b->pt ? kd_pretok_flags(b->pt) : 0;
     size_t w = 0;
     if (flags & KD_PRETOK_RAW) {   /* the piece's own UTF-8, U+2581 back to a space when spaces were escaped */
@@ -382,10 +394,10 @@ oom:
     return kd_errf(err, "tokenizer: out of memory encoding a word of %zu bytes", n);
 }
 
-int kd_tok_bpe_encode(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err) {
+static int bpe_encode(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err) {
     char why[256];
     if (!kd_tokenizer_can_encode(tok, why, sizeof why)) return kd_errf(err, "tokenizer: %s", why);
-    benc e = {.tok = tok, .b = kd_tokenizer_bpe_part(tok)};
+    benc e = {.tok = tok, .b = bpe_part(tok)};
     unsigned flags = kd_pretok_flags(e.b->pt);
     kd_words w = {0};
     char *esc = NULL;

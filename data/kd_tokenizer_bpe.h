@@ -74,16 +74,4 @@ int kd_tokenizer_can_encode(const kd_tokenizer *tok, char *why, size_t n);
 uint32_t kd_bpe_byte_char(uint8_t b);
 int kd_bpe_char_byte(uint32_t cp);
 
-/* ---- used by kd_tokenizer.c --------------------------------------------------------------- */
-
-typedef struct kd_tok_bpe kd_tok_bpe;
-/* The BPE part of tok (NULL for SPM) and its attachment (kd_tokenizer.c). */
-kd_tok_bpe *kd_tokenizer_bpe_part(const kd_tokenizer *tok);
-void kd_tokenizer_attach_bpe(kd_tokenizer *tok, kd_tok_bpe *b);
-void kd_tok_bpe_free(kd_tok_bpe *b);
-/* Text of a NORMAL piece p[0..n) into dst[0..cap): its length, −1 when cap is too small. */
-int64_t kd_tok_bpe_render(const kd_tokenizer *tok, const char *p, size_t n, char *dst, size_t cap);
-/* Append the ids of one raw fragment (no special tokens in it). */
-int kd_tok_bpe_encode(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err);
-
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/kd_file.h"
 #include "core/kd_log.h"
@@ -182,8 +183,17 @@ int kd_export_gguf(const kd_model *m, const kd_tokenizer *tok, const char *prese
         if (vals[i] <= 0 || vals[i] > (int64_t)UINT32_MAX)
             return kd_errf(err, "%s: config value %" PRId64 " does not fit GGUF's UINT32 hyper-parameters", path, vals[i]);
 
+    /* Llama 3.1 RoPE: llama.cpp's per-dimension divisors, tensor rope_freqs.weight (F32, head_dim/2) */
+    float *rope_ff = NULL;
+    if (c->rope_type == KD_ROPE_TYPE_LLAMA3) {
+        if (!(rope_ff = malloc((size_t)(c->head_dim / 2) * sizeof *rope_ff))) return kd_errf(err, "%s: out of memory", path);
+        kd_config_rope_freq_factors(c, rope_ff);
+    }
     kd_gguf_writer *w = kd_gguf_writer_new(err);
-    if (!w) return -1;
+    if (!w) {
+        free(rope_ff);
+        return -1;
+    }
     const int64_t L = c->num_hidden_layers, n_src = 3 + 9 * L;
     export_job j = {w, p, calloc((size_t)n_src, sizeof(export_src)), 0, L, m->lm_head == NULL, 0};
     int rc = -1;
@@ -193,6 +203,8 @@ int kd_export_gguf(const kd_model *m, const kd_tokenizer *tok, const char *prese
         goto done;
     }
     /* tensors first: general.quantization_version depends on their types */
+    int64_t ne_ff[1] = {c->head_dim / 2};
+    if (rope_ff && kd_gguf_writer_add_tensor(w, "rope_freqs.weight", KD_GGML_TYPE_F32, 1, ne_ff, rope_ff, err)) goto done;
     if (export_tensor(&j, "token_embd.weight", m->embed, -1, 0, 0, err) ||
         export_tensor(&j, "output_norm.weight", m->norm, -1, 0, 0, err) ||
         (m->lm_head && export_tensor(&j, "output.weight", m->lm_head, -1, 0, 0, err)))
@@ -227,6 +239,14 @@ int kd_export_gguf(const kd_model *m, const kd_tokenizer *tok, const char *prese
         kd_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)c->rms_norm_eps, err) ||
         U32("llama.vocab_size", c->vocab_size))
         goto done;
+    /* linear RoPE: llama.cpp divides every frequency by the factor (llama3 has rope_freqs instead) */
+    if (c->rope_type == KD_ROPE_TYPE_LINEAR &&
+        (kd_gguf_writer_add_str(w, "llama.rope.scaling.type", "linear", (size_t)-1, err) ||
+         kd_gguf_writer_add_f32(w, "llama.rope.scaling.factor", (float)c->rope_factor, err)))
+        goto done;
+    if (c->rope_type == KD_ROPE_TYPE_LLAMA3 &&
+        U32("llama.rope.scaling.original_context_length", c->rope_original_max_position_embeddings))
+        goto done;
     if (c->head_dim * c->num_attention_heads != c->hidden_size &&
         (U32("llama.attention.key_length", c->head_dim) || U32("llama.attention.value_length", c->head_dim)))
         goto done;
@@ -239,6 +259,7 @@ int kd_export_gguf(const kd_model *m, const kd_tokenizer *tok, const char *prese
 done:
     free(j.srcs);
     kd_gguf_writer_free(w);
+    free(rope_ff);
     return rc;
 }
 
@@ -246,6 +267,13 @@ int kd_export_checkpoint(const char *dir, const char *preset, const char *path, 
     char tok_path[4096];
     kd_tokenizer *tok = NULL;   /* tokenizer.h5 ("gpt2", data/kd_dump_tok.h) or tokenizer.bin */
     if (kd_path_join(tok_path, sizeof tok_path, dir, "tokenizer.bin", err)) return -1;
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return kd_errf(err, "%s: no such checkpoint directory (--model names a directory holding config.json, "
+                       "model.safetensors and the tokenizer)", dir);
+    if (!S_ISDIR(st.st_mode))
+        return kd_errf(err, "%s: is %s, expected a checkpoint directory (config.json, model.safetensors, tokenizer)",
+                       dir, kd_path_what(dir));
     if (kd_tokenizer_load_dir(dir, &tok, err)) return -1;
     if (!tok)
         return kd_errf(err, "%s: missing (and no tokenizer.h5); GGUF export needs the checkpoint's tokenizer (kd "

@@ -5,7 +5,7 @@
  * it: every length and count is checked against the bytes that remain before
  * anything is allocated, so a hostile or truncated file gives a clean error
  * naming the field ("x.gguf: kv 3 ('general.alignment'): ..."), never a crash
- * or an unbounded allocation. What it checks (shared/docs A.5):
+ * or an unbounded allocation. What it checks (also in docs/gguf.md):
  *   - magic "GGUF", version 2 or 3, n_kv and n_tensors non-negative and below
  *     KD_GGUF_MAX_KV / KD_GGUF_MAX_TENSORS and the bytes left;
  *   - keys non-empty, without NUL bytes, at most 65535 bytes, unique;

@@ -1,6 +1,6 @@
 /*
  * kd_quant.c — ggml block quantizers, dequantizers and dot products
- * (see kd_quant.h; the rules are shared/docs B.2–B.7).
+ * (see kd_quant.h; the formats and rules: docs/quantization.md#ggml-block-formats).
  *
  * Written from the documented rules. Where bit-exactness with ggml depends on
  * the order of float operations (the K-quant searches), the order is spelled
@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/kd_fp16.h"
+#include "core/kd_log.h"
 
 #define GROUP_MAX_EPS 1e-15f   /* below this |max| a Q6_K group is all zeros */
 
@@ -57,10 +58,9 @@ int kd_quant_check(int32_t type, int64_t n, kd_err *err) {
     return 0;
 }
 
-static void misuse(const char *fn, int32_t type, int64_t n) {
-    fprintf(stderr, "kd: %s: type %d (%s) with row length %" PRId64 ": unsupported type or not a multiple of the block\n",
-            fn, (int)type, kd_ggml_type_name(type), n);
-    abort();
+static _Noreturn void misuse(const char *fn, int32_t type, int64_t n) {
+    kd_fatal("%s: type %d (%s) with row length %" PRId64 ": unsupported type or not a multiple of the block", fn,
+             (int)type, kd_ggml_type_name(type), n);
 }
 
 /* ---- scalar helpers ---------------------------------------------------------------- */
@@ -68,7 +68,7 @@ static void misuse(const char *fn, int32_t type, int64_t n) {
 static inline float h2f(uint16_t h) { return kd_fp16_to_f32(h); }
 static inline uint16_t f2h(float f) { return kd_f32_to_fp16(f); }
 
-/* Round half to even through 1.5·2^23 (B.2); |v| ≤ 4194303. */
+/* Round half to even through 1.5·2^23, as ggml does; |v| ≤ 4194303. */
 static inline int nearest_int(float v) {
     float t = v + 12582912.0f;
     int32_t i;
@@ -78,7 +78,7 @@ static inline int nearest_int(float v) {
 
 static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* ---- Q8_0 (B.3) -------------------------------------------------------------------- */
+/* ---- Q8_0 -------------------------------------------------------------------------- */
 
 static void quant_q8_0(const float *x, kd_block_q8_0 *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += KD_QK) {
@@ -102,7 +102,7 @@ static void dequant_q8_0(const kd_block_q8_0 *in, float *y, int64_t nb) {
     }
 }
 
-/* ---- Q4_0 (B.4) -------------------------------------------------------------------- */
+/* ---- Q4_0 -------------------------------------------------------------------------- */
 
 static void quant_q4_0(const float *x, kd_block_q4_0 *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += KD_QK) {
@@ -139,7 +139,7 @@ static void dequant_q4_0(const kd_block_q4_0 *in, float *y, int64_t nb) {
     }
 }
 
-/* ---- Q4_1 (B.5) -------------------------------------------------------------------- */
+/* ---- Q4_1 -------------------------------------------------------------------------- */
 
 static void quant_q4_1(const float *x, kd_block_q4_1 *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += KD_QK) {
@@ -176,7 +176,7 @@ static void dequant_q4_1(const kd_block_q4_1 *in, float *y, int64_t nb) {
     }
 }
 
-/* ---- Q4_K (B.6) -------------------------------------------------------------------- */
+/* ---- Q4_K -------------------------------------------------------------------------- */
 
 /* Weighted asymmetric search for one sub-block (make_qkx2_quants with
  * nmax = 15, rmin = −1, rdelta = 0.1, nstep = 20, squared error). Writes the
@@ -239,17 +239,6 @@ static float search_scale_min(int n, const float *x, const float *w, uint8_t *L,
     return scale;
 }
 
-/* 6-bit scale and min of sub-block j from the packed 12 bytes. */
-static inline void q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 static void quant_q4_k(const float *x, kd_block_q4_k *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += KD_QK_K) {
         uint8_t L[KD_QK_K];
@@ -286,7 +275,7 @@ static void quant_q4_k(const float *x, kd_block_q4_k *y, int64_t nb) {
         const float d_all = h2f(blk.d), dmin_all = h2f(blk.dmin);
         for (int j = 0; j < 8; j++) {   /* final levels against the rounded scales */
             int sc, m;
-            q4k_scale_min(j, blk.scales, &sc, &m);
+            kd_q4k_scale_min(j, blk.scales, &sc, &m);
             const float d = d_all * sc;
             if (d == 0.0f) continue;    /* keep the search's levels */
             const float dm = dmin_all * m;
@@ -307,8 +296,8 @@ static void dequant_q4_k(const kd_block_q4_k *in, float *y, int64_t nb) {
         const float d = h2f(blk.d), dmin = h2f(blk.dmin);
         for (int c = 0; c < 4; c++) {
             int sc0, m0, sc1, m1;
-            q4k_scale_min(2 * c, blk.scales, &sc0, &m0);
-            q4k_scale_min(2 * c + 1, blk.scales, &sc1, &m1);
+            kd_q4k_scale_min(2 * c, blk.scales, &sc0, &m0);
+            kd_q4k_scale_min(2 * c + 1, blk.scales, &sc1, &m1);
             const float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
             for (int l = 0; l < 32; l++) {
                 y[64 * c + l] = d0 * (blk.qs[32 * c + l] & 0x0F) - mm0;
@@ -318,7 +307,7 @@ static void dequant_q4_k(const kd_block_q4_k *in, float *y, int64_t nb) {
     }
 }
 
-/* ---- Q6_K (B.7) -------------------------------------------------------------------- */
+/* ---- Q6_K -------------------------------------------------------------------------- */
 
 /* Symmetric search for one sub-block (make_qx_quants, nmax = 32, weights x²):
  * levels L[i] = l + 32 with l in [−32, 31]; returns the scale. */
@@ -538,7 +527,7 @@ float kd_vec_dot_q(int32_t type, const void *row, const float *x, int64_t n) {
             const double d = h2f(blk.d), dmin = h2f(blk.dmin);
             for (int j = 0; j < 8; j++) {
                 int sc, m;
-                q4k_scale_min(j, blk.scales, &sc, &m);
+                kd_q4k_scale_min(j, blk.scales, &sc, &m);
                 const int c = j / 2, hi = j % 2;
                 float s = 0, sx = 0;
                 for (int l = 0; l < 32; l++) {

@@ -1,6 +1,6 @@
 /*
  * kd_quant.h — ggml tensor types as rows of bytes: quantize, dequantize,
- * dot products and pseudo-quantization (shared/docs B).
+ * dot products and pseudo-quantization (docs/quantization.md#ggml-block-formats).
  *
  * Types: F32, F16, BF16 (one element per "block"), Q8_0, Q4_0, Q4_1 (blocks of
  * 32) and Q4_K, Q6_K (super-blocks of 256). A row of n elements is n / block
@@ -12,7 +12,7 @@
  *     (roundf ties away from zero for Q8_0, truncating int8 casts for Q4_x,
  *     the fp32 scale used for the quants and its fp16 rounding stored);
  *   - Q4_K and Q6_K follow make_qkx2_quants / make_qx_quants / nearest_int in
- *     ggml's float operation order (B.6, B.7) and are bit-identical too:
+ *     ggml's float operation order and are bit-identical too:
  *     tests/test_quant.c compares every type with an independent numpy version
  *     and, when node-llama-cpp's prebuilt libggml-base.so is installed (tests/
  *     node), with ggml's own quantize_row_*_ref and dequantize_row_*.
@@ -35,6 +35,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/kd_err.h"
 #include "format/kd_gguf.h"
@@ -59,7 +60,7 @@ typedef struct kd_block_q4_1 {
 
 typedef struct kd_block_q4_k {
     uint16_t d, dmin;           /* fp16 scales of the 6-bit scales and mins */
-    uint8_t scales[12];         /* 8 × (6-bit scale, 6-bit min), packed (B.6) */
+    uint8_t scales[12];         /* 8 × (6-bit scale, 6-bit min), packed: kd_q4k_scale_min */
     uint8_t qs[KD_QK_K / 2];    /* chunk c (64 elements): qs[32c+l] low = 64c+l, high = 64c+32+l */
 } kd_block_q4_k;                /* x = d·sc_j·q − dmin·m_j, j = sub-block of 32 */
 
@@ -75,6 +76,32 @@ _Static_assert(sizeof(kd_block_q4_0) == 18, "block_q4_0 is 18 bytes");
 _Static_assert(sizeof(kd_block_q4_1) == 20, "block_q4_1 is 20 bytes");
 _Static_assert(sizeof(kd_block_q4_k) == 144, "block_q4_K is 144 bytes");
 _Static_assert(sizeof(kd_block_q6_k) == 210, "block_q6_K is 210 bytes");
+
+/* The packed scales[12] of a Q4_K block (docs/quantization.md): the 6-bit scale
+ * and min of sub-block j (0..7) ... */
+static inline void kd_q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+/* ... and all eight of each at once, as bytes (the same values, unpacked 32
+ * bits at a time as SIMD kernels want them). */
+static inline void kd_q4k_unpack(const uint8_t *scales, uint8_t sc[8], uint8_t m[8]) {
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t mins_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[0] &= k1;
+    u[2] = mins_lo;
+    memcpy(sc, u, 8);
+    memcpy(m, u + 2, 8);
+}
 
 /* 1 when kd can quantize and dequantize this ggml type (F32, F16, BF16, Q8_0,
  * Q4_0, Q4_1, Q4_K, Q6_K). */

@@ -10,22 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
 #include "core/kd_mem.h"
+#include "core/kd_time.h"
 #include "student/kd_checkpoint.h"
+#include "student/kd_gguf_model.h"
 #include "format/kd_quant.h"
 #include "data/kd_dump_tok.h"
+#include "data/kd_tokenizer_load.h"
 
 void kd_infer_opts_init(kd_infer_opts *o) { memset(o, 0, sizeof *o); }
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Memory the engine frees at close. */
 static void *own(kd_infer *e, size_t bytes, kd_err *err) {
@@ -96,21 +92,26 @@ static int finish(kd_infer *e, const kd_infer_opts *o, kd_err *err) {
     if (ctx < 1 || ctx > (1 << 24)) return kd_errf(err, "context size %lld out of range", (long long)ctx);
     e->n_ctx = ctx;
     int64_t nb = o && o->n_batch > 0 ? o->n_batch : KD_INFER_BATCH_DEFAULT;
+    e->n_seq = o && o->n_seq > 0 ? o->n_seq : 1;
+    if (e->n_seq > (1 << 20)) return kd_errf(err, "n_seq %lld out of range", (long long)e->n_seq);
     e->n_batch = nb < ctx ? nb : ctx;
+    if (e->n_batch < e->n_seq) e->n_batch = e->n_seq;   /* one row per sequence in kd_infer_eval_seqs */
     const int64_t C = e->C, F = e->F, HD = e->H * e->D, KVD = e->Hkv * e->D, half = e->D / 2, B = e->n_batch;
     const int nt = e->n_threads = omp_get_max_threads();
-    const size_t cache = (size_t)(e->L * ctx * KVD) * sizeof(float);
+    const size_t cache = (size_t)(e->n_seq * e->L * ctx * KVD) * sizeof(float);
     int64_t max_cols = C > F ? C : F;
     if (HD > max_cols) max_cols = HD;
     e->ggml_rounding = o && o->ggml_rounding;
     const size_t n_xq = e->ggml_rounding ? kd_act_q8_bytes(max_cols) / sizeof(float) + 1 : 0;
-    const size_t n_act = (size_t)(B * (2 * C + 2 * HD + 2 * KVD + 2 * F)) + (size_t)nt * (size_t)ctx +
+    const size_t n_act = (size_t)(B * (2 * C + 2 * HD + 2 * KVD + 2 * F)) +
+                         (size_t)nt * (size_t)ctx * (size_t)(e->n_seq > 1 ? e->H : 1) +
                          kd_qmatmul_scratch(max_cols, nt) + (e->ggml_rounding ? (size_t)(B * max_cols) : 0) + n_xq;
     if (!(e->k_cache = kd_alloc(cache, err)) || !(e->v_cache = kd_alloc(cache, err)) ||
         !(e->rope_cos = kd_alloc((size_t)(ctx * half) * sizeof(float), err)) ||
         !(e->rope_sin = kd_alloc((size_t)(ctx * half) * sizeof(float), err)) ||
         !(e->act = kd_alloc(n_act * sizeof(float), err)))
-        return kd_err_prefix(err, "engine buffers for a context of %lld", (long long)ctx);
+        return kd_err_prefix(err, "engine buffers for a context of %lld (%lld sequences)", (long long)ctx,
+                             (long long)e->n_seq);
     float *p = e->act;
     e->x = p, p += B * C;
     e->h = p, p += B * C;
@@ -120,16 +121,23 @@ static int finish(kd_infer *e, const kd_infer_opts *o, kd_err *err) {
     e->v = p, p += B * KVD;
     e->g = p, p += B * F;
     e->u = p, p += B * F;
-    e->scores = p, p += (int64_t)nt * ctx;
+    e->scores = p, p += (int64_t)nt * ctx * (e->n_seq > 1 ? e->H : 1);   /* kd_infer_eval_seqs: all heads */
     e->mm_scratch = p, p += kd_qmatmul_scratch(max_cols, nt);
     e->xr = e->ggml_rounding ? p : NULL;
     p += e->ggml_rounding ? B * max_cols : 0;
     e->xq = e->ggml_rounding ? (void *)p : NULL;
     int32_t *pos = malloc((size_t)ctx * sizeof *pos);
-    if (!pos) return kd_errf(err, "out of memory");
+    double *inv = malloc((size_t)(half + 1) * sizeof *inv);
+    if (!pos || !inv) {
+        free(pos);
+        free(inv);
+        return kd_errf(err, "out of memory");
+    }
     for (int64_t t = 0; t < ctx; t++) pos[t] = (int32_t)t;
-    kd_rope_table(e->rope_cos, e->rope_sin, pos, ctx, e->D, (float)c->rope_theta);
+    kd_config_rope_inv_freq(c, inv);   /* default, linear or llama3 RoPE */
+    kd_rope_table_inv(e->rope_cos, e->rope_sin, pos, ctx, e->D, inv);
     free(pos);
+    free(inv);
     e->bos = e->tok ? kd_tokenizer_bos(e->tok) : (int32_t)c->bos_token_id;
     e->eos = e->tok ? kd_tokenizer_eos(e->tok) : (int32_t)c->eos_token_id;
     if (e->tok && kd_tokenizer_n_vocab(e->tok) > e->V)
@@ -255,11 +263,6 @@ static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
         gguf_u32(g, "llama.rope.dimension_count", 0, D, &rot, err))
         return -1;
     if (rot != D || D % 2) return kd_errf(err, "%s: rope dimension %u, head dim %u: kd needs them equal and even", name, rot, D);
-    if (kd_gguf_find_key(g, "llama.rope.scaling.type") >= 0) {
-        const char *st;
-        if (kd_gguf_get_str(g, "llama.rope.scaling.type", &st, NULL, err)) return -1;
-        if (strcmp(st, "none")) return kd_errf(err, "%s: RoPE scaling '%s' is not supported", name, st);
-    }
     const kd_gguf_tensor *te;
     if (kd_gguf_get_tensor(g, "token_embd.weight", &te, err)) return -1;
     kd_config *c = &e->cfg;
@@ -273,6 +276,7 @@ static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
     c->vocab_size = te->ne[1];
     c->max_position_embeddings = ctx;
     c->rope_theta = theta;
+    if (kd_gguf_read_rope(g, c, err)) return -1;   /* scaling type, factor, rope_freqs (Llama 3) */
     c->rms_norm_eps = eps;
     c->sliding_window = 0;
     c->tie_word_embeddings = kd_gguf_find_tensor(g, "output.weight") == NULL;
@@ -286,7 +290,7 @@ static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
         gguf_mat(e, "output.weight", C, V, 1, &e->head, err) || gguf_vec(e, "output_norm.weight", C, &e->norm, err))
         return -1;
     if (!e->head.data) e->head = e->embed;
-    int64_t expected = 2 + !c->tie_word_embeddings;
+    int64_t expected = 2 + !c->tie_word_embeddings + (kd_gguf_find_tensor(g, "rope_freqs.weight") != NULL);
     for (uint32_t l = 0; l < L; l++, expected += 9) {
         kd_infer_layer *ly = &e->layers[l];
         char tn[KD_GGUF_MAX_NAME + 16];
@@ -307,15 +311,14 @@ static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
         for (int64_t i = 0; i < kd_gguf_n_tensors(g); i++) {
             const char *tn = kd_gguf_tensor_at(g, i)->name;
             int known = !strcmp(tn, "token_embd.weight") || !strcmp(tn, "output.weight") ||
-                        !strcmp(tn, "output_norm.weight");
+                        !strcmp(tn, "output_norm.weight") || !strcmp(tn, "rope_freqs.weight");
             unsigned blk;
             char rest[KD_GGUF_MAX_NAME];
             if (sscanf(tn, "blk.%u.%63s", &blk, rest) == 2 && blk < L && strstr(rest, ".weight") &&
                 !strstr(rest, "bias"))
                 known = 1;
             if (!known)
-                return kd_errf(err, "%s: tensor '%s' is not supported (kd runs plain llama models: no biases, no "
-                                    "RoPE scaling factors)", name, tn);
+                return kd_errf(err, "%s: tensor '%s' is not supported (kd runs plain llama models: no biases)", name, tn);
         }
         return kd_errf(err, "%s: %lld tensors, expected %lld", name, (long long)kd_gguf_n_tensors(g),
                        (long long)expected);
@@ -374,30 +377,53 @@ fail:
 
 void kd_infer_reset(kd_infer *e) { e->n_past = 0; }
 
-/* Attention of n queries (positions p0..p0+n−1, already in the cache) of layer l. */
-static void attend(kd_infer *e, int64_t l, int64_t n, int64_t p0) {
+/* Offset of (sequence s, layer l, position p) in the K/V caches. */
+static int64_t cache_at(const kd_infer *e, int64_t s, int64_t l, int64_t p) {
+    return ((s * e->L + l) * e->n_ctx + p) * e->Hkv * e->D;
+}
+
+/* Attention of n queries of layer l, already in the cache: positions p0..p0+n−1 of
+ * sequence 0, or (seqs) position p0 of sequences 0..n−1. */
+static void attend(kd_infer *e, int64_t l, int64_t n, int64_t p0, int seqs) {
     const int64_t H = e->H, D = e->D, G = e->H / e->Hkv, KVD = e->Hkv * e->D, win = e->cfg.sliding_window;
-    const float *K = e->k_cache + l * e->n_ctx * KVD, *Vc = e->v_cache + l * e->n_ctx * KVD;
     const float scale = 1.0f / sqrtf((float)D);
     const int nt = omp_get_max_threads() < e->n_threads ? omp_get_max_threads() : e->n_threads;
-#pragma omp parallel for collapse(2) schedule(static) if (n * H * (p0 + n) * D >= 32768) num_threads(nt)
+    if (seqs) {   /* one query per sequence: all heads together, each cache row read once in order */
+        const int64_t np = p0 + 1, lo = win > 0 && p0 - win + 1 > 0 ? p0 - win + 1 : 0;
+#pragma omp parallel for schedule(static) if (n * H * np * D >= 32768) num_threads(nt)
+        for (int64_t i = 0; i < n; i++) {
+            float *S = e->scores + (int64_t)omp_get_thread_num() * e->n_ctx * H;   /* [H, n_ctx] */
+            const float *K = e->k_cache + cache_at(e, i, l, lo), *Vc = e->v_cache + cache_at(e, i, l, lo);
+            kd_attn_scores(K, KVD, e->q + i * H * D, H, G, D, np - lo, scale, S, e->n_ctx);
+            for (int64_t h = 0; h < H; h++) {
+                float *Sh = S + h * e->n_ctx, m = -INFINITY, sum = 0.0f;
+                for (int64_t s = 0; s < np - lo; s++) m = Sh[s] > m ? Sh[s] : m;
+                for (int64_t s = 0; s < np - lo; s++) sum += (Sh[s] = expf(Sh[s] - m));
+                const float inv = 1.0f / sum;
+                for (int64_t s = 0; s < np - lo; s++) Sh[s] *= inv;
+            }
+            kd_attn_values(Vc, KVD, S, e->n_ctx, H, G, D, np - lo, e->att + i * H * D);
+        }
+        return;
+    }
+    const int64_t span = p0 + n;   /* (work estimate) */
+#pragma omp parallel for collapse(2) schedule(static) if (n * H * span * D >= 32768) num_threads(nt)
     for (int64_t i = 0; i < n; i++)
         for (int64_t h = 0; h < H; h++) {
             float *S = e->scores + (int64_t)omp_get_thread_num() * e->n_ctx;
-            const int64_t pos = p0 + i, lo = win > 0 && pos - win + 1 > 0 ? pos - win + 1 : 0;
+            const float *K = e->k_cache + cache_at(e, seqs ? i : 0, l, 0);
+            const float *Vc = e->v_cache + cache_at(e, seqs ? i : 0, l, 0);
+            const int64_t pos = seqs ? p0 : p0 + i, lo = win > 0 && pos - win + 1 > 0 ? pos - win + 1 : 0;
             const float *qi = e->q + (i * H + h) * D;
             const int64_t off = (h / G) * D;
+            kd_dot_rows(K + lo * KVD + off, KVD, qi, D, pos - lo + 1, scale, S + lo);
             float m = -INFINITY;
-            for (int64_t s = lo; s <= pos; s++) {
-                S[s] = kd_qdot(KD_GGML_TYPE_F32, K + s * KVD + off, qi, D) * scale;
-                m = S[s] > m ? S[s] : m;
-            }
+            for (int64_t s = lo; s <= pos; s++) m = S[s] > m ? S[s] : m;
             float sum = 0.0f;
             for (int64_t s = lo; s <= pos; s++) sum += (S[s] = expf(S[s] - m));
             const float inv = 1.0f / sum;
-            float *o = e->att + (i * H + h) * D;
-            memset(o, 0, (size_t)D * sizeof *o);
-            for (int64_t s = lo; s <= pos; s++) kd_axpy(D, S[s] * inv, Vc + s * KVD + off, o);
+            for (int64_t s = lo; s <= pos; s++) S[s] *= inv;
+            kd_sum_rows(Vc + lo * KVD + off, KVD, S + lo, D, pos - lo + 1, e->att + (i * H + h) * D);
         }
 }
 
@@ -440,9 +466,10 @@ static void add_rows(float *x, const float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-/* One batch of n ≤ n_batch tokens at positions p0.. (room checked by the caller);
- * leaves the final normalised hidden states in e->h. */
-static void forward(kd_infer *e, const int32_t *tokens, int64_t n, int64_t p0) {
+/* One batch of n ≤ n_batch tokens at positions p0.. of sequence 0, or (seqs) at
+ * position p0 of sequences 0..n−1 (room checked by the caller); leaves the final
+ * normalised hidden states in e->h. */
+static void forward(kd_infer *e, const int32_t *tokens, int64_t n, int64_t p0, int seqs) {
     const int64_t C = e->C, H = e->H, Hkv = e->Hkv, D = e->D, KVD = Hkv * D, half = D / 2;
     const float eps = (float)e->cfg.rms_norm_eps;
     for (int64_t i = 0; i < n; i++)
@@ -456,11 +483,15 @@ static void forward(kd_infer *e, const int32_t *tokens, int64_t n, int64_t p0) {
             float *const Y[3] = {e->q, e->k, e->v};
             linear_shared(e, 3, W, e->h, n, Y);
         }
-        kd_rope_apply(e->q, e->rope_cos + p0 * half, e->rope_sin + p0 * half, 1, n, H, D, e->rope_conv, 0);
-        kd_rope_apply(e->k, e->rope_cos + p0 * half, e->rope_sin + p0 * half, 1, n, Hkv, D, e->rope_conv, 0);
-        memcpy(e->k_cache + (l * e->n_ctx + p0) * KVD, e->k, (size_t)(n * KVD) * sizeof(float));
-        memcpy(e->v_cache + (l * e->n_ctx + p0) * KVD, e->v, (size_t)(n * KVD) * sizeof(float));
-        attend(e, l, n, p0);
+        /* rows at positions p0.. (one sequence: T = n) or all at p0 (n sequences: B = n, T = 1) */
+        const int64_t rb = seqs ? n : 1, rt = seqs ? 1 : n;
+        kd_rope_apply(e->q, e->rope_cos + p0 * half, e->rope_sin + p0 * half, rb, rt, H, D, e->rope_conv, 0);
+        kd_rope_apply(e->k, e->rope_cos + p0 * half, e->rope_sin + p0 * half, rb, rt, Hkv, D, e->rope_conv, 0);
+        for (int64_t s = 0; s < rb; s++) {
+            memcpy(e->k_cache + cache_at(e, s, l, p0), e->k + s * KVD, (size_t)(rt * KVD) * sizeof(float));
+            memcpy(e->v_cache + cache_at(e, s, l, p0), e->v + s * KVD, (size_t)(rt * KVD) * sizeof(float));
+        }
+        attend(e, l, n, p0, seqs);
         linear(e, &ly->wo, e->att, n, e->h);
         add_rows(e->x, e->h, n * C);
         kd_rmsnorm_forward(e->h, NULL, e->x, ly->ffn_norm, n, C, eps);
@@ -486,18 +517,37 @@ int kd_infer_eval(kd_infer *e, const int32_t *tokens, int64_t n, float *logits, 
         if (tokens[i] < 0 || tokens[i] >= e->V)
             return kd_errf(err, "token %d at position %lld is outside the vocabulary (%lld)", tokens[i],
                            (long long)i, (long long)e->V);
-    const double t0 = now_s();
+    const double t0 = kd_now_s();
     for (int64_t off = 0; off < n; off += e->n_batch) {
         const int64_t nb = n - off < e->n_batch ? n - off : e->n_batch;
-        forward(e, tokens + off, nb, e->n_past);
+        forward(e, tokens + off, nb, e->n_past, 0);
         e->n_past += nb;
         if (hidden) memcpy(hidden + off * e->C, e->h, (size_t)(nb * e->C) * sizeof(float));
         if (logits && all_logits) linear(e, &e->head, e->h, nb, logits + off * e->V);
         else if (logits && off + nb == n) linear(e, &e->head, e->h + (nb - 1) * e->C, 1, logits);
     }
-    const double dt = now_s() - t0;
+    const double dt = kd_now_s() - t0;
     if (n == 1) e->stats.n_decode++, e->stats.decode_s += dt;
     else e->stats.n_prompt += n, e->stats.prompt_s += dt;
+    return 0;
+}
+
+int kd_infer_eval_seqs(kd_infer *e, const int32_t *tokens, int64_t n, float *logits, kd_err *err) {
+    if (n < 1 || n > e->n_seq)
+        return kd_errf(err, "%lld sequences in one step: the engine holds %lld (kd_infer_opts.n_seq)", (long long)n,
+                       (long long)e->n_seq);
+    if (e->n_past + 1 > e->n_ctx)
+        return kd_errf(err, "context full: %lld cached tokens fill the context of %lld", (long long)e->n_past,
+                       (long long)e->n_ctx);
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= e->V)
+            return kd_errf(err, "token %d of sequence %lld is outside the vocabulary (%lld)", tokens[i], (long long)i,
+                           (long long)e->V);
+    const double t0 = now_s();
+    forward(e, tokens, n, e->n_past, 1);
+    e->n_past++;
+    if (logits) linear(e, &e->head, e->h, n, logits);
+    e->stats.n_decode += n, e->stats.decode_s += now_s() - t0;
     return 0;
 }
 

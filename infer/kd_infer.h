@@ -21,6 +21,13 @@
  * n = 1 through matrix-vector kernels (decode). Both give the same logits up
  * to float summation order.
  *
+ * Several sequences (opts.n_seq > 1): the cache holds n_seq independent
+ * sequences that advance in lockstep; kd_infer_eval_seqs() appends one token
+ * to each of them in one step, the n rows going through matrix-matrix
+ * products together (the weights are read once for all of them), each row
+ * attending to its own sequence's cache (batched sampling, e.g. kd teacher
+ * dump --generate). kd_infer_eval() works on sequence 0.
+ *
  * Threads: OpenMP (OMP_NUM_THREADS), over output rows of every product and
  * over (query, head) pairs in attention. An engine is not thread-safe.
  */
@@ -53,6 +60,7 @@ typedef struct kd_infer_opts {
                                kd_matvec.h) and, when decoding, multiply quantized weights with
                                integer kernels: faster, and llama.cpp's results up to summation
                                order. 0 (default): activations stay F32, the exact model. */
+    int64_t n_seq;          /* sequences the cache holds (0: 1); n_batch is raised to at least n_seq */
 } kd_infer_opts;
 
 void kd_infer_opts_init(kd_infer_opts *o);
@@ -80,9 +88,10 @@ typedef struct kd_infer {
     int32_t bos, eos;           /* -1 when unknown */
     /* KV cache */
     int64_t n_ctx, n_past, n_batch;
+    int64_t n_seq;              /* sequences in the cache (kd_infer_eval_seqs); n_past is shared */
     int n_threads;              /* per-thread scratch was sized for this many (omp_get_max_threads() at open) */
     int ggml_rounding;
-    float *k_cache, *v_cache;   /* [L, n_ctx, Hkv·D] */
+    float *k_cache, *v_cache;   /* [n_seq, L, n_ctx, Hkv·D] */
     float *rope_cos, *rope_sin; /* [n_ctx, D/2] */
     kd_infer_stats stats;
     /* owned storage */
@@ -111,6 +120,13 @@ void kd_infer_reset(kd_infer *e);
  * Fails on ids outside the vocabulary or a full cache (nothing is appended then). */
 int kd_infer_eval(kd_infer *e, const int32_t *tokens, int64_t n, float *logits, int all_logits, float *hidden,
                   kd_err *err);
+/* One step of n ≤ n_seq sequences in lockstep: tokens[i] is the next token of
+ * sequence i, at position n_past in each; appends it to sequence i's cache and
+ * advances n_past by one (sequences n..n_seq−1 are left behind: their cache at
+ * this position is not written, so a later step must not include them).
+ * logits (may be NULL): [n, V]. Row i's logits depend on the other rows only
+ * through float summation order (the products pick their kernels by n). */
+int kd_infer_eval_seqs(kd_infer *e, const int32_t *tokens, int64_t n, float *logits, kd_err *err);
 /* The LM head as an F32 [V, C] matrix (the weights themselves when F32, else a
  * dequantized copy owned by the engine): for losses on hidden states. */
 const float *kd_infer_head_f32(kd_infer *e, kd_err *err);

@@ -8,13 +8,12 @@
  * terms are min·Σx. Levels become floats exactly (they are small integers),
  * so the kernels differ from the reference only in summation order.
  *
- * Byte layouts: kd_quant.h (shared/docs B). The kernels are compiled for their
+ * Byte layouts: kd_quant.h and docs/quantization.md#ggml-block-formats. The kernels are compiled for their
  * instruction set with target attributes, so the library itself needs no
  * -march flag and runs on any x86-64; kd_isa_get() picks one at run time.
  */
 #include "infer/kd_matvec.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 
 #include "core/kd_cpu.h"
 #include "core/kd_fp16.h"
+#include "core/kd_linalg.h"
 #include "format/kd_quant.h"
 
 /* ---- instruction set choice ---------------------------------------------------------- */
@@ -70,17 +70,6 @@ int kd_qmat_init(kd_qmat *m, int32_t type, int64_t rows, int64_t cols, const voi
     return 0;
 }
 
-/* 6-bit scale and min of Q4_K sub-block j (B.6). */
-static inline void q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 static inline uint16_t rd16(const uint8_t *p) {
     uint16_t v;
     memcpy(&v, p, 2);
@@ -101,7 +90,7 @@ T512 static inline __m256i ld_u8x8_256(const uint8_t *p) {   /* 8 unsigned bytes
     return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
 }
 
-T512 static float dot_f32_512(const void *row, const float *x, int64_t n) {
+T512 static inline float dot_f32_512(const void *row, const float *x, int64_t n) {
     const float *w = row;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
@@ -218,20 +207,6 @@ T512 static float dot_q4_1_512(const void *row, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-/* The 8 scales and 8 mins of a Q4_K block as bytes (llama.cpp's 32-bit unpacking of B.6). */
-static inline void q4k_unpack(const uint8_t *scales, uint8_t sc[8], uint8_t m[8]) {
-    uint32_t u[4];
-    memcpy(u, scales, 12);
-    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-    const uint32_t mins_lo = u[1] & k1;
-    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-    u[0] &= k1;
-    u[2] = mins_lo;
-    memcpy(sc, u, 8);
-    memcpy(m, u + 2, 8);
-}
-
 /* Q4_K: per sub-block j a table of q·(d·sc_j) − dmin·m_j (q = 0..15), the exact dequantized levels. */
 T512 static float dot_q4_k_512(const void *row, const float *x, int64_t n) {
     const uint8_t *p = row;
@@ -239,7 +214,7 @@ T512 static float dot_q4_k_512(const void *row, const float *x, int64_t n) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
     for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q4_k), x += KD_QK_K) {
         uint8_t sc[8], mn[8];
-        q4k_unpack(p + 4, sc, mn);
+        kd_q4k_unpack(p + 4, sc, mn);
         float ds[8], dm[8];
         const __m256 d = _mm256_set1_ps(_cvtsh_ss(rd16(p))), dmin = _mm256_set1_ps(-_cvtsh_ss(rd16(p + 2)));
         _mm256_storeu_ps(ds, _mm256_mul_ps(d, _mm256_cvtepi32_ps(ld_u8x8_256(sc))));
@@ -316,7 +291,7 @@ T256 static inline float hsum256(__m256 v) {
 T256 static inline __m256i ld_u8x8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
 T256 static inline __m256i ld_i8x8(const uint8_t *p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
 
-T256 static float dot_f32_256(const void *row, const float *x, int64_t n) {
+T256 static inline float dot_f32_256(const void *row, const float *x, int64_t n) {
     const float *w = row;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
@@ -411,7 +386,7 @@ T256 static float dot_q4_k_256(const void *row, const float *x, int64_t n) {
         const uint8_t *scales = p + 4, *qs = p + 16;
         for (int j = 0; j < 8; j++) {   /* sub-block j: low (j even) or high nibbles of qs[32·(j/2) ..] */
             int sc, m;
-            q4k_scale_min(j, scales, &sc, &m);
+            kd_q4k_scale_min(j, scales, &sc, &m);
             const uint8_t *q = qs + 32 * (j / 2);
             const float *xj = x + 32 * j;
             __m256 s = _mm256_setzero_ps(), xs = s;
@@ -465,7 +440,7 @@ T256 static float dot_q6_k_256(const void *row, const float *x, int64_t n) {
 
 /* ---- axpy (attention's weighted sum of values) -------------------------------------------- */
 
-T512 static void axpy_512(int64_t n, float a, const float *x, float *y) {
+T512 static inline void axpy_512(int64_t n, float a, const float *x, float *y) {
     const __m512 va = _mm512_set1_ps(a);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
@@ -475,7 +450,7 @@ T512 static void axpy_512(int64_t n, float a, const float *x, float *y) {
     }
 }
 
-T256 static void axpy_256(int64_t n, float a, const float *x, float *y) {
+T256 static inline void axpy_256(int64_t n, float a, const float *x, float *y) {
     const __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
@@ -488,6 +463,111 @@ void kd_axpy(int64_t n, float a, const float *x, float *y) {
     else if (isa == KD_ISA_AVX2) axpy_256(n, a, x, y);
     else
         for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* ---- rows of a cache: attention's scores and weighted sums ------------------------------------
+ * The same arithmetic as kd_qdot(F32) per row and kd_axpy per row from y = 0, without a call
+ * per row (heads of 16–128 floats make the calls cost more than the products); the sums keep
+ * y in registers over all rows. */
+
+T512 static void dot_rows_512(const float *K, int64_t stride, const float *q, int64_t D, int64_t n, float scale,
+                              float *out) {
+    for (int64_t s = 0; s < n; s++) out[s] = dot_f32_512(K + s * stride, q, D) * scale;
+}
+
+T256 static void dot_rows_256(const float *K, int64_t stride, const float *q, int64_t D, int64_t n, float scale,
+                              float *out) {
+    for (int64_t s = 0; s < n; s++) out[s] = dot_f32_256(K + s * stride, q, D) * scale;
+}
+
+T512 static void sum_rows_512(const float *V, int64_t stride, const float *p, int64_t D, int64_t n, float *y) {
+    for (int64_t d0 = 0; d0 < D; d0 += 128) {   /* 8 registers of 16 */
+        const int64_t w = D - d0 < 128 ? D - d0 : 128, nv = (w + 15) / 16;
+        __mmask16 m[8];
+        __m512 a[8];
+        for (int j = 0; j < 8; j++) {
+            const int64_t left = w - 16 * j;
+            m[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            a[j] = _mm512_setzero_ps();
+        }
+        for (int64_t s = 0; s < n; s++) {
+            const __m512 ps = _mm512_set1_ps(p[s]);
+            const float *v = V + s * stride + d0;
+            for (int j = 0; j < nv; j++) a[j] = _mm512_fmadd_ps(ps, _mm512_maskz_loadu_ps(m[j], v + 16 * j), a[j]);
+        }
+        for (int j = 0; j < nv; j++) _mm512_mask_storeu_ps(y + d0 + 16 * j, m[j], a[j]);
+    }
+}
+
+T256 static void sum_rows_256(const float *V, int64_t stride, const float *p, int64_t D, int64_t n, float *y) {
+    memset(y, 0, (size_t)D * sizeof *y);
+    for (int64_t s = 0; s < n; s++) axpy_256(D, p[s], V + s * stride, y);
+}
+
+/* All heads of one query against rows s < n, row by row (each cache row read once, in order). */
+T512 static void attn_scores_512(const float *K, int64_t stride, const float *q, int64_t H, int64_t G, int64_t D,
+                                 int64_t n, float scale, float *S, int64_t lds) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) S[h * lds + s] = dot_f32_512(K + s * stride + (h / G) * D, q + h * D, D) * scale;
+}
+T256 static void attn_scores_256(const float *K, int64_t stride, const float *q, int64_t H, int64_t G, int64_t D,
+                                 int64_t n, float scale, float *S, int64_t lds) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) S[h * lds + s] = dot_f32_256(K + s * stride + (h / G) * D, q + h * D, D) * scale;
+}
+
+void kd_attn_scores(const float *K, int64_t stride, const float *q, int64_t H, int64_t G, int64_t D, int64_t n,
+                    float scale, float *S, int64_t lds) {
+    const kd_isa isa = kd_isa_get();
+    if (isa >= KD_ISA_AVX512) attn_scores_512(K, stride, q, H, G, D, n, scale, S, lds);
+    else if (isa == KD_ISA_AVX2) attn_scores_256(K, stride, q, H, G, D, n, scale, S, lds);
+    else
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t h = 0; h < H; h++)
+                S[h * lds + s] = kd_vec_dot_q(KD_GGML_TYPE_F32, K + s * stride + (h / G) * D, q + h * D, D) * scale;
+}
+
+T512 static void attn_values_512(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G,
+                                 int64_t D, int64_t n, float *out) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) axpy_512(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
+}
+T256 static void attn_values_256(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G,
+                                 int64_t D, int64_t n, float *out) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t h = 0; h < H; h++) axpy_256(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
+}
+
+void kd_attn_values(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G, int64_t D,
+                    int64_t n, float *out) {
+    memset(out, 0, (size_t)(H * D) * sizeof *out);
+    const kd_isa isa = kd_isa_get();
+    if (isa >= KD_ISA_AVX512) attn_values_512(V, stride, P, lds, H, G, D, n, out);
+    else if (isa == KD_ISA_AVX2) attn_values_256(V, stride, P, lds, H, G, D, n, out);
+    else
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t h = 0; h < H; h++) kd_axpy(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
+}
+
+void kd_dot_rows(const float *K, int64_t stride, const float *q, int64_t D, int64_t n, float scale, float *out) {
+    const kd_isa isa = kd_isa_get();
+    if (isa >= KD_ISA_AVX512) dot_rows_512(K, stride, q, D, n, scale, out);
+    else if (isa == KD_ISA_AVX2) dot_rows_256(K, stride, q, D, n, scale, out);
+    else
+        for (int64_t s = 0; s < n; s++) out[s] = kd_vec_dot_q(KD_GGML_TYPE_F32, K + s * stride, q, D) * scale;
+}
+
+void kd_sum_rows(const float *V, int64_t stride, const float *p, int64_t D, int64_t n, float *y) {
+    const kd_isa isa = kd_isa_get();
+    if (isa >= KD_ISA_AVX512) {
+        sum_rows_512(V, stride, p, D, n, y);
+    } else if (isa == KD_ISA_AVX2) {
+        sum_rows_256(V, stride, p, D, n, y);
+    } else {
+        memset(y, 0, (size_t)D * sizeof *y);
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t d = 0; d < D; d++) y[d] += p[s] * V[s * stride + d];
+    }
 }
 
 /* ---- dispatch ------------------------------------------------------------------------ */
@@ -560,9 +640,8 @@ void kd_qmatmul(const kd_qmat *W, const float *X, int64_t n, float *Y, int64_t l
         }
         return;
     }
-    if (W->type == KD_GGML_TYPE_F32) {   /* multithreaded OpenBLAS */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)cols, 1.0f, X, (int)cols,
-                    (const float *)W->data, (int)cols, 0.0f, Y, (int)ldy);
+    if (W->type == KD_GGML_TYPE_F32) {   /* kd_sgemm shares its tiles among the threads */
+        kd_sgemm(0, 1, n, rows, cols, 1.0f, X, cols, (const float *)W->data, cols, 0.0f, Y, ldy);
         return;
     }
     const int64_t n_tiles = (rows + KD_QMM_TILE - 1) / KD_QMM_TILE;
@@ -574,7 +653,6 @@ void kd_qmatmul(const kd_qmat *W, const float *X, int64_t n, float *Y, int64_t l
         for (int64_t r = 0; r < nr; r++)
             kd_dequantize_row(W->type, base + (size_t)(r0 + r) * W->row_bytes, tile + r * cols, cols);
         /* single-threaded inside the parallel region (OpenBLAS' OpenMP build) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)cols, 1.0f, X, (int)cols, tile,
-                    (int)cols, 0.0f, Y + r0, (int)ldy);
+        kd_sgemm(0, 1, n, nr, cols, 1.0f, X, cols, tile, cols, 0.0f, Y + r0, ldy);
     }
 }

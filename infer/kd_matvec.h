@@ -86,6 +86,21 @@ float kd_qdot(int32_t type, const void *row, const float *x, int64_t n);
 /* y[i] += a·x[i] for i < n (F32, on the path in use; no threads). */
 void kd_axpy(int64_t n, float a, const float *x, float *y);
 
+/* Attention over cached rows (F32, no threads; row s at K + s·stride):
+ * out[s] = scale · (K[s]·q) over D elements, the same value as kd_qdot(F32) · scale; */
+void kd_dot_rows(const float *K, int64_t stride, const float *q, int64_t D, int64_t n, float scale, float *out);
+/* y[d] = Σ_s p[s]·V[s][d] for d < D (y overwritten), the same value as kd_axpy
+ * over s = 0..n−1 from y = 0. */
+void kd_sum_rows(const float *V, int64_t stride, const float *p, int64_t D, int64_t n, float *y);
+
+/* The same for all H heads of one query at once, reading each row once and in order
+ * (head h uses the D floats at (h/G)·D of a row): S[h·lds + s] = scale · K[s]_(h/G)·q_h;
+ * out[h·D + d] = Σ_s P[h·lds + s]·V[s]_(h/G)[d] (the same values as per head). */
+void kd_attn_scores(const float *K, int64_t stride, const float *q, int64_t H, int64_t G, int64_t D, int64_t n,
+                    float scale, float *S, int64_t lds);
+void kd_attn_values(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G, int64_t D,
+                    int64_t n, float *out);
+
 /* y[r] = W[r]·x for every row of W (OpenMP over rows). */
 void kd_qmatvec(const kd_qmat *W, const float *x, float *y);
 /* The same for k matrices sharing x (k ≤ 4), in one parallel loop over all

@@ -3,7 +3,7 @@
  * quantized as ggml's CPU backend does for each weight type, and integer block dot
  * products with them.
  *
- * Activation blocks (ggml's reference quantizers, B.3 and quantize_row_q8_{1,K}_ref):
+ * Activation blocks (ggml's reference quantizers: Q8_0 as docs/quantization.md, and quantize_row_q8_{1,K}_ref):
  *   Q8_0 (partner of Q8_0, Q4_0): per 32, d = amax/127, q = roundf(x/d), d kept as F16;
  *   Q8_1 (partner of Q4_1): the same, plus s = F16(d·Σq) for the min term;
  *   Q8_K (partner of Q4_K, Q6_K): per 256, d = max/−127 in F32 (max: the signed
@@ -213,20 +213,6 @@ void kd_act_round(int32_t wtype, const float *x, float *y, int64_t n) {
     }
 }
 
-/* The 8 scales and 8 mins of a Q4_K block (llama.cpp's 32-bit unpacking of B.6). */
-static inline void q4k_unpack(const uint8_t *scales, uint8_t sc[8], uint8_t m[8]) {
-    uint32_t u[4];
-    memcpy(u, scales, 12);
-    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-    const uint32_t mins_lo = u[1] & k1;
-    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-    u[0] &= k1;
-    u[2] = mins_lo;
-    memcpy(sc, u, 8);
-    memcpy(m, u + 2, 8);
-}
-
 typedef float (*dot8_fn)(const uint8_t *row, const void *xq, int64_t n);
 
 /* ---- scalar reference ------------------------------------------------------------------ */
@@ -270,7 +256,7 @@ static float dot8_q4_k_ref(const uint8_t *p, const void *xq, int64_t n) {
     float sum = 0.0f;
     for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q4_k)) {
         uint8_t sc[8], m[8];
-        q4k_unpack(p + 4, sc, m);
+        kd_q4k_unpack(p + 4, sc, m);
         const uint8_t *qs = p + 16;
         int32_t sumi = 0, summ = 0;
         for (int j = 0; j < 8; j++) {
@@ -293,7 +279,7 @@ static float dot8_q6_k_ref(const uint8_t *p, const void *xq, int64_t n) {
     for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q6_k)) {
         const int8_t *sc = (const int8_t *)(p + 192);
         int32_t sumi = 0;
-        for (int i = 0; i < KD_QK_K; i++) {   /* element i: half h, part, lane l (B.7) */
+        for (int i = 0; i < KD_QK_K; i++) {   /* element i: half h, part, lane l (docs/quantization.md, Q6_K) */
             const int h = i / 128, r = i % 128, l = r % 32, part = r / 32;
             const uint8_t *ql = p + 64 * h, *qh = p + 128 + 32 * h;
             const int lo = part & 1 ? ql[l + 32] : ql[l];
@@ -370,7 +356,7 @@ T256 static float dot8_q4_k_256(const uint8_t *p, const void *xq, int64_t n) {
     float summ = 0.0f;
     for (int64_t b = 0; b < n / KD_QK_K; b++, p += sizeof(kd_block_q4_k)) {
         uint8_t sc[8], m[8];
-        q4k_unpack(p + 4, sc, m);
+        kd_q4k_unpack(p + 4, sc, m);
         int32_t mins = 0;
         for (int j = 0; j < 8; j++) mins += m[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
         summ += y[b].d * _cvtsh_ss(rd16(p + 2)) * (float)mins;
@@ -581,7 +567,7 @@ TVNNI static inline __m512i four_to_lanes(__m512i s0, __m512i s1, __m512i s2, __
  * shifted right by 4, it lines up with the 64 levels 64c.. of the activations. */
 TVNNI static inline void q4_k_sb(const uint8_t *p, const act_q8k *y, __m512i *S, __m256i *M) {
     uint8_t sc[8], m[8];
-    q4k_unpack(p + 4, sc, m);
+    kd_q4k_unpack(p + 4, sc, m);
     uint64_t scw, mw;
     memcpy(&scw, sc, 8);
     memcpy(&mw, m, 8);

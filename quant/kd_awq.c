@@ -1,6 +1,6 @@
 /*
  * kd_awq.c — the AWQ scale and clip search on a kd student (see kd_awq.h and
- * shared/docs C). Written from the description of the algorithm, on kd's own
+ * docs/quantization.md). Written from the description of the algorithm, on kd's own
  * kernels: one decoder layer at a time, the layer's FP forward caches the
  * inputs of its linears and the outputs of its blocks; each scale group is
  * searched on those caches, folded into the weights, then the clip search
@@ -8,19 +8,21 @@
  */
 #include "quant/kd_awq.h"
 
-#include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/kd_linalg.h"
 #include "autograd/kd_kernels.h"
 #include "autograd/kd_ops.h"
 #include "quant/kd_quant_plan.h"
+#include "student/kd_gguf_model.h"
 #include "format/kd_quant.h"
+
+#include "core/kd_time.h"
 
 void kd_awq_opts_init(kd_awq_opts *o) {
     memset(o, 0, sizeof *o);
@@ -49,36 +51,12 @@ int kd_quant_method_parse(const char *name) {
 
 /* ---- which quantizer a tensor gets ----------------------------------------------------- */
 
-/* The GGUF name of an HF parameter name (kd_gguf_write.c's export names); *layer = block or −1. */
-static int gguf_name(const char *hf, char *out, size_t n, int64_t *layer) {
-    static const char *map[][2] = {
-        {"input_layernorm.weight", "attn_norm"}, {"self_attn.q_proj.weight", "attn_q"},
-        {"self_attn.k_proj.weight", "attn_k"},   {"self_attn.v_proj.weight", "attn_v"},
-        {"self_attn.o_proj.weight", "attn_output"}, {"post_attention_layernorm.weight", "ffn_norm"},
-        {"mlp.gate_proj.weight", "ffn_gate"},    {"mlp.up_proj.weight", "ffn_up"},
-        {"mlp.down_proj.weight", "ffn_down"},
-    };
-    *layer = -1;
-    if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight") < 0;
-    if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight") < 0;
-    if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight") < 0;
-    long long l;
-    int pos = 0;
-    if (sscanf(hf, "model.layers.%lld.%n", &l, &pos) != 1 || pos == 0) return -1;
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (!strcmp(hf + pos, map[i][0])) {
-            *layer = l;
-            return snprintf(out, n, "blk.%lld.%s.weight", l, map[i][1]) < 0;
-        }
-    return -1;
-}
-
 int32_t kd_awq_export_type(const kd_model *m, const char *preset, const char *name) {
     const kd_export_preset *p = kd_export_preset_find(preset);
     const kd_tensor *t = kd_model_param(m, name);
     char g[96];
     int64_t layer;
-    if (!p || !t || gguf_name(name, g, sizeof g, &layer)) return -1;
+    if (!p || !t || kd_gguf_tensor_name(name, g, sizeof g, &layer)) return -1;
     return kd_export_tensor_type(p, g, t->ndim, t->shape[t->ndim - 1], layer, m->cfg.num_hidden_layers,
                                  m->lm_head == NULL, NULL);
 }
@@ -98,7 +76,7 @@ static qz qz_for(const kd_model *m, const kd_awq_opts *o, const char *name) {
     return q;
 }
 
-/* llm-awq's pseudo-quantizer (C.2): asymmetric int4 over one group; rintf rounds half to even like torch.round. */
+/* llm-awq's pseudo-quantizer (docs/quantization.md#the-reference-int4-quantizer): asymmetric int4 over one group; rintf rounds half to even like torch.round. */
 static void int4_group(const float *x, float *y, int64_t n) {
     float mx = x[0], mn = x[0];
     for (int64_t i = 1; i < n; i++) {
@@ -222,15 +200,22 @@ static int ws_init(awq_ws *w, const kd_config *c, int64_t B, int64_t T, kd_err *
         return kd_errf(err, "out of memory for the layer workspace (%" PRId64 " calibration tokens)", n);
     }
     for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)t;
-    kd_rope_table(w->cos_t, w->sin_t, pos, T, w->D, (float)c->rope_theta);
+    double *inv = malloc((size_t)(w->D / 2 + 1) * sizeof *inv);
+    if (!inv) {
+        free(pos);
+        ws_free(w);
+        return kd_errf(err, "out of memory");
+    }
+    kd_config_rope_inv_freq(c, inv);   /* the model's RoPE type */
+    kd_rope_table_inv(w->cos_t, w->sin_t, pos, T, w->D, inv);
+    free(inv);
     free(pos);
     return 0;
 }
 
 /* y[n, out] = x[n, in] · W[out, in]ᵀ */
 static void linear(float *y, const float *x, const float *W, int64_t n, int64_t out, int64_t in) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x, (int)in, W, (int)in,
-                0.0f, y, (int)out);
+    kd_sgemm(0, 1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
 }
 
 /* y = attention(rope(h·Wqᵀ), rope(h·Wkᵀ), h·Wvᵀ)·Woᵀ; a (NULL: a temporary) gets the attention output. */
@@ -295,13 +280,7 @@ static void embed(const kd_model *m, const int32_t *tokens, int64_t n, float *x)
 }
 
 static double mse(const float *a, const float *b, int64_t n) {
-    double s = 0;
-#pragma omp parallel for reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        s += d * d;
-    }
-    return s / (double)n;
+    return kd_sumsqdiff(a, b, n) / (double)n;   /* same bits whatever the thread count */
 }
 
 /* ---- scale groups ------------------------------------------------------------------------ */
@@ -518,8 +497,7 @@ static int clip_linear(awq_ws *w, kd_tensor *W, const char *short_name, const qz
                 }
             }
             /* E = D · x_groupᵀ: the change of each partial output per token */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(rb * ns_max), (int)nt, (int)gs, 1.0f, D,
-                        (int)gs, xs + gi * gs, (int)in, 0.0f, E, (int)nt);
+            kd_sgemm(0, 1, (rb * ns_max), nt, gs, 1.0f, D, gs, xs + gi * gs, in, 0.0f, E, nt);
 #pragma omp parallel for
             for (int64_t j = 0; j < rb * ns_max; j++) {
                 double s = 0;
@@ -596,23 +574,11 @@ static int clip_layer(awq_ws *w, const kd_model *m, kd_layer *ly, grp g[4], cons
 
 /* ---- progress ------------------------------------------------------------------------------ */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void progress(int quiet, double t0, int64_t done, int64_t total, int64_t layer, int64_t L, const char *stage) {
-    if (quiet) return;
-    char bar[31];
-    int fill = (int)(30 * done / (total ? total : 1));
-    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
-    bar[30] = '\0';
-    double el = now_s() - t0, eta = done ? el * (double)(total - done) / (double)done : 0;
-    fprintf(stderr, "\rawq [%s] layer %" PRId64 "/%" PRId64 " %-10s %5.0fs, ETA %5.0fs ", bar,
-            layer + 1 < L ? layer + 1 : L, L, stage, el, eta);
-    if (done == total) fprintf(stderr, "\n");
-    fflush(stderr);
+static void progress(const kd_awq_opts *o, double t0, int64_t done, int64_t total, int64_t layer, int64_t L,
+                     const char *stage, int failed) {
+    if (!o->progress) return;
+    kd_awq_progress p = {NULL, 0, 0, done, total, layer, L, stage, kd_now_s() - t0, failed};
+    o->progress(o->progress_ctx, &p);
 }
 
 /* ---- the driver ------------------------------------------------------------------------- */
@@ -659,11 +625,11 @@ int kd_awq_quantize(kd_model *m, const int32_t *tokens, int64_t n_seq, int64_t T
         goto done;
     }
     if (cache_init(&c, &w, err)) goto done;
-    double t0 = now_s();
+    double t0 = kd_now_s();
     embed(m, tokens, w.n, x);
     for (int64_t l = 0; l < L; l++) {
         kd_layer *ly = &m->layers[l];
-        progress(o->quiet, t0, 5 * l, 5 * L, l, L, "forward");
+        progress(o, t0, 5 * l, 5 * L, l, L, "forward", 0);
         layer_fp(&w, ly, x, &c);   /* x becomes the next layer's FP input before anything changes */
         grp g[4];
         build_groups(m, o, ly, &c, &c, g);
@@ -674,22 +640,22 @@ int kd_awq_quantize(kd_model *m, const int32_t *tokens, int64_t n_seq, int64_t T
         if (layers) cJSON_AddItemToArray(layers, le);
         int bad = 0;
         for (int k = 0; k < 4 && !bad; k++) {
-            progress(o->quiet, t0, 5 * l + k, 5 * L, l, L, g[k].measured);
+            progress(o, t0, 5 * l + k, 5 * L, l, L, g[k].measured, 0);
             bad = search_group(&w, ly, &g[k], o, wq, y, s, sc, err);
             if (!bad && !g[k].skipped) fold(&w, &g[k], s);
         }
         if (!bad && o->clip) {
-            progress(o->quiet, t0, 5 * l + 4, 5 * L, l, L, "clip");
+            progress(o, t0, 5 * l + 4, 5 * L, l, L, "clip", 0);
             bad = clip_layer(&w, m, ly, g, o, wq, y, backup, cl, err);
         }
         if (!layers) cJSON_Delete(le);
         if (bad) {
-            if (!o->quiet) fprintf(stderr, "\n");
+            progress(o, t0, 5 * l, 5 * L, l, L, "failed", 1);
             kd_err_prefix(err, "AWQ layer %" PRId64, l);
             goto done;
         }
     }
-    progress(o->quiet, t0, 5 * L, 5 * L, L, L, "done");
+    progress(o, t0, 5 * L, 5 * L, L, L, "done", 0);
     rc = 0;
 done:
     free(x), free(y), free(s), free(wq[0]), free(wq[1]), free(wq[2]);

@@ -1,6 +1,6 @@
 /*
  * kd_awq.h — activation-aware weight quantization (AWQ) of a student for a
- * GGUF target, and the plain round-to-nearest baseline (shared/docs C).
+ * GGUF target, and the plain round-to-nearest baseline (docs/quantization.md).
  *
  * AWQ changes FP32 weights only; the model stays an ordinary checkpoint and
  * `kd export` quantizes it afterwards. Layer by layer, on calibration tokens:
@@ -37,8 +37,8 @@
  * to whole rows, so the search optimises the numbers that will ship. The
  * quantization group of the clip search is that type's block (32, or 256 for
  * the K-quants). With group_size > 0 the quantizer is instead the reference's
- * asymmetric int4 with groups of group_size along the input (C.2, round half
- * to even), which reproduces llm-awq's w4-g128 with group_size 128.
+ * asymmetric int4 with groups of group_size along the input (round half to
+ * even, docs/quantization.md), which reproduces llm-awq's w4-g128 with group_size 128.
  * Tensors that stay unquantized (F32/F16/BF16 by fallback) take no part in a
  * group's search (a group of only such tensors is skipped) nor in clipping.
  *
@@ -60,6 +60,18 @@ typedef enum kd_quant_method {
     KD_QUANT_AWQ = 1,
 } kd_quant_method;
 
+/* What the AWQ search reports as it goes; the caller shows it (kd prints a bar). */
+typedef struct kd_awq_progress {
+    const char *start;       /* non-NULL only on the note before the search: the target ("q4_k", "int4
+                                (reference)") and the calibration, samples sequences of seq tokens */
+    int64_t samples, seq;
+    int64_t done, total;     /* search stages done of total (5 per layer: forward, the scale groups, clip) */
+    int64_t layer, n_layers; /* the layer being searched (0-based; n_layers once done) */
+    const char *stage;       /* what runs now: "forward", the block a group is measured on, "clip", "done" */
+    double elapsed_s;
+    int failed;              /* 1: the search stopped on an error (err says why) */
+} kd_awq_progress;
+
 typedef struct kd_awq_opts {
     kd_quant_method method;
     const char *format;      /* "q4_0" | "q4_1" | "q4_k" (the q4_k_m recipe); may be NULL with group_size > 0 */
@@ -71,7 +83,8 @@ typedef struct kd_awq_opts {
     int clip_guard;          /* undo a block's clips when they raise its loss: 1, 0 (the reference), −1 auto:
                                 on for GGUF types, off for the reference int4 (group_size > 0) */
     double force_ratio;      /* ≥ 0: skip the search and use this ratio for every group (tests); −1: search */
-    int quiet;               /* no progress bar */
+    void (*progress)(void *ctx, const kd_awq_progress *p);   /* NULL: no reports */
+    void *progress_ctx;
 } kd_awq_opts;
 
 void kd_awq_opts_init(kd_awq_opts *o);

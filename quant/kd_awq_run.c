@@ -12,11 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
 #include "core/kd_json.h"
+#include "core/kd_time.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
 #include "format/kd_gguf.h"
@@ -159,8 +159,7 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
     int64_t n = o->samples, T = o->seq;
     cJSON *rec = cJSON_CreateObject();
     int rc = -1;
-    struct timespec ts0, ts1;
-    clock_gettime(CLOCK_MONOTONIC, &ts0);
+    double t0 = kd_now_s();
     if (kd_awq_check(&m, a, err)) goto done;
     if (kd_path_join(tok, sizeof tok, o->model, "tokenizer.bin", err)) goto done;
     int have_tok = kd_file_exists(tok);
@@ -174,7 +173,7 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
         cJSON_AddStringToObject(rec, "format", a->format);
         cJSON_AddStringToObject(rec, "export_preset", kd_awq_preset(a->format));
     }
-    cJSON_AddStringToObject(rec, "quantizer", a->group_size > 0 ? "reference int4 asymmetric (llm-awq C.2)"
+    cJSON_AddStringToObject(rec, "quantizer", a->group_size > 0 ? "reference int4 asymmetric (llm-awq)"
                                                                 : "ggml reference quantizer of each tensor's export type");
     cJSON_AddStringToObject(rec, "source", o->model);
     if (a->method == KD_QUANT_AWQ) {
@@ -190,14 +189,14 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
         cJSON_AddBoolToObject(rec, "clip", a->clip);
         cJSON_AddNumberToObject(rec, "clip_tokens", (double)a->clip_tokens);
         cJSON_AddNumberToObject(rec, "max_shrink", a->max_shrink);
-        if (!a->quiet)
-            fprintf(stderr, "kd quantize: AWQ for %s on %" PRId64 " calibration sequences of %" PRId64 " tokens\n",
-                    a->group_size > 0 ? "int4 (reference)" : a->format, n, T);
+        if (a->progress) {
+            kd_awq_progress p = {a->group_size > 0 ? "int4 (reference)" : a->format, n, T, 0, 0, 0, 0, NULL, 0, 0};
+            a->progress(a->progress_ctx, &p);
+        }
     }
     cJSON_AddItemToObject(rec, "tensors", tensor_types(&m, a));
     if (kd_awq_quantize(&m, tokens, n, T, a, rec, err)) goto done;
-    clock_gettime(CLOCK_MONOTONIC, &ts1);
-    cJSON_AddNumberToObject(rec, "seconds", (double)(ts1.tv_sec - ts0.tv_sec) + 1e-9 * (double)(ts1.tv_nsec - ts0.tv_nsec));
+    cJSON_AddNumberToObject(rec, "seconds", kd_now_s() - t0);
     if (kd_checkpoint_save(&m, o->out, err)) goto done;
     if (have_tok && (kd_path_join(path, sizeof path, o->out, "tokenizer.bin", err) || copy_file(tok, path, err)))
         goto done;

@@ -8,7 +8,7 @@
 
 #include "format/kd_quant.h"
 
-/* ---- presets and the per-tensor type rule (A.10) ------------------------------------- */
+/* ---- presets and the per-tensor type rule ------------------------------------------- */
 
 static const kd_export_preset PRESETS[] = {
     {"f32", 0, KD_GGML_TYPE_F32, "every tensor F32 (lossless)"},
@@ -40,7 +40,7 @@ static int ends_with(const char *s, const char *suffix) {
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* The type A.10 picks, before any fallback for the row length. */
+/* The type the rule picks, before any fallback for the row length. */
 int32_t kd_export_wanted_type(const kd_export_preset *p, const char *name, int n_dims, int64_t layer, int64_t n_layer,
                            int tied) {
     if (n_dims < 2 || ends_with(name, "_norm.weight")) return KD_GGML_TYPE_F32;

@@ -11,7 +11,7 @@
 
 typedef struct kd_export_preset {
     const char *name;         /* "q4_k_m" */
-    uint32_t file_type;       /* llama_ftype (B.8) */
+    uint32_t file_type;       /* llama.cpp's llama_ftype (docs/gguf.md#metadata) */
     int32_t type;             /* the type of ordinary 2-D weights */
     const char *summary;      /* one line for --help */
 } kd_export_preset;
@@ -20,14 +20,14 @@ typedef struct kd_export_preset {
 const kd_export_preset *kd_export_presets(int *n);
 const kd_export_preset *kd_export_preset_find(const char *name);
 
-/* llama.cpp's use_more_bits(i, n) (A.10). */
+/* llama.cpp's use_more_bits(i, n) (docs/gguf.md#tensor-types-per-preset). */
 int kd_use_more_bits(int64_t i, int64_t n);
 
 /* The type the rule picks for a tensor before any fallback for its row length. */
 int32_t kd_export_wanted_type(const kd_export_preset *p, const char *name, int n_dims, int64_t layer, int64_t n_layer,
                               int tied);
 
-/* The type a tensor gets under a preset (A.10): name is the GGUF tensor name,
+/* The type a tensor gets under a preset (docs/gguf.md#tensor-types-per-preset): name is the GGUF tensor name,
  * ne0 its row length, n_dims its dims, layer/n_layer its block index (−1 for
  * non-block tensors), tied whether output.weight is absent. Row lengths that
  * the chosen type's block does not divide fall back Q4_K → Q8_0 → F16 and

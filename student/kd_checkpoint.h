@@ -2,7 +2,8 @@
  * kd_checkpoint.h — student checkpoints in Hugging Face layout.
  *
  * A checkpoint is a directory:
- *   config.json          kd_config (LlamaForCausalLM keys)
+ *   config.json          kd_config (LlamaForCausalLM keys; MistralForCausalLM
+ *                        when a sliding window is set)
  *   model.safetensors    F32 weights with HF Llama names, HF RoPE layout
  *                        (F16/BF16 and sharded model.safetensors.index.json
  *                        checkpoints load too, converted to F32)

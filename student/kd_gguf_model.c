@@ -1,14 +1,16 @@
 /*
  * kd_gguf_model.c — load a GGUF llama model as an F32 kd_model (see
- * kd_gguf_model.h). Tensor names and shapes follow formats-and-algorithms A.8.
+ * kd_gguf_model.h). Tensor names and shapes: docs/gguf.md#tensors.
  */
 #include "student/kd_gguf_model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 #include "format/kd_gguf.h"
 #include "student/kd_llama2c.h"
 #include "format/kd_quant.h"
@@ -21,23 +23,82 @@ static int get_u32(const kd_gguf *g, const char *key, int required, int64_t *out
     return 0;
 }
 
-/* GGUF tensor name of parameter p (HF name), or -1 when it has none. */
-static int gguf_name(const char *hf, char *out, size_t n) {
-    int l;
-    char rest[96];
+int kd_gguf_read_rope(const kd_gguf *g, kd_config *c, kd_err *err) {
+    const char *name = kd_gguf_name(g);
+    float f;
+    if (kd_gguf_find_key(g, "llama.rope.freq_base") >= 0) {
+        if (kd_gguf_get_f32(g, "llama.rope.freq_base", &f, err)) return -1;
+        c->rope_theta = f;
+    }
+    /* llama.cpp: type "linear" when absent; the factor divides every frequency unless the type is "none" */
+    const char *type = "linear";
+    if (kd_gguf_find_key(g, "llama.rope.scaling.type") >= 0 && kd_gguf_get_str(g, "llama.rope.scaling.type", &type, NULL, err))
+        return -1;
+    if (strcmp(type, "none") && strcmp(type, "linear"))
+        return kd_errf(err, "%s: llama.rope.scaling.type is \"%s\": not supported (kd computes \"none\", \"linear\" and "
+                       "Llama 3 rope_freqs scaling)", name, type);
+    double factor = 1.0;
+    const char *fkey = kd_gguf_find_key(g, "llama.rope.scaling.factor") >= 0 ? "llama.rope.scaling.factor"
+                       : kd_gguf_find_key(g, "llama.rope.scale_linear") >= 0  ? "llama.rope.scale_linear"
+                                                                              : NULL;
+    if (fkey) {
+        if (kd_gguf_get_f32(g, fkey, &f, err)) return -1;
+        if (!(f >= 0) || !isfinite(f)) return kd_errf(err, "%s: %s is %g, expected a positive factor", name, fkey, (double)f);
+        if (f != 0 && !strcmp(type, "linear")) factor = f;
+    }
+    int64_t orig = 0;
+    if (get_u32(g, "llama.rope.scaling.original_context_length", 0, &orig, err)) return -1;
+    int64_t half = c->head_dim / 2;
+    float *div = malloc((size_t)(half + 1) * sizeof *div);
+    if (!div) return kd_errf(err, "out of memory");
+    for (int64_t i = 0; i < half; i++) div[i] = (float)factor;
+    const kd_gguf_tensor *t = kd_gguf_find_tensor(g, "rope_freqs.weight");
+    int rc = -1;
+    if (t) {
+        if (t->ne[0] != half || t->ne[1] * t->ne[2] * t->ne[3] != 1) {
+            kd_errf(err, "%s: tensor 'rope_freqs.weight' has %lld × %lld values, expected head_dim/2 = %lld", name,
+                    (long long)t->ne[0], (long long)(t->ne[1] * t->ne[2] * t->ne[3]), (long long)half);
+            goto done;
+        }
+        float *ff = malloc((size_t)(half + 1) * sizeof *ff);
+        if (!ff) {
+            kd_errf(err, "out of memory");
+            goto done;
+        }
+        if (kd_dequantize_rows(t->type, t->data, ff, 1, half, err)) {
+            free(ff);
+            kd_err_prefix(err, "%s: tensor 'rope_freqs.weight'", name);
+            goto done;
+        }
+        for (int64_t i = 0; i < half; i++) div[i] *= ff[i];   /* llama.cpp: θ = freq_scale · θ_base / ff */
+        free(ff);
+    }
+    rc = kd_config_rope_from_factors(c, div, half, orig, name, err);
+done:
+    free(div);
+    return rc;
+}
+
+int kd_gguf_tensor_name(const char *hf, char *out, size_t n, int64_t *layer) {
+    static const char *map[][2] = {
+        {"input_layernorm.weight", "attn_norm"}, {"self_attn.q_proj.weight", "attn_q"},
+        {"self_attn.k_proj.weight", "attn_k"},   {"self_attn.v_proj.weight", "attn_v"},
+        {"self_attn.o_proj.weight", "attn_output"}, {"post_attention_layernorm.weight", "ffn_norm"},
+        {"mlp.gate_proj.weight", "ffn_gate"},    {"mlp.up_proj.weight", "ffn_up"},
+        {"mlp.down_proj.weight", "ffn_down"},
+    };
+    if (layer) *layer = -1;
     if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight") < 0;
     if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight") < 0;
     if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight") < 0;
-    if (sscanf(hf, "model.layers.%d.%95s", &l, rest) != 2) return -1;
-    static const char *map[][2] = {
-        {"input_layernorm.weight", "attn_norm"},   {"self_attn.q_proj.weight", "attn_q"},
-        {"self_attn.k_proj.weight", "attn_k"},     {"self_attn.v_proj.weight", "attn_v"},
-        {"self_attn.o_proj.weight", "attn_output"}, {"post_attention_layernorm.weight", "ffn_norm"},
-        {"mlp.gate_proj.weight", "ffn_gate"},      {"mlp.up_proj.weight", "ffn_up"},
-        {"mlp.down_proj.weight", "ffn_down"},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
-        if (!strcmp(rest, map[i][0])) return snprintf(out, n, "blk.%d.%s.weight", l, map[i][1]) < 0;
+    long long l;
+    int pos = 0;
+    if (sscanf(hf, "model.layers.%lld.%n", &l, &pos) != 1 || pos == 0) return -1;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(hf + pos, map[i][0])) {
+            if (layer) *layer = l;
+            return snprintf(out, n, "blk.%lld.%s.weight", l, map[i][1]) < 0;
+        }
     return -1;
 }
 
@@ -75,10 +136,7 @@ int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer 
         goto done;
     }
     float f;
-    if (kd_gguf_find_key(g, "llama.rope.freq_base") >= 0) {
-        if (kd_gguf_get_f32(g, "llama.rope.freq_base", &f, err)) goto done;
-        c.rope_theta = f;
-    }
+    if (kd_gguf_read_rope(g, &c, err)) goto done;
     if (kd_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f, err)) goto done;
     c.rms_norm_eps = f;
     const kd_gguf_tensor *embd = kd_gguf_find_tensor(g, "token_embd.weight");
@@ -93,6 +151,22 @@ int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer 
         c.bos_token_id = id;
     if (!get_u32(g, "tokenizer.ggml.eos_token_id", 0, &id, NULL) && kd_gguf_find_key(g, "tokenizer.ggml.eos_token_id") >= 0)
         c.eos_token_id = id;
+    /* every tensor must be one kd computes with: biases or other extras would be silently dropped */
+    for (int64_t i = 0; i < kd_gguf_n_tensors(g); i++) {
+        const char *tn = kd_gguf_tensor_at(g, i)->name;
+        int l, k = !strcmp(tn, "token_embd.weight") || !strcmp(tn, "output_norm.weight") || !strcmp(tn, "output.weight") ||
+                   !strcmp(tn, "rope_freqs.weight");
+        char rest[64];
+        static const char *const per_layer[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                                                "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight",
+                                                "ffn_up.weight", "ffn_down.weight"};
+        if (!k && sscanf(tn, "blk.%d.%63s", &l, rest) == 2 && l >= 0 && l < c.num_hidden_layers)
+            for (size_t j = 0; j < sizeof per_layer / sizeof *per_layer; j++) k |= !strcmp(rest, per_layer[j]);
+        if (!k) {
+            kd_errf(err, "%s: tensor '%s' is not part of the llama model kd computes (no biases, no extra tensors)", path, tn);
+            goto done;
+        }
+    }
     if (kd_model_new_flags(m, &c, flags, err)) {
         kd_err_prefix(err, "%s", path);
         goto done;
@@ -101,7 +175,7 @@ int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer 
     for (int i = 0; i < m->n_params; i++) {
         kd_tensor *p = m->params[i];
         char name[96];
-        if (gguf_name(p->name, name, sizeof name)) {
+        if (kd_gguf_tensor_name(p->name, name, sizeof name, NULL)) {
             kd_errf(err, "%s: no GGUF name for '%s'", path, p->name);
             goto done;
         }

@@ -37,11 +37,24 @@ int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err)
     }
     memcpy(h, map.data, sizeof h);
     static const char *names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
-    for (int i = 0; i < 7; i++)
-        if ((i == 5 ? abs(h[i]) : h[i]) <= 0 || abs(h[i]) > (1 << 20)) {
-            kd_errf(err, "%s: header field %s = %d, expected a positive size", path, names[i], h[i]);
+    static const char *const what[7] = {
+        "the model width, in [1, 1048576]", "the FFN width, in [1, 1048576]", "the layer count, in [1, 1048576]",
+        "the attention head count, in [1, 1048576]", NULL,
+        "the vocabulary size, nonzero with |vocab_size| ≤ 1048576 (negative: an unshared output head)",
+        "the context length, in [1, 1048576]"};
+    for (int i = 0; i < 7; i++) {
+        int bad = i == 5 ? h[i] == 0 || h[i] < -(1 << 20) || h[i] > (1 << 20) : h[i] <= 0 || h[i] > (1 << 20);
+        if (i == 4) bad = h[4] <= 0 || h[4] > h[3] || h[3] % h[4] != 0;
+        if (i == 4 && bad) {
+            kd_errf(err, "%s: header field n_kv_heads = %d, expected a divisor of n_heads = %d (1 ≤ n_kv_heads ≤ %d; "
+                    "n_heads = n_kv_heads without grouped-query attention)", path, h[4], h[3], h[3]);
             goto done;
         }
+        if (bad) {
+            kd_errf(err, "%s: header field %s = %d, expected %s", path, names[i], h[i], what[i]);
+            goto done;
+        }
+    }
     kd_config c;
     kd_config_defaults(&c);
     c.hidden_size = h[0];

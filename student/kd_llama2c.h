@@ -7,7 +7,7 @@
  * rms_att, wq, wk, wv, wo, rms_ffn, w1 (gate), w2 (down), w3 (up), rms_final,
  * freq_cis_real, freq_cis_imag (unused), [wcls].
  * llama2.c rotates adjacent pairs (2i, 2i+1); the q/k rows are permuted into
- * the Hugging Face rotate_half layout on import (formats-and-algorithms A.9).
+ * the Hugging Face rotate_half layout on import (docs/gguf.md#rope-layout-of-q-and-k).
  */
 #ifndef KD_LLAMA2C_H
 #define KD_LLAMA2C_H

@@ -136,11 +136,13 @@ void kd_model_zero_grad(kd_model *m) {
 kd_tensor *kd_model_block(kd_graph *g, kd_model *m, int64_t l, kd_tensor *x, const int32_t *pos) {
     const kd_config *c = &m->cfg;
     int64_t H = c->num_attention_heads, Hkv = c->num_key_value_heads;
-    float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
+    float eps = (float)c->rms_norm_eps;
+    double *inv = kd_graph_alloc(g, (size_t)(c->head_dim / 2 + 1) * sizeof(double));   /* the config's RoPE type */
+    kd_config_rope_inv_freq(c, inv);
     kd_layer *ly = &m->layers[l];
     kd_tensor *h = kd_rmsnorm(g, x, ly->attn_norm, eps);
-    kd_tensor *q = kd_rope(g, kd_linear(g, h, ly->wq), H, pos, theta, KD_ROPE_HALF);
-    kd_tensor *k = kd_rope(g, kd_linear(g, h, ly->wk), Hkv, pos, theta, KD_ROPE_HALF);
+    kd_tensor *q = kd_rope_inv(g, kd_linear(g, h, ly->wq), H, pos, inv, KD_ROPE_HALF);
+    kd_tensor *k = kd_rope_inv(g, kd_linear(g, h, ly->wk), Hkv, pos, inv, KD_ROPE_HALF);
     kd_tensor *v = kd_linear(g, h, ly->wv);
     kd_tensor *a = kd_attention(g, q, k, v, H, Hkv, c->sliding_window);
     x = kd_add(g, x, kd_linear(g, a, ly->wo));

@@ -8,6 +8,15 @@
 
 static void plan_lean(const kd_config *c, const kd_plan_opts *o, kd_plan *p);
 
+/* Resident bytes of a scratch buffer that is freed before a second phase
+ * allocates `other` bytes. glibc serves blocks of 32 MiB and more (its largest
+ * mmap threshold) with mmap and unmaps them on free, so the phases take turns;
+ * smaller blocks stay in the heap after the first step and stay resident. */
+static int64_t overlap_phases(int64_t scratch, int64_t other) {
+    if (scratch < ((int64_t)32 << 20)) return scratch + other;
+    return scratch > other ? scratch : other;
+}
+
 void kd_plan_compute(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
     p->working = 0;
     int64_t B = o->batch, T = o->seq, N = B * T;
@@ -33,20 +42,24 @@ void kd_plan_compute(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
     int64_t edges = 2 * N * C /* embedding out + final norm */ + N + 2 * N * C /* their grads */;
     p->activations = (L * (fwd_layer + bwd_layer) + att_scratch + edges) * F4;
 
-    /* LM head + loss */
-    if (o->lm_chunk <= 0) {
-        /* full logits [N, V], their gradient, the head-output grad path */
-        p->loss = (2 * N * V + N) * F4;
-    } else {
-        /* chunked: logits + dlogits of one chunk, the saved dh [N, C] */
-        int64_t ch = o->lm_chunk < N ? o->lm_chunk : N;
-        p->loss = (2 * ch * V + N * C) * F4;
-    }
+    /* LM head + loss (kd_distill_loss as kd train runs it): the chunk scratch
+     * [R, V + 2C + 2k] + per-row results + the row index, and the graph's dh [N, C]
+     * and dW [V, C] (kd train: grad_into_params 0). */
+    int64_t ch0 = o->lm_chunk > 0 ? o->lm_chunk : 256;   /* 0: the loss's default chunk */
+    int64_t ch = ch0 < N ? ch0 : N;
+    int64_t scratch = ch * (V + 2 * C + 2 * o->topk) * F4 + ch * 32 + N * 8;
+    int64_t held = (N * C + V * C) * F4;
+    p->loss = scratch + held;
     /* batch: tokens, labels (int32) and teacher top-k ids + log-probs (int32 + float) */
     p->batch = N * 2 * 4 + N * o->topk * 8;
     int64_t cols = V < KD_PLAN_BLAS_MAX_COLS ? V : KD_PLAN_BLAS_MAX_COLS;
     p->baseline = KD_PLAN_BASELINE_BYTES + (int64_t)o->threads * KD_PLAN_BLAS_BYTES_PER_COL * cols;
-    p->train_peak = p->weights + p->grads + p->optimizer + p->activations + p->loss + p->batch + p->baseline;
+    /* The loss scratch is freed before the backward pass allocates the layers'
+     * gradient buffers: the peak holds the larger of the two (overlap_phases). */
+    int64_t bwd = (L * bwd_layer + att_scratch / 2 + 2 * N * C) * F4;
+    int64_t fwd = p->activations - bwd;
+    p->train_peak = p->weights + p->grads + p->optimizer + fwd + held + overlap_phases(scratch, bwd) + p->batch +
+                    p->baseline;
 
     /* inference: weights, KV cache (K and V, every layer, T positions), a few [C]/[F]/[V] buffers */
     p->kv_cache = 2 * L * T * kvd * F4;
@@ -59,10 +72,10 @@ void kd_plan_compute(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
  * storage dtypes (1-D parameters: FP32 weight, m and v), one layer's FP32
  * gradients and (BF16 storage) weights, the saved layer inputs [L+1, N, C] and
  * the backward's dx [N, C] (exact clipping: and dL/dx_L for the second walk), the tape's arena (its largest graph: one layer's
- * recomputed forward + backward from a leaf copy of the input). The peak adds the
- * loss phase: the FP32 LM head (BF16 storage only), its dense FP32 gradient and
- * the loss chunk scratch (which is larger than the backward walk's head gradient
- * alone and than the untied embedding gradient at the end).
+ * recomputed forward + backward from a leaf copy of the input). The FP32 LM head
+ * (BF16 storage only) and its dense FP32 gradient are held throughout, and the
+ * loss chunk scratch comes on top of the arena (which keeps its memory between
+ * steps).
  */
 static void plan_lean(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
     int64_t B = o->batch, T = o->seq, N = B * T;
@@ -93,14 +106,16 @@ static void plan_lean(const kd_config *c, const kd_plan_opts *o, kd_plan *p) {
     int64_t bwd_layer = N * (6 * C + 3 * qd + 3 * kvd + 3 * F) + N * (qd + kvd);
     int64_t att_scratch = (int64_t)o->threads * 2 * 64 * T * 2;
     int64_t arena = fwd_layer + bwd_layer + 2 * N * C + att_scratch;
-    p->activations = ((L + 1) * N * C + (o->lean_clip_exact ? 2 : 1) * N * C + arena) * F4;   /* + dx (+ dL/dx_L) */
+    int64_t saved = ((L + 1) * N * C + (o->lean_clip_exact ? 2 : 1) * N * C) * F4;   /* + dx (+ dL/dx_L) */
+    p->activations = saved + arena * F4;
     int64_t ch = o->lm_chunk > 0 ? o->lm_chunk : 256;         /* lean always runs the chunked loss */
     if (ch > N) ch = N;
     p->loss = ch * (V + 2 * C + 2 * o->topk) * F4 + ch * 32 + N * 8;
-    /* OpenBLAS packs the whole transposed dlogits chunk [ch, V] for the head's gradient
-     * (dW += dlogitsᵀ·h), up to its per-thread buffers (measured: 0.3.21, SkylakeX) */
-    int64_t pack = ch * V * F4, cap = (int64_t)o->threads * KD_PLAN_BLAS_BUFFER_BYTES;
-    p->baseline = KD_PLAN_BASELINE_BYTES + (pack < cap ? pack : cap);
-    p->train_peak = p->weights + p->optimizer + p->working + p->grads + p->activations + p->loss + p->batch +
-                    p->baseline;
+    /* kd_sgemm's single-threaded tiles pack into OpenBLAS's fixed per-thread buffers:
+     * no packing term grows with the chunk (measured: 1 and 2 threads peak alike) */
+    p->baseline = KD_PLAN_BASELINE_BYTES;
+    /* the tape's arena keeps its memory from one step to the next, so the loss
+     * scratch comes on top of it */
+    int64_t phase = p->loss + arena * F4;
+    p->train_peak = p->weights + p->optimizer + p->working + p->grads + saved + phase + p->batch + p->baseline;
 }

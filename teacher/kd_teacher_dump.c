@@ -11,13 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
+#include "core/kd_log.h"
 #include "core/kd_rng.h"
+#include "core/kd_time.h"
 #include "data/kd_tokenizer.h"
+#include "infer/kd_infer.h"
 #include "student/kd_checkpoint.h"
 #include "data/kd_dump_tok.h"
 
@@ -47,12 +49,6 @@ void kd_topk_logprobs(const float *logits, int64_t V, int64_t k, int32_t *ids, f
     float lse = kd_logsumexp(logits, V);
     for (int64_t i = 0; i < k; i++) lp[i] = i < n ? logits[ids[i]] - lse : -INFINITY;
     for (int64_t i = n; i < k; i++) ids[i] = 0;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- text → token stream ------------------------------------------------------------ */
@@ -91,7 +87,13 @@ static int text_stream(const kd_teacher_dump_opts *o, const kd_tokenizer *tok, k
     return 0;
 }
 
+static int is_val(uint64_t i, double frac);
+
 /* ---- sampling from the teacher ---------------------------------------------------------- */
+
+#define KD_GEN_POOL_BYTES ((int64_t)1 << 30)   /* most bytes of KV caches + distributions sampled together */
+#define KD_GEN_SEQS 64   /* sequences sampled together (when the cache allows): each decode step reads
+                            the weights once for all of them (16 left the products mostly packing weights) */
 
 static int sample_row(const float *logits, int64_t V, double temp, kd_rng *r) {
     if (temp <= 0) {
@@ -111,33 +113,68 @@ static int sample_row(const float *logits, int64_t V, double temp, kd_rng *r) {
     return (int)(V - 1);
 }
 
-/* Sample n sequences of T+1 tokens (indices first..first+n-1) into seqs. */
-static int generate(kd_model *m, kd_graph *g, const kd_teacher_dump_opts *o, int32_t bos, int64_t first, int64_t n,
-                    int32_t *seqs, kd_err *err) {
-    int64_t T1 = o->seq_len + 1, V = m->cfg.vocab_size;
-    kd_rng *rngs = malloc((size_t)n * sizeof *rngs);
-    int32_t *buf = malloc((size_t)(n * T1) * sizeof *buf);
-    if (!rngs || !buf) {
-        free(rngs);
-        free(buf);
-        return kd_errf(err, "out of memory sampling %lld sequences", (long long)n);
-    }
+/* The sequences sampled together (--generate): pool i holds the in-pass
+ * ordinals [i·n_seq, (i+1)·n_seq), whatever --batch and wherever a resumed run
+ * starts, so that the float sums (whose order may depend on the number of rows)
+ * and thus the dump are the same in every run. */
+typedef struct gen_pool {
+    kd_infer *e;          /* n_seq KV caches */
+    int64_t lo, n;        /* ordinals lo..lo+n−1 of the pass are in the pool */
+    int64_t scan, scan_ord;   /* the next index to look at, and the ordinal it gets when in the pass */
+    int64_t *idx;         /* [n_seq] their indices */
+    int32_t *seqs;        /* [n_seq, T+1] tokens */
+    int32_t *ids;         /* [n_seq, T, k] top-k ids (k > 0) */
+    float *vals;          /* [n_seq, T, k] log-probs, or [n_seq, T, V] logits (k = 0) */
+    float *logits;        /* [n_seq, V] one step */
+    int32_t *cur;         /* [n_seq] */
+    kd_rng *rngs;         /* [n_seq] */
+} gen_pool;
+
+/* Sample the pool's n sequences with the engine, all advancing one token per
+ * step (one decode step per position: linear in T), keeping the distribution
+ * of every position: the engine's logits, the training forward's up to float
+ * summation order (tests/test_infer.c: ~1e-6 relative, far below float16's
+ * 2^-11). Sequence i draws from its own stream (seed, index). */
+static int generate(gen_pool *p, const kd_teacher_dump_opts *o, int32_t bos, int64_t k, kd_err *err) {
+    kd_infer *e = p->e;
+    const int64_t T = o->seq_len, T1 = T + 1, V = e->V, n = p->n, nv = k ? k : V;
     for (int64_t i = 0; i < n; i++) {
-        kd_rng_seed(&rngs[i], o->seed * 2654435761u + (uint64_t)(first + i));
-        seqs[i * T1] = bos;
+        kd_rng_seed(&p->rngs[i], o->seed * 2654435761u + (uint64_t)p->idx[i]);
+        p->seqs[i * T1] = bos;
     }
+    kd_infer_reset(e);
     for (int64_t t = 1; t < T1; t++) {
-        /* forward on the prefix [n, t]; sample position t−1 */
-        for (int64_t i = 0; i < n; i++) memcpy(buf + i * t, seqs + i * T1, (size_t)t * sizeof *buf);
-        kd_graph_reset(g);
-        kd_tensor *lg = kd_model_logits(g, m, buf, n, t);
-        for (int64_t i = 0; i < n; i++)
-            seqs[i * T1 + t] = sample_row(lg->data + ((i * t) + t - 1) * V, V, o->gen_temperature, &rngs[i]);
+        /* the tokens at position t−1 in, the distributions of position t−1 and token t out */
+        for (int64_t i = 0; i < n; i++) p->cur[i] = p->seqs[i * T1 + t - 1];
+        if (kd_infer_eval_seqs(e, p->cur, n, p->logits, err)) return kd_err_prefix(err, "sampling");
+#pragma omp parallel for schedule(static) if (n * V >= 16384)
+        for (int64_t i = 0; i < n; i++) {
+            const float *lg = p->logits + i * V;
+            float *dst = p->vals + (i * T + t - 1) * nv;
+            if (k) kd_topk_logprobs(lg, V, k, p->ids + (i * T + t - 1) * k, dst);
+            else memcpy(dst, lg, (size_t)V * sizeof *dst);
+            p->seqs[i * T1 + t] = sample_row(lg, V, o->gen_temperature, &p->rngs[i]);
+        }
     }
-    kd_graph_reset(g);
-    free(buf);
-    free(rngs);
     return 0;
+}
+
+/* Make the pool hold in-pass ordinal ord (sampling the pool it belongs to). */
+static int pool_fill(gen_pool *p, int64_t ord, int pass, int has_val, int64_t n_total, const kd_teacher_dump_opts *o,
+                     int32_t bos, int64_t k, kd_err *err) {
+    if (ord >= p->lo && ord < p->lo + p->n) return 0;
+    const int64_t lo = ord / p->e->n_seq * p->e->n_seq;
+    if (lo < p->scan_ord) p->scan = p->scan_ord = 0;   /* (not reached: ordinals only grow) */
+    for (; p->scan < n_total && p->scan_ord < lo; p->scan++)
+        p->scan_ord += (has_val && is_val((uint64_t)p->scan, o->val_fraction)) == pass;
+    p->lo = lo;
+    p->n = 0;
+    for (; p->scan < n_total && p->n < p->e->n_seq; p->scan++)
+        if ((has_val && is_val((uint64_t)p->scan, o->val_fraction)) == pass) {
+            p->idx[p->n++] = p->scan;
+            p->scan_ord++;
+        }
+    return generate(p, o, bos, k, err);
 }
 
 /* ---- the dump ---------------------------------------------------------------------------------- */
@@ -160,10 +197,13 @@ static void teacher_name(const char *path, char *out, size_t n) {
     snprintf(out, n, "%.*s", (int)(len - start), path + start);
 }
 
+/* PATH.partial exists and is not empty (an empty one is what a kill right after
+ * its creation leaves: there is nothing in it to resume). */
 static int partial_exists(const char *path) {
     char partial[4200];
+    struct stat st;
     snprintf(partial, sizeof partial, "%s.partial", path);
-    return kd_file_exists(partial);
+    return stat(partial, &st) == 0 && (st.st_size > 0 || !S_ISREG(st.st_mode));
 }
 
 /* Create PATH.partial, or continue an existing one after checking that it was
@@ -208,46 +248,27 @@ static kd_dump_writer *open_writer(const char *path, const kd_dump_meta *meta, c
     return w;
 }
 
-/* Close a writer and leave PATH.partial in place for a later resume
- * (kd_dump_writer_abort deletes it: the file is moved aside meanwhile). */
-static void writer_keep(kd_dump_writer *w, const char *path) {
-    char partial[4200], aside[4300];
-    snprintf(partial, sizeof partial, "%s.partial", path);
-    snprintf(aside, sizeof aside, "%s.partial.keep", path);
-    int moved = rename(partial, aside) == 0;
-    kd_dump_writer_abort(w);
-    if (moved && rename(aside, partial) != 0) fprintf(stderr, "kd: cannot rename %s back to %s\n", aside, partial);
+/* Close a writer and leave PATH.partial in place for a later resume. */
+static void writer_keep(kd_dump_writer *w) { kd_dump_writer_release(w, NULL); }
+
+/* A dump is an HDF5 file, written to OUT.partial and renamed to OUT: OUT must be
+ * absent or a regular file (a symbolic link to one is followed: the target is
+ * replaced, the link stays). A device or a FIFO cannot hold it (HDF5 seeks) and
+ * is never replaced. */
+static int resolve_out(const char *opt, const char *path, char *real, size_t n, kd_err *err) {
+    int kind = kd_out_kind(path, real, n, err);
+    if (kind < 0) return kd_err_prefix(err, "%s", opt);
+    if (kind == KD_OUT_STREAM)
+        return kd_errf(err, "%s %s: is %s; a dump is an HDF5 file, which needs a regular file it can seek in (and "
+                       "%s is never replaced): give a file path", opt, path, kd_path_what(path), path);
+    return 0;
 }
 
-/* "1:02:03" or "2:03" */
-static void fmt_duration(char *buf, size_t n, double s) {
-    long t = s < 0 ? 0 : s > 3.6e8 ? 360000000L : (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
-}
-
-/* The progress bar on stderr: redrawn in place on a terminal; otherwise one
- * line at the first and last batch and at most every 10 s in between. */
-typedef struct progress {
-    double t0, last;
-    int tty, lines;
-} progress;
-
-static void progress_show(progress *p, int64_t done, int64_t total, int64_t computed, int64_t T, int last) {
-    double now = now_s(), el = now - p->t0;
-    if (!p->tty && !last && p->lines && now - p->last < 10.0) return;
-    p->last = now;
-    p->lines++;
-    double rate = el > 0 ? (double)computed / el : 0;   /* sequences/s computed in this run */
-    char when[32], bar[32];
-    if (last) fmt_duration(when, sizeof when, el);
-    else fmt_duration(when, sizeof when, rate > 0 ? (double)(total - done) / rate : 0);
-    int fill = total > 0 ? (int)(24 * done / total) : 24;
-    for (int i = 0; i < 24; i++) bar[i] = i < fill ? '#' : '-';
-    bar[24] = '\0';
-    fprintf(stderr, "%sdump [%s] %lld/%lld sequences, %.0f tokens/s, %s %s%s", p->tty ? "\r" : "", bar,
-            (long long)done, (long long)total, rate * (double)T, last ? "took" : "ETA", when,
-            p->tty && !last ? "   " : "\n");
+static void report(const kd_teacher_dump_opts *o, const char *resumed, int64_t done, int64_t total, int64_t computed,
+                   int64_t T, double t0, int last) {
+    if (!o->progress) return;
+    kd_teacher_dump_progress p = {resumed, done, total, computed, T, kd_now_s() - t0, last};
+    o->progress(o->progress_ctx, &p);
 }
 
 static int is_gguf(const char *path) {
@@ -258,7 +279,20 @@ static int is_gguf(const char *path) {
     return ok;
 }
 
+static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err);
+
 int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err) {
+    char real_out[4096], real_val[4096];
+    if (resolve_out("--out", out, real_out, sizeof real_out, err)) return -1;
+    kd_teacher_dump_opts o2 = *o;
+    if (o->val_out) {
+        if (resolve_out("--val-out", o->val_out, real_val, sizeof real_val, err)) return -1;
+        o2.val_out = real_val;
+    }
+    return dump_run(&o2, real_out, err);
+}
+
+static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err) {
     const int only = o->tokens_only;
     if (only && o->generate > 0)
         return kd_errf(err, "--generate samples from a teacher, --tokens-only runs none: give text files (--text "
@@ -292,9 +326,10 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     int status = -1, started = 0;
     kd_tokenizer *tok = NULL;
     kd_dump_writer *wt = NULL, *wv = NULL, *bad = NULL;   /* bad: a resumed writer whose shape differs */
-    const char *bad_path = NULL;
     kd_tokens stream = {0};
     kd_graph g;
+    gen_pool pool;   /* --generate */
+    memset(&pool, 0, sizeof pool);
     int32_t *seqs = NULL, *inputs = NULL, *ids = NULL;
     uint8_t *mask = NULL;
     float *lp = NULL;
@@ -368,9 +403,7 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     meta.value_dtype = only ? KD_DUMP_F16 : o->dtype;   /* tokens only: unused, as a reader reports it */
     meta.has_loss_mask = 1;
     meta.tokens_only = only;
-    bad_path = out;
     if (!(wt = open_writer(out, &meta, &dt, &bad, err))) goto done;
-    bad_path = o->val_out;
     if (o->val_out && o->val_fraction > 0 && !(wv = open_writer(o->val_out, &meta, &dt, &bad, err))) goto done;
     started = 1;
 
@@ -388,6 +421,36 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
         kd_errf(err, "out of memory for a batch of %lld sequences", (long long)B);
         goto done;
     }
+    if (o->generate > 0) {
+        /* per sequence sampled together: a KV cache of T positions (the last token is not fed
+         * back) and its distributions; max(KD_GEN_SEQS, batch) sequences or as many as fit
+         * KD_GEN_POOL_BYTES */
+        const int64_t per_seq = (2 * m.cfg.num_hidden_layers * m.cfg.num_key_value_heads * m.cfg.head_dim +
+                                 vals_per_seq / T * (k ? 2 : 1)) * T * (int64_t)sizeof(float);
+        int64_t S = KD_GEN_POOL_BYTES / (per_seq > 0 ? per_seq : 1);
+        const int64_t want = B > KD_GEN_SEQS ? B : KD_GEN_SEQS;
+        S = S < 1 ? 1 : S > want ? want : S;
+        if (S > n_total) S = n_total;
+        kd_infer_opts io;
+        kd_infer_opts_init(&io);
+        io.n_ctx = T;
+        io.n_seq = S;
+        if (!(pool.e = kd_infer_from_model(&m, &io, err))) {
+            kd_err_prefix(err, "teacher engine");
+            goto done;
+        }
+        pool.idx = malloc((size_t)S * sizeof *pool.idx);
+        pool.seqs = malloc((size_t)(S * T1) * sizeof *pool.seqs);
+        pool.ids = k ? malloc((size_t)(S * T * k) * sizeof *pool.ids) : NULL;
+        pool.vals = malloc((size_t)(S * vals_per_seq) * sizeof *pool.vals);
+        pool.logits = malloc((size_t)(S * V) * sizeof *pool.logits);
+        pool.cur = malloc((size_t)S * sizeof *pool.cur);
+        pool.rngs = malloc((size_t)S * sizeof *pool.rngs);
+        if (!pool.idx || !pool.seqs || (k && !pool.ids) || !pool.vals || !pool.logits || !pool.cur || !pool.rngs) {
+            kd_errf(err, "out of memory for %lld sampled sequences", (long long)S);
+            goto done;
+        }
+    }
     int32_t pad = kd_tokenizer_eos(tok) >= 0 ? kd_tokenizer_eos(tok) : 0;
     int32_t bos = kd_tokenizer_bos(tok) >= 0 ? kd_tokenizer_bos(tok) : 1;
     /* Testing knob (tests/test_teacher_dump.c): KD_DUMP_STOP_AFTER=N makes the
@@ -395,20 +458,21 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
      * the writers — what a kill between two batches leaves behind. */
     const char *stop_env = getenv("KD_DUMP_STOP_AFTER");
     long stop_after = stop_env && *stop_env ? strtol(stop_env, NULL, 10) : 0, appends = 0;
-    progress pg = {now_s(), 0, isatty(2), 0};
+    double t0 = kd_now_s();
     int64_t written = 0, skipped = 0;
-    if (!o->quiet)
-        for (int pass = 0; pass < (wv ? 2 : 1); pass++)
-            if (kd_dump_writer_n_seq(pass ? wv : wt) > 0)
-                fprintf(stderr, "dump: resuming %s.partial after its %lld sequences\n", pass ? o->val_out : out,
-                        (long long)kd_dump_writer_n_seq(pass ? wv : wt));
+    for (int pass = 0; pass < (wv ? 2 : 1); pass++)   /* what a resume's verification dropped */
+        if (kd_dump_writer_note(pass ? wv : wt)[0]) kd_warn("dump: %s", kd_dump_writer_note(pass ? wv : wt));
+    for (int pass = 0; pass < (wv ? 2 : 1); pass++)
+        if (kd_dump_writer_n_seq(pass ? wv : wt) > 0)
+            report(o, pass ? o->val_out : out, kd_dump_writer_n_seq(pass ? wv : wt), n_total, 0, T, t0, 0);
     /* pass 0 fills the training file, pass 1 the validation file; sequence i
      * belongs to the pass is_val(i) names, and each file is in index order */
     for (int pass = 0; pass < (wv ? 2 : 1); pass++) {
         kd_dump_writer *w = pass ? wv : wt;
         int64_t already = kd_dump_writer_n_seq(w), seen = 0;
+        pool.lo = pool.n = pool.scan = pool.scan_ord = 0;
         for (int64_t first = 0; first < n_total;) {
-            int64_t idx[1024], n = 0;
+            int64_t idx[1024], ord[1024], n = 0;   /* indices and their ordinals in the pass */
             while (first < n_total && n < B) {
                 int64_t i = first++;
                 if ((wv && is_val((uint64_t)i, o->val_fraction)) != pass) continue;
@@ -416,6 +480,7 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
                     skipped++;
                     continue;
                 }
+                ord[n] = seen - 1;
                 idx[n++] = i;
             }
             if (!n) break;
@@ -427,16 +492,22 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
                         if (t < T) mask[i * T + t] = p + 1 < (int64_t)stream.n;
                     }
             } else {
-                /* each run of consecutive indices is sampled together */
-                for (int64_t i = 0; i < n;) {
-                    int64_t j = i;
-                    while (j + 1 < n && idx[j + 1] == idx[j] + 1) j++;
-                    if (generate(&m, &g, o, bos, idx[i], j - i + 1, seqs + i * T1, err)) goto done;
-                    i = j + 1;
+                /* sampled ahead, with their distributions, n_seq at a time */
+                for (int64_t i = 0; i < n; i++) {
+                    if (pool_fill(&pool, ord[i], pass, wv != NULL, n_total, o, bos, k, err)) goto done;
+                    const int64_t r = ord[i] - pool.lo;
+                    if (pool.idx[r] != idx[i]) {
+                        kd_errf(err, "internal: sequence %lld sampled for index %lld", (long long)pool.idx[r],
+                                (long long)idx[i]);
+                        goto done;
+                    }
+                    memcpy(seqs + i * T1, pool.seqs + r * T1, (size_t)T1 * sizeof *seqs);
+                    memcpy(lp + i * vals_per_seq, pool.vals + r * vals_per_seq, (size_t)vals_per_seq * sizeof *lp);
+                    if (k) memcpy(ids + i * T * k, pool.ids + r * T * k, (size_t)(T * k) * sizeof *ids);
                 }
                 memset(mask, 1, (size_t)(n * T));
             }
-            if (!only) {   /* the teacher's distribution at every position */
+            if (o->n_text && !only) {   /* the teacher's distribution at every position */
                 for (int64_t i = 0; i < n; i++) memcpy(inputs + i * T, seqs + i * T1, (size_t)T * sizeof *inputs);
                 kd_graph_reset(&g);
                 kd_tensor *lg = kd_model_logits(&g, &m, inputs, n, T);
@@ -451,15 +522,14 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
             }
             if (kd_dump_writer_append(w, n, seqs, mask, k ? ids : NULL, lp, err)) goto done;
             written += n;
-            if (!o->quiet) progress_show(&pg, written + skipped, n_total, written, T, 0);
+            report(o, NULL, written + skipped, n_total, written, T, t0, 0);
             if (stop_after > 0 && ++appends == stop_after) {
-                fprintf(stderr, "\nkd: KD_DUMP_STOP_AFTER=%ld: exiting after %ld appends, as if killed\n",
-                        stop_after, appends);
+                kd_warn("KD_DUMP_STOP_AFTER=%ld: exiting after %ld appends, as if killed", stop_after, appends);
                 _exit(75);
             }
         }
     }
-    if (!o->quiet) progress_show(&pg, written + skipped, n_total, written, T, 1);
+    report(o, NULL, written + skipped, n_total, written, T, t0, 1);
     int rc1 = kd_dump_writer_close(wt, err);
     wt = NULL;
     if (rc1) goto done;
@@ -470,14 +540,14 @@ int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     }
     status = 0;
 done:
-    if (bad) writer_keep(bad, bad_path);   /* an interrupted dump that does not match: never deleted */
+    if (bad) writer_keep(bad);   /* an interrupted dump that does not match: never deleted */
     if (wt || wv) {
         /* an error: keep the partial files when they hold sequences, so that a
          * rerun resumes; otherwise remove them */
         int64_t held = (wt ? kd_dump_writer_n_seq(wt) : 0) + (wv ? kd_dump_writer_n_seq(wv) : 0);
         if (held > 0) {
-            if (wt) writer_keep(wt, out);
-            if (wv) writer_keep(wv, o->val_out);
+            if (wt) writer_keep(wt);
+            if (wv) writer_keep(wv);
             size_t l = err ? strlen(err->msg) : 0;
             if (started && err)
                 snprintf(err->msg + l, sizeof err->msg - l,
@@ -497,6 +567,14 @@ done:
     kd_dump_tokenizer_free(&dt);
     kd_tokenizer_free(tok);
     kd_graph_free(&g);
+    kd_infer_close(pool.e);
+    free(pool.idx);
+    free(pool.seqs);
+    free(pool.ids);
+    free(pool.vals);
+    free(pool.logits);
+    free(pool.cur);
+    free(pool.rngs);
     kd_model_free(&m);
     return status;
 }

@@ -11,7 +11,14 @@
  *   (b) sequences sampled from the teacher itself (sequence-level KD data):
  *       each starts at BOS and is sampled at temperature τ (0 = greedy) with a
  *       per-sequence seed (seed and index), so a resumed run produces the same
- *       sequences.
+ *       sequences. Sampling runs kd's inference engine (infer/kd_infer.h) with a
+ *       KV cache per sequence, up to 64 sequences per decode step (fewer when
+ *       their caches and distributions would pass 1 GiB; more with a larger
+ *       batch): linear in T. The distributions stored are the engine's logits
+ *       the tokens were drawn from (the training forward's up to float
+ *       summation order: ~1e-6 relative, at most one float16 ulp in a stored
+ *       value; docs/dump-format.md). The sequences sampled together are fixed
+ *       by their ordinals, so --batch and resuming do not change the dump.
  * and storing, per position, the teacher's top-k log-probabilities (or full
  * logits) at temperature 1. k must not exceed the teacher's vocabulary (an
  * error, not a silent clamp: every dump a loader combines must share k) nor
@@ -31,10 +38,15 @@
  * Resuming: an interrupted dump leaves OUT.partial (and VAL.partial), holding
  * every complete batch; running the same command again checks that the file
  * has the same kind (tokens only or not), k, T, vocabulary, dtype and teacher
- * name, skips the sequences it holds and appends the rest. An error during the run also leaves the
- * .partial files (when they hold sequences). Options the file does not record
- * (text files, --doc-sep, seed, temperature, val fraction) must be the same.
- * Progress goes to stderr: a bar with sequences, tokens/s and ETA.
+ * name, verifies every sequence it holds against its checksum (rolling back to
+ * the last that verifies: data/kd_dump.h, "Safety"), skips the sequences it
+ * holds and appends the rest. An error during the run (a full disk included)
+ * also leaves the .partial files (when they hold sequences). Options the file
+ * does not record (text files, --doc-sep, seed, temperature, val fraction) must
+ * be the same. OUT (and VAL) must be absent or regular files (a symbolic link
+ * is followed); a device or a FIFO is refused, never replaced.
+ * Progress goes to the caller's callback (kd teacher dump draws a bar with
+ * sequences, tokens/s and ETA on stderr).
  *
  * Testing knob: the environment variable KD_DUMP_STOP_AFTER=N makes the
  * process exit with status 75 immediately after its N-th append, without
@@ -48,6 +60,16 @@
 
 #include "core/kd_err.h"
 #include "data/kd_dump.h"
+
+/* What kd_teacher_dump reports as it goes; the caller shows it (kd prints a bar). */
+typedef struct kd_teacher_dump_progress {
+    const char *resumed;          /* non-NULL only on a resume note: this file's .partial is kept ... */
+    int64_t done, total;          /* ... with `done` sequences; otherwise sequences written of total */
+    int64_t computed;             /* sequences this process computed (done minus what it resumed after) */
+    int64_t seq_len;              /* tokens per sequence */
+    double elapsed_s;             /* since this process started writing */
+    int last;                     /* 1 on the report after the last append */
+} kd_teacher_dump_progress;
 
 typedef struct kd_teacher_dump_opts {
     const char *teacher;          /* model path (NULL with tokens_only) */
@@ -64,9 +86,13 @@ typedef struct kd_teacher_dump_opts {
     kd_dump_dtype dtype;
     double val_fraction;          /* with val_out */
     const char *val_out;          /* NULL: no validation file */
-    int64_t batch;                /* sequences per teacher forward (and append); 0: 16, tokens only up to 1024 */
+    int64_t batch;                /* sequences per teacher forward (and append); 0: 16, tokens only up to 1024;
+                                     --generate samples max(batch, 64) at a time */
     int64_t max_sequences;        /* 0: all the text gives */
-    int quiet;
+    /* Called after every append and once at the end (and once per file that is
+     * resumed, before the first batch); NULL: no reports. */
+    void (*progress)(void *ctx, const kd_teacher_dump_progress *p);
+    void *progress_ctx;
 } kd_teacher_dump_opts;
 
 void kd_teacher_dump_opts_init(kd_teacher_dump_opts *o);

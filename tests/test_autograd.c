@@ -414,5 +414,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_attention_naive), cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_tape),        cmocka_unit_test(test_nograd_param),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

@@ -106,7 +106,7 @@ static void check_fold(int64_t Hkv) {
     int32_t *tok = random_tokens(B * T, 96, 1);
     kd_awq_opts o;
     kd_awq_opts_init(&o);
-    o.force_ratio = 0.5, o.clip = 0, o.quiet = 1;
+    o.force_ratio = 0.5, o.clip = 0;
     cJSON *rec = cJSON_CreateObject();
     kd_err err;
     assert_int_equal(kd_awq_quantize(&q, tok, B, T, &o, rec, &err), 0);
@@ -155,7 +155,7 @@ static void check_search(int64_t C, int64_t F, const char *format, int group_siz
     int32_t *tok = random_tokens(B * T, 64, 2);
     kd_awq_opts o;
     kd_awq_opts_init(&o);
-    o.format = format, o.group_size = group_size, o.clip = clip, o.quiet = 1;
+    o.format = format, o.group_size = group_size, o.clip = clip;
     cJSON *rec = cJSON_CreateObject();
     kd_err err;
     assert_int_equal(kd_awq_quantize(&q, tok, B, T, &o, rec, &err), 0);
@@ -394,8 +394,8 @@ static void test_gguf_loads_in_llama_cpp(void **state) {
     snprintf(mod, sizeof mod, "%s/tests/node/node_modules/node-llama-cpp/package.json", src);
     if (!kd_file_exists(mod) ||
         kd_test_sh("node -e 'process.exit(+process.versions.node.split(\".\")[0] >= 20 ? 0 : 1)' 2>/dev/null")) {
-        fprintf(stderr, "SKIP llama.cpp check: node >= 20 or %s missing (tools/setup.sh installs them)\n", mod);
-        skip();
+        KD_TEST_MISSING("llama.cpp check: node >= 20 or tests/node/node_modules/node-llama-cpp missing "
+                        "(tools/setup.sh installs them)");
     }
     snprintf(js, sizeof js, "%s.node.json", gguf);
     int rc = kd_test_sh("cd '%s/tests/node' && node load_and_generate.mjs '%s' --prompt 'The robot' --n 8 >'%s'", src,
@@ -451,7 +451,6 @@ static void test_errors(void **state) {
     int32_t *tok = random_tokens(64, 512, 3);
     kd_awq_opts o;
     kd_awq_opts_init(&o);
-    o.quiet = 1;
     kd_err err;
     assert_int_equal(kd_awq_quantize(&m, tok, 2, 32, &o, NULL, &err), -1);
     fprintf(stderr, "expected error: %s\n", err.msg);
@@ -478,5 +477,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_command_records), cmocka_unit_test(test_gguf_loads_in_llama_cpp),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

@@ -109,5 +109,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_sgemm_training_shapes),
         cmocka_unit_test(test_selection_end_to_end),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

@@ -15,22 +15,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/kd_err.h"
 #include "core/kd_file.h"
 #include "core/kd_rng.h"
+#include "core/kd_time.h"
 #include "data/kd_bpe_train.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 
 #define SP          "\xE2\x96\x81"
 #define FORTUNE_DIR "/usr/share/games/fortunes"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static kd_tokenizer *train(const char *const *texts, const size_t *lens, int n, const kd_bpe_opts *o) {
     kd_err err = {{0}};
@@ -507,9 +502,7 @@ static void test_fortunes(void **state) {
     (void)state;
     corpus c = {0};
     if (!load_fortunes(&c)) {
-        printf("[  SKIPPED ] test_fortunes: %s not found (tools/setup.sh installs the 'fortunes' package)\n",
-               FORTUNE_DIR);
-        skip();
+        KD_TEST_MISSING("test_fortunes: " FORTUNE_DIR " not found (tools/setup.sh installs the 'fortunes' package)");
     }
     for (int v = 2048; v <= 4096; v *= 2) {
         kd_bpe_stats st;
@@ -518,10 +511,10 @@ static void test_fortunes(void **state) {
         kd_tokenizer *tok = kd_bpe_train(c.texts, c.lens, c.n, &o, &err);
         if (!tok) fail_msg("%s", err.msg);
         assert_int_equal(kd_tokenizer_n_vocab(tok), v);
-        double t0 = now_s();
+        double t0 = kd_now_s();
         int64_t tokens;
         assert_int_equal(kd_bpe_count_tokens(tok, c.texts, c.lens, c.n, &tokens, &err), 0);
-        double enc = now_s() - t0, bpt = (double)c.bytes / (double)tokens;
+        double enc = kd_now_s() - t0, bpt = (double)c.bytes / (double)tokens;
         fprintf(stderr,
                 "fortunes: %d documents, %.2f MB, vocab %d (%d characters of %d, %d merges): %.3f bytes/token "
                 "(%" PRId64 " tokens; trainer %" PRId64 "); trained in %.2f s, encoded in %.2f s\n",

@@ -23,6 +23,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "data/kd_tokenizer_bpe.h"
+#include "data/kd_tokenizer_load.h"
 #include "kd_test.h"
 #include "format/kd_gguf.h"
 #include "format/kd_gguf_write.h"
@@ -545,10 +546,9 @@ static void test_train_export_llama_cpp(void **state) {
     assert_string_equal(pre, "default");
     kd_gguf_close(g);
     kd_tokenizer_free(tok);
-    if (!have_node()) {
-        fprintf(stderr, "SKIP llama.cpp check: node >= 20 or node-llama-cpp missing (tools/setup.sh installs them)\n");
-        return;
-    }
+    if (!have_node())
+        KD_TEST_MISSING("llama.cpp check: node >= 20 or tests/node/node_modules/node-llama-cpp missing "
+                        "(tools/setup.sh installs them)");
     /* the "smollm" and "default" files load and run in llama.cpp too */
     snprintf(sj, sizeof sj, "%s/strings2.json", tmp);
     write_strings(sj);
@@ -576,5 +576,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_train_export_llama_cpp),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

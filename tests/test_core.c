@@ -174,5 +174,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_atomic_write), cmocka_unit_test(test_err), cmocka_unit_test(test_rng),
         cmocka_unit_test(test_blas_choice),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

@@ -7,7 +7,7 @@
  *                   docs/ (every .md) is a real command and uses only options its
  *                   --help documents (tests/py/check_docs.py);
  *   readme_tour     README's tour, run for real in order on a small teacher
- *                   (aidreams260K from ../shared) by tests/docs_tour.sh;
+ *                   (aidreams260K from tests/data) by tests/docs_tour.sh;
  *   quickstart      README's main job (tools/quickstart.sh) end to end with a few
  *                   training steps: every stage runs and the report has its table,
  *                   pictures and sample; a second run skips every stage.
@@ -34,11 +34,11 @@ static void test_doc_commands(void **state) {
 
 static void test_readme_tour(void **state) {
     (void)state;
-    const char *src = kd_test_env("KD_SOURCE_DIR"), *shared = kd_test_env("KD_SHARED_DIR");
+    const char *src = kd_test_env("KD_SOURCE_DIR"), *shared = kd_test_env("KD_DATA_DIR");
     char path[4096];
     snprintf(path, sizeof path, "%s/models/aidreams260K/aidreams260K.bin", shared);
     FILE *f = fopen(path, "rb");
-    if (!f) skip();   /* ../shared is not there: the tour needs a real teacher */
+    if (!f) KD_TEST_MISSING("README tour: tests/data/models/aidreams260K/aidreams260K.bin missing");
     fclose(f);
     assert_int_equal(kd_test_sh("'%s/tests/docs_tour.sh' '%s' '%s' '%s' '%s/tour'", src, kd_test_env("KD_BIN"), src,
                                 shared, kd_test_tmpdir()),
@@ -63,7 +63,7 @@ static int count_lines(const char *file, const char *const *needles) {
 static void test_quickstart(void **state) {
     (void)state;
     FILE *f = fopen("/usr/share/games/fortunes/fortunes", "r");
-    if (!f) skip();   /* the corpus (Debian's fortunes) is not installed */
+    if (!f) KD_TEST_MISSING("quick start: /usr/share/games/fortunes/fortunes missing (tools/setup.sh installs it)");
     fclose(f);
     const char *src = kd_test_env("KD_SOURCE_DIR"), *tmp = kd_test_tmpdir();
     char out[4096], p[4200];
@@ -101,5 +101,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_readme_tour),
         cmocka_unit_test(test_quickstart),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

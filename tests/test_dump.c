@@ -537,6 +537,21 @@ static void test_cli(void **state) {
     assert_int_equal(kd_test_sh("grep -q 'distribution top-4: topk_ids uint16, topk_logprobs float16' '%s/out.txt'", dir), 0);
     assert_int_equal(kd_test_sh("grep -q 'teacher      numpy-test' '%s/out.txt'", dir), 0);
     assert_int_equal(kd_test_sh("grep -q '^check        ok: 32 positions (2 masked)' '%s/out.txt'", dir), 0);
+    {   /* the mean top-k mass, for choosing kd_mode: the validator's figure, and what it means */
+        char p[1100];
+        snprintf(p, sizeof p, "%s/good.h5", dir);
+        kd_dump_report rep;
+        kd_err err;
+        assert_int_equal(kd_dump_validate(p, &rep, &err), 0);
+        snprintf(p, sizeof p, "%s/out.txt", dir);
+        char *out = kd_read_file(p, NULL, &err), *at = out ? strstr(out, "\ntop-k mass   mean ") : NULL;
+        assert_non_null(at);
+        double mass = atof(at + 19);
+        fprintf(stderr, "kd teacher info: mean top-4 mass %.4f (validator %.6f)\n", mass, rep.mean_topk_mass);
+        assert_true(fabs(mass - rep.mean_topk_mass) <= 5e-5 && mass > 0 && mass < 1);
+        assert_non_null(strstr(at, rep.mean_topk_mass < 0.98 ? "train with kd_mode topk_tail" : "nearly agree"));
+        free(out);
+    }
     assert_int_equal(kd_test_sh("'%s' teacher info '%s/nan.h5' > '%s/out.txt' 2> '%s/err.txt'", kd, dir, dir, dir), 1);
     assert_int_equal(kd_test_sh("grep -q \"INVALID: .*dataset 'topk_logprobs': sequence 2, position 5, slot 1: log-prob "
                                 "is NaN (file offset [0-9]*)\" '%s/err.txt'", dir), 0);

@@ -31,6 +31,7 @@
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 #include "student/kd_checkpoint.h"
 #include "export/kd_export.h"
 #include "format/kd_gguf_write.h"
@@ -65,7 +66,7 @@ static void out_path(char *buf, size_t n, const char *model, const char *preset)
     snprintf(buf, n, "%s/%s_%s.gguf", kd_test_tmpdir(), model, preset);
 }
 
-/* The types aidreams260K (C 64, F 172, tied) must get, by hand from A.10. */
+/* The types aidreams260K (C 64, F 172, tied) must get, by hand from docs/gguf.md#tensor-types-per-preset. */
 static int32_t expect_aidreams(const char *preset, const char *name) {
     if (ends_with(name, "_norm.weight")) return F32;
     if (!strcmp(preset, "f32")) return F32;
@@ -91,7 +92,7 @@ static int32_t expect_synthetic(const char *preset, const char *name) {
 
 static int setup(void **state) {
     (void)state;
-    const char *kd = kd_test_env("KD_BIN"), *sh = kd_test_env("KD_SHARED_DIR"), *tmp = kd_test_tmpdir();
+    const char *kd = kd_test_env("KD_BIN"), *sh = kd_test_env("KD_DATA_DIR"), *tmp = kd_test_tmpdir();
     snprintf(g_ck, sizeof g_ck, "%s/aidreams", tmp);
     snprintf(g_syn, sizeof g_syn, "%s/synthetic", tmp);
     if (kd_test_import_aidreams(g_ck)) return -1;
@@ -320,7 +321,7 @@ static void test_synthetic_kquants(void **state) {
 static void test_f32_matches_llama2c(void **state) {
     (void)state;
     char bin[700], path[800];
-    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
     out_path(path, sizeof path, "aidreams", "f32");
     size_t len;
     char *raw = kd_read_file(bin, &len, NULL);
@@ -420,9 +421,8 @@ static void gguf_py_check(const char *path) {
 static void test_gguf_py(void **state) {
     (void)state;
     if (!g_have_gguf_py) {
-        fprintf(stderr, "SKIP gguf-py check: could not create %s with gguf==0.17.1 (pip could not reach the "
-                "registry?)\n", g_venv_py);
-        skip();
+        KD_TEST_MISSING("gguf-py check: could not create the venv with gguf==0.17.1 (pip could not reach the "
+                        "registry?)");
     }
     char path[800];
     for (int p = 0; p < N_PRESETS; p++) {
@@ -561,8 +561,8 @@ static void test_llama_cpp(void **state) {
     snprintf(mod, sizeof mod, "%s/tests/node/node_modules/node-llama-cpp/package.json", kd_test_env("KD_SOURCE_DIR"));
     if (!kd_file_exists(mod) ||
         kd_test_sh("node -e 'process.exit(+process.versions.node.split(\".\")[0] >= 20 ? 0 : 1)' 2>/dev/null")) {
-        fprintf(stderr, "SKIP llama.cpp check: node >= 20 or %s missing (tools/setup.sh installs them)\n", mod);
-        skip();
+        KD_TEST_MISSING("llama.cpp check: node >= 20 or tests/node/node_modules/node-llama-cpp missing "
+                        "(tools/setup.sh installs them)");
     }
     kd_model m;
     kd_tokenizer *tok;
@@ -754,5 +754,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_llama_cpp), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_writer),           cmocka_unit_test(test_nograd_same_bytes),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

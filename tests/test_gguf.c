@@ -1,6 +1,6 @@
 /*
  * test_gguf.c — the hardened GGUF reader: the Llama-2 vocab GGUF from
- * shared/vocab, a small hand-assembled valid file and one crafted variant per
+ * tests/data/vocab, a small hand-assembled valid file and one crafted variant per
  * rejection rule of the safe-reader checklist (each must fail naming the
  * field), truncation at every length and random byte flips (never a crash),
  * and the tokenizer's reading of tokenizer.ggml.* from crafted files.
@@ -14,6 +14,7 @@
 #include "core/kd_err.h"
 #include "core/kd_rng.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 #include "format/kd_gguf.h"
 
 /* ---- a byte buffer to assemble files ------------------------------------------ */
@@ -395,7 +396,7 @@ static void test_random_flips(void **state) {
 static void test_vocab_gguf(void **state) {
     (void)state;
     char path[4096];
-    snprintf(path, sizeof path, "%s/vocab/ggml-vocab-llama-spm.gguf", kd_test_env("KD_SHARED_DIR"));
+    snprintf(path, sizeof path, "%s/vocab/ggml-vocab-llama-spm.gguf", kd_test_env("KD_DATA_DIR"));
     kd_err err = {{0}};
     kd_gguf *g = kd_gguf_open(path, &err);
     if (!g) fail_msg("%s", err.msg);

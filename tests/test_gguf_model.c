@@ -19,7 +19,7 @@
 
 static void test_roundtrip(void **state) {
     (void)state;
-    const char *tmp = kd_test_tmpdir(), *kd = kd_test_env("KD_BIN"), *shared = kd_test_env("KD_SHARED_DIR");
+    const char *tmp = kd_test_tmpdir(), *kd = kd_test_env("KD_BIN"), *shared = kd_test_env("KD_DATA_DIR");
     assert_int_equal(kd_test_sh("'%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' --tokenizer "
                                 "'%s/models/aidreams260K/tok512.bin' --out '%s/ck' >/dev/null && "
                                 "'%s' export --model '%s/ck' --type f32 --out '%s/f32.gguf' 2>/dev/null && "
@@ -103,7 +103,7 @@ static void test_errors(void **state) {
     kd_model m;
     kd_err err;
     char v[600];
-    snprintf(v, sizeof v, "%s/vocab/ggml-vocab-llama-spm.gguf", kd_test_env("KD_SHARED_DIR"));
+    snprintf(v, sizeof v, "%s/vocab/ggml-vocab-llama-spm.gguf", kd_test_env("KD_DATA_DIR"));
     assert_int_equal(kd_model_load_gguf(&m, v, NULL, &err), -1);
     assert_non_null(strstr(err.msg, "ggml-vocab-llama-spm.gguf"));
 }
@@ -112,5 +112,5 @@ int main(int argc, char **argv) {
     kd_test_init(argc, argv);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_gguf_teacher),
                                        cmocka_unit_test(test_errors)};
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

@@ -9,7 +9,9 @@
  *               GGUF export) against the training forward kd_model_logits, batched,
  *               token by token and in mixed chunks; the same on a GQA +
  *               sliding-window config (checkpoint only: GGUF llama has no window),
- *               whose window is checked to matter;
+ *               whose window is checked to matter; several sequences in lockstep
+ *               (kd_infer_eval_seqs, the sampler of kd teacher dump --generate) against
+ *               the batched training forward, with 3 (dot kernels) and 5 (sgemm) rows;
  *   quantized   every preset of aidreams260K and of a 256-wide synthetic model (so
  *               that Q4_K and Q6_K are really used) against the F32 engine on the
  *               dequantized weights, and every kernel path against the scalar one;
@@ -59,7 +61,7 @@ static void sharpen(kd_model *m, float s) {
 
 static int setup(void **state) {
     (void)state;
-    const char *sh = kd_test_env("KD_SHARED_DIR"), *tmp = kd_test_tmpdir();
+    const char *sh = kd_test_env("KD_DATA_DIR"), *tmp = kd_test_tmpdir();
     snprintf(g_aid, sizeof g_aid, "%s/aidreams", tmp);
     snprintf(g_syn, sizeof g_syn, "%s/synthetic", tmp);
     snprintf(g_swa, sizeof g_swa, "%s/swa", tmp);
@@ -327,6 +329,54 @@ static void test_parity_gqa_swa(void **state) {
     free(a), free(b);
     kd_infer_close(e);
     kd_model_free(&m);
+}
+
+/* n_seq sequences of n tokens stepped together through kd_infer_eval_seqs against
+ * kd_model_logits on the batch [n_seq, n]; each sequence its own tokens. */
+static void check_parity_seqs(const char *ck, int64_t S, int64_t n) {
+    kd_err err;
+    kd_model m;
+    assert_int_equal(kd_checkpoint_load(&m, ck, &err), 0);
+    kd_infer_opts o;
+    kd_infer_opts_init(&o);
+    o.n_ctx = n;
+    o.n_seq = S;
+    kd_infer *e = kd_infer_from_model(&m, &o, &err);
+    assert_non_null(e);
+    const int64_t V = e->V;
+    int32_t *t = malloc((size_t)(S * n) * sizeof *t), cur[8];
+    for (int64_t s = 0; s < S; s++)
+        for (int64_t i = 0; i < n; i++) t[s * n + i] = (int32_t)((i * (101 + 6 * s) + 1 + s) % V);
+    kd_graph g;
+    assert_int_equal(kd_graph_init(&g, 0, &err), 0);
+    g.no_grad = 1;
+    kd_tensor *ref = kd_model_logits(&g, &m, t, S, n);   /* [S, n, V] */
+    float *step = malloc((size_t)(S * V) * sizeof *step), *out = malloc((size_t)(S * n * V) * sizeof *out);
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t s = 0; s < S; s++) cur[s] = t[s * n + i];
+        assert_int_equal(kd_infer_eval_seqs(e, cur, S, step, &err), 0);
+        for (int64_t s = 0; s < S; s++) memcpy(out + (s * n + i) * V, step + s * V, (size_t)V * sizeof *out);
+    }
+    double r = rel_err(out, ref->data, S * n * V);
+    fprintf(stderr, "parity %-18s %lld sequences in lockstep: %.2e relative\n", strrchr(ck, '/') + 1, (long long)S, r);
+    assert_true(r <= 1e-4);
+    /* the cache is full; more sequences than the engine holds are refused */
+    assert_int_equal(kd_infer_eval_seqs(e, cur, S, step, &err), -1);
+    assert_non_null(strstr(err.msg, "context full"));
+    kd_infer_reset(e);
+    assert_int_equal(kd_infer_eval_seqs(e, cur, S + 1, step, &err), -1);
+    assert_non_null(strstr(err.msg, "n_seq"));
+    free(step), free(out), free(t);
+    kd_graph_free(&g);
+    kd_infer_close(e);
+    kd_model_free(&m);
+}
+
+static void test_parity_seqs(void **state) {
+    (void)state;
+    check_parity_seqs(g_aid, 5, 100);
+    check_parity_seqs(g_aid, 3, 100);
+    check_parity_seqs(g_swa, 5, 160);   /* GQA, 2.5 windows of 64 */
 }
 
 /* ---- quantized weights: the kernels are exact ---------------------------------------- */
@@ -748,9 +798,10 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels),         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_parity_aidreams), cmocka_unit_test(test_parity_gqa_swa),
+        cmocka_unit_test(test_parity_seqs),
         cmocka_unit_test(test_quantized_exact), cmocka_unit_test(test_llama_cpp),
         cmocka_unit_test(test_eval),            cmocka_unit_test(test_run_and_logits),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

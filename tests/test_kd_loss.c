@@ -575,5 +575,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_self_teacher),     cmocka_unit_test(test_arena_bounded),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

@@ -501,5 +501,5 @@ static const struct CMUnitTest tests[] = {
 
 int main(int argc, char **argv) {
     kd_test_init(argc, argv);
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

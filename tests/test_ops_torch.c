@@ -174,5 +174,5 @@ static void test_ops_vs_torch(void **state) {
 int main(int argc, char **argv) {
     kd_test_init(argc, argv);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_ops_vs_torch)};
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

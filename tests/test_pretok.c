@@ -25,6 +25,7 @@
 #include "data/kd_pretok.h"
 #include "data/kd_tokenizer.h"
 #include "data/kd_tokenizer_bpe.h"
+#include "data/kd_tokenizer_load.h"
 
 #define SEP "\n__ggml_vocab_test__\n"
 
@@ -36,8 +37,8 @@ static const char *const OFFICIAL[] = {"gpt-2", "llama-bpe", "qwen2", "qwen35", 
 static const char *unxz(const char *rel, char *out, size_t n) {
     snprintf(out, n, "%s/%s", kd_test_tmpdir(), rel);
     if (kd_test_sh("'%s' -c \"import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())\" "
-                   "'%s/tests/data/vocab/%s.xz' '%s'",
-                   kd_test_env("KD_PYTHON"), kd_test_env("KD_SOURCE_DIR"), rel, out))
+                   "'%s/vocab/%s.xz' '%s'",
+                   kd_test_env("KD_PYTHON"), kd_test_env("KD_DATA_DIR"), rel, out))
         fail_msg("cannot decompress tests/data/vocab/%s.xz", rel);
     return out;
 }
@@ -45,7 +46,7 @@ static const char *unxz(const char *rel, char *out, size_t n) {
 static char *read_fixture(const char *rel, size_t *n) {
     char path[4096];
     kd_err err = {{0}};
-    snprintf(path, sizeof path, "%s/tests/data/vocab/%s", kd_test_env("KD_SOURCE_DIR"), rel);
+    snprintf(path, sizeof path, "%s/vocab/%s", kd_test_env("KD_DATA_DIR"), rel);
     char *s = kd_read_file(path, n, &err);
     if (!s) fail_msg("%s", err.msg);
     return s;

@@ -224,7 +224,7 @@ static void check_shard_files(const char *run, const char *unsharded_run, int64_
 
 static void test_mpi_fp32(void **state) {
     (void)state;
-    if (!have_mpirun()) skip();
+    if (!have_mpirun()) KD_TEST_MISSING("mpirun not found (tools/setup.sh installs openmpi-bin)");
     /* 4 AdamW steps at lr 1e-3, 2 ranks sharded vs 1 rank (the bound of the unsharded test: float-order noise) */
     assert_int_equal(train(1, "one4", "--set steps=4 --set lr=1e-3"), 0);
     assert_int_equal(train(2, "s4", "--set steps=4 --set lr=1e-3"), 0);
@@ -248,7 +248,7 @@ static void test_mpi_fp32(void **state) {
 
 static void test_mpi_lean(void **state) {
     (void)state;
-    if (!have_mpirun()) skip();
+    if (!have_mpirun()) KD_TEST_MISSING("mpirun not found (tools/setup.sh installs openmpi-bin)");
     /* default lean (BF16 + stochastic rounding): within test_lean.c's 2-rank bounds */
     assert_int_equal(train(1, "l1", "--set memory_mode=lean"), 0);
     assert_int_equal(train(2, "ls", "--set memory_mode=lean"), 0);
@@ -316,7 +316,7 @@ static void resume_case(const char *whole, const char *cut, const char *sets) {
 
 static void test_resume_sharded(void **state) {
     (void)state;
-    if (!have_mpirun()) skip();
+    if (!have_mpirun()) KD_TEST_MISSING("mpirun not found (tools/setup.sh installs openmpi-bin)");
     resume_case("s12", "sr", "");                            /* fp32 (s12: test_mpi_fp32) */
     resume_case("ls", "lsr", "--set memory_mode=lean");      /* lean (ls: test_mpi_lean) */
     /* a whole (1-rank) state cannot be split by a sharded 2-rank run */
@@ -392,5 +392,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_mpi_lean),         cmocka_unit_test(test_resume_sharded),
         cmocka_unit_test(test_plan_ranks),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

@@ -137,11 +137,25 @@ static void test_parity_gqa_window(void **state) {
     parity("gqa_window", &c, 2, 80);       /* T > one attention query block (64) */
 }
 
+/* Llama 3.1 RoPE scaling (and linear) through forward and backward: llama_ref.py
+ * computes the frequencies from config.json as transformers does. */
+static void test_parity_rope_scaled(void **state) {
+    (void)state;
+    kd_config c;
+    make_config(&c, 64, 128, 2, 2, 1, 80, 0, 0);   /* head dim 32: several dims in each llama3 band */
+    c.rope_type = KD_ROPE_TYPE_LLAMA3, c.rope_factor = 8.0, c.rope_low_freq_factor = 1.0;
+    c.rope_high_freq_factor = 8.0, c.rope_original_max_position_embeddings = 256;
+    parity("rope_llama3", &c, 2, 40);
+    make_config(&c, 64, 128, 2, 4, 2, 80, 0, 1);
+    c.rope_type = KD_ROPE_TYPE_LINEAR, c.rope_factor = 3.0;
+    parity("rope_linear", &c, 2, 24);
+}
+
 /* The imported aidreams260K against llama2.c's forward on the original file. */
 static void test_llama2c_import(void **state) {
     (void)state;
     char bin[600], out[700], dir[700];
-    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
     snprintf(out, sizeof out, "%s/l2c_ref.f32", kd_test_tmpdir());
     snprintf(dir, sizeof dir, "%s/aidreams", kd_test_tmpdir());
     const char *toks = "1 403 407 261 378 280 30 432 360 271 311 292 46 13 1 82 29 290 7 511 2 3 100 200";
@@ -174,7 +188,7 @@ static void test_llama2c_import(void **state) {
 
 static void test_rope_permutation(void **state) {
     (void)state;
-    /* rows of one head (D = 8): pairs → half and back is the identity; the map is A.9's */
+    /* rows of one head (D = 8): pairs → half and back is the identity; the map is docs/gguf.md's (RoPE layout of q and k) */
     float w[8 * 2], orig[8 * 2];
     for (int i = 0; i < 16; i++) w[i] = orig[i] = (float)i;
     kd_rope_permute_rows(w, 1, 8, 2, 1);
@@ -377,7 +391,7 @@ static void test_nograd_load(void **state) {
 
     /* llama2.c import for inference: no gradients, same weights */
     char bin[600];
-    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
     kd_model l0, l1;
     assert_int_equal(kd_llama2c_load(&l0, bin, &err), 0);
     assert_int_equal(kd_llama2c_load_flags(&l1, bin, KD_MODEL_NO_GRAD, &err), 0);
@@ -425,7 +439,7 @@ static void test_config_errors(void **state) {
 static void test_llama2c_errors(void **state) {
     (void)state;
     char bin[600], cut[700];
-    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(bin, sizeof bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
     snprintf(cut, sizeof cut, "%s/cut.bin", kd_test_tmpdir());
     size_t len;
     char *bytes = kd_read_file(bin, &len, NULL);
@@ -454,9 +468,10 @@ int main(int argc, char **argv) {
     kd_test_init(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_tiny),       cmocka_unit_test(test_parity_gqa_window),
+        cmocka_unit_test(test_parity_rope_scaled),
         cmocka_unit_test(test_llama2c_import),    cmocka_unit_test(test_rope_permutation),
         cmocka_unit_test(test_checkpoint_roundtrip), cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_llama2c_errors),    cmocka_unit_test(test_nograd_load),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

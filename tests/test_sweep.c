@@ -5,7 +5,8 @@
  * best.txt), a point interrupted with `kd train --stop-after` that the sweep
  * resumes instead of restarting, a second run of the same command that skips
  * every point and leaves results.csv unchanged, a missing gnuplot, a one-key
- * sweep (line chart), a failing point, and clear errors for bad grids.
+ * sweep (line chart), a failing point, clear errors for bad grids, and a
+ * sweep over the divergence ranked by the evaluation `kd eval` reports.
  */
 #include "kd_test.h"
 
@@ -13,9 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/kd_file.h"
+#include "core/kd_time.h"
 #include "train/kd_sweep.h"
 
 static char g_dir[600];   /* teacher, dumps and run.json */
@@ -32,7 +33,7 @@ static char *slurp(const char *fmt, const char *a, const char *b) {
 
 static int group_setup(void **state) {
     (void)state;
-    const char *kd = kd_test_env("KD_BIN"), *m = kd_test_env("KD_SHARED_DIR");
+    const char *kd = kd_test_env("KD_BIN"), *m = kd_test_env("KD_DATA_DIR");
     snprintf(g_dir, sizeof g_dir, "%s/data", kd_test_tmpdir());
     if (kd_test_sh("mkdir -p '%s' && cd '%s' && '%s' import llama2c --model '%s/models/aidreams260K/aidreams260K.bin' "
                    "--tokenizer '%s/models/aidreams260K/tok512.bin' --out T >/dev/null && "
@@ -139,12 +140,6 @@ static void expect_png(const char *sweep, const char *name) {
     free(s);
 }
 
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void test_sweep(void **state) {
     (void)state;
     const char *kd = kd_test_env("KD_BIN");
@@ -212,9 +207,9 @@ static void test_sweep(void **state) {
 
     /* the same command again: every point is skipped, the results do not change */
     char *csv1 = slurp("%s/%s", sweep, "results.csv");
-    double t0 = seconds();
+    double t0 = kd_now_s();
     assert_int_equal(kd_test_sh("OMP_NUM_THREADS=2 %s 2> '%s.log2'", sweep_cmd, sweep), 0);
-    double dt = seconds() - t0;
+    double dt = kd_now_s() - t0;
     fprintf(stderr, "second run: %.2f s\n", dt);
     assert_true(dt < 20);
     assert_int_equal(kd_test_sh("grep -q '4 finished, 0 to resume, 0 to train' '%s.log2'", sweep), 0);
@@ -259,6 +254,47 @@ static void test_one_key_and_failures(void **state) {
                                 "grep -q '^16,,,,,,0,failed,runs/seq_len-16$' '%s/results.csv'", sweep, sweep), 0);
 }
 
+/* A sweep over the training divergence ranks on the documented metric: each row's kl is what
+ * `kd eval` (forward KL(teacher ‖ student) at T = 1) reports for that point's final checkpoint,
+ * not the divergence the point was trained with, and the best row has the lowest. */
+static void test_divergence_sweep(void **state) {
+    (void)state;
+    const char *kd = kd_test_env("KD_BIN");
+    char sweep[700];
+    snprintf(sweep, sizeof sweep, "%s/div", kd_test_tmpdir());
+    assert_int_equal(kd_test_sh("OMP_NUM_THREADS=2 '%s' sweep --config '%s/run.json' --grid divergence=forward,reverse "
+                                "--set alpha=1 --set steps=6 --set eval_every=3 --out '%s' --jobs 2 --metric kl --quiet",
+                                kd, g_dir, sweep), 0);
+    char *csv = slurp("%s/%s", sweep, "results.csv");
+    char *line = strtok(csv, "\n");
+    assert_string_equal(line, "divergence,ce,ppl,kl,top1,tokens_per_s,best,status,run");
+    double kl[2], ref[2];
+    int best[2], n = 0;
+    while ((line = strtok(NULL, "\n")) && n < 2) {
+        char div[16], run[128], out[1000];
+        double ce, ppl, top1, tps;
+        assert_int_equal(sscanf(line, "%15[^,],%lf,%lf,%lf,%lf,%lf,%d,ok,%127s", div, &ce, &ppl, &kl[n], &top1, &tps,
+                                &best[n], run), 8);
+        assert_string_equal(div, n ? "reverse" : "forward");
+        snprintf(out, sizeof out, "%s/%s/kd_eval.json", sweep, run);
+        assert_int_equal(kd_test_sh("'%s' eval --model '%s/%s/final' --data '%s/val.h5' > '%s'", kd, sweep, run, g_dir,
+                                    out), 0);
+        char *ev = kd_read_file(out, NULL, NULL);
+        assert_non_null(ev);
+        char *at = strstr(ev, "\"kl\":");
+        assert_non_null(at);
+        ref[n] = atof(at + 5);
+        free(ev);
+        fprintf(stderr, "%s: results.csv kl %.6g, kd eval kl %.9g, best %d\n", div, kl[n], ref[n], best[n]);
+        assert_true(fabs(kl[n] - ref[n]) <= 1e-5 * ref[n]);   /* %.6g in the table */
+        n++;
+    }
+    free(csv);
+    assert_int_equal(n, 2);
+    assert_int_equal(best[0] + best[1], 1);
+    assert_int_equal(best[1], ref[1] < ref[0]);
+}
+
 static void expect_cli_error(const char *args, int status, const char *msg) {
     char out[700];
     snprintf(out, sizeof out, "%s/bad", kd_test_tmpdir());
@@ -290,6 +326,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bad_grids),
         cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_one_key_and_failures),
+        cmocka_unit_test(test_divergence_sweep),
     };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return KD_RUN_GROUP(tests, group_setup, NULL);
 }

@@ -1,6 +1,6 @@
 /*
  * test_teacher_dump.c — `kd teacher dump` (teacher/kd_teacher_dump.h) on the
- * real teacher ../shared/models/aidreams260K, through the command line:
+ * real teacher tests/data/models/aidreams260K, through the command line:
  *   - text mode: a few documents separated by "\n%\n" dumped as top-16 float16,
  *     top-16 float32 and full float32 logits, plus a --val-out split; Python
  *     (tests/py/teacher_dump_check.py) recomputes every stored sequence with
@@ -60,8 +60,8 @@ static const char TEXT[] =
 static void setup_once(void) {
     if (g_dir[0]) return;
     snprintf(g_dir, sizeof g_dir, "%s", kd_test_tmpdir());
-    snprintf(g_bin, sizeof g_bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_SHARED_DIR"));
-    snprintf(g_tok, sizeof g_tok, "%s/models/aidreams260K/tok512.bin", kd_test_env("KD_SHARED_DIR"));
+    snprintf(g_bin, sizeof g_bin, "%s/models/aidreams260K/aidreams260K.bin", kd_test_env("KD_DATA_DIR"));
+    snprintf(g_tok, sizeof g_tok, "%s/models/aidreams260K/tok512.bin", kd_test_env("KD_DATA_DIR"));
     char path[1000];
     kd_err err;
     snprintf(path, sizeof path, "%s/text.txt", g_dir);
@@ -397,6 +397,15 @@ static void test_threads(void **state) {
     assert_int_equal(kd("OMP_NUM_THREADS=1", "%s --out tg1.h5", g), 0);
     assert_int_equal(kd(two, "%s --out tg2.h5", g), 0);
     assert_true(same_dump("tg1.h5", "tg2.h5", 1));
+    /* OpenBLAS's AVX2 kernels (Zen, Haswell) give thread-count-dependent threaded products;
+     * kd's tiled products (core/kd_linalg.h) must not. Forced here so any AVX2 CPU checks it. */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        assert_int_equal(kd("OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell KD_ISA=avx2",
+                            TEXT_ARGS(SEP_F) " --topk 16 --quiet --out hw1.h5"), 0);
+        assert_int_equal(kd("OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE=Haswell KD_ISA=avx2",
+                            TEXT_ARGS(SEP_F) " --topk 16 --quiet --out hw2.h5"), 0);
+        assert_true(same_dump("hw1.h5", "hw2.h5", 1));
+    }
 }
 
 int main(int argc, char **argv) {
@@ -405,5 +414,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_text),   cmocka_unit_test(test_generate), cmocka_unit_test(test_resume),
         cmocka_unit_test(test_errors), cmocka_unit_test(test_threads),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /*
  * test_tokenizer.c — the SPM tokenizer: llama.cpp's test vectors for the
- * Llama-2 vocabulary (shared/vocab), decode round trips, the aidreams llama2.c
+ * Llama-2 vocabulary (tests/data/vocab), decode round trips, the aidreams llama2.c
  * tokenizer against a Python llama2.c reference (tests/py/tok_ref.py), the
  * llama2.c writer, hand-built vocabularies for the edge cases, and truncated
  * tokenizer.bin files.
@@ -16,11 +16,12 @@
 #include "core/kd_file.h"
 #include "core/kd_rng.h"
 #include "data/kd_tokenizer.h"
+#include "data/kd_tokenizer_load.h"
 
 #define SEP "\n__ggml_vocab_test__\n"
 
 static char *shared_path(char *buf, size_t n, const char *rel) {
-    snprintf(buf, n, "%s/%s", kd_test_env("KD_SHARED_DIR"), rel);
+    snprintf(buf, n, "%s/%s", kd_test_env("KD_DATA_DIR"), rel);
     return buf;
 }
 

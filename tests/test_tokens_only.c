@@ -513,7 +513,7 @@ static char g_dir[512], g_tok[600];
 static void setup_once(void) {
     if (g_dir[0]) return;
     snprintf(g_dir, sizeof g_dir, "%s", kd_test_tmpdir());
-    const char *shared = kd_test_env("KD_SHARED_DIR");
+    const char *shared = kd_test_env("KD_DATA_DIR");
     snprintf(g_tok, sizeof g_tok, "%s/models/aidreams260K/tok512.bin", shared);
     char path[1000];
     kd_err err;
@@ -742,5 +742,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_h5py_writes), cmocka_unit_test(test_kd_writes), cmocka_unit_test(test_loader),
         cmocka_unit_test(test_cli_dump),    cmocka_unit_test(test_train),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return KD_RUN_GROUP(tests, NULL, NULL);
 }

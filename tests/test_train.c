@@ -3,8 +3,11 @@
  * (aidreams260K sampling its own sequences): learning happens, the same seed
  * gives the same weights, N steps + resume + N steps equals 2N steps bit for
  * bit, 2 MPI ranks equal 1 rank on the same global batch (≤ 1e-5), a NaN loss
- * stops the run naming the step with the last checkpoint intact, and bad
- * configs are refused with the key named.
+ * stops the run naming the step with the last checkpoint intact, bad
+ * configs are refused with the key named, and the evaluation does not depend
+ * on the loss: final_eval.json equals `kd eval` on final/ for forward/reverse x
+ * topk_tail/topk_zero runs, and an independent PyTorch evaluation
+ * (tests/py/eval_ref.py).
  */
 #include "kd_test.h"
 
@@ -14,6 +17,7 @@
 #include <string.h>
 
 #include "core/kd_file.h"
+#include "core/kd_json.h"
 #include "student/kd_checkpoint.h"
 
 static char g_dir[600];
@@ -35,9 +39,15 @@ static int train(const char *env, const char *out, const char *extra) {
 static void test_learns_and_is_deterministic(void **state) {
     (void)state;
     assert_int_equal(train("", "a", ""), 0);
-    assert_int_equal(train("", "b", ""), 0);
-    /* same seed, same threads: identical files */
+    assert_int_equal(train("OMP_NUM_THREADS=2", "b", ""), 0);
+    /* same seed, 1 vs 2 threads: identical files (core/kd_linalg.h) */
     assert_int_equal(kd_test_sh("cmp -s '%s/a/final/model.safetensors' '%s/b/final/model.safetensors'", g_dir, g_dir), 0);
+    /* and so on OpenBLAS's AVX2 kernels, whose threaded products differ by thread count */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        assert_int_equal(train("OPENBLAS_CORETYPE=Haswell KD_ISA=avx2", "h1", ""), 0);
+        assert_int_equal(train("OPENBLAS_CORETYPE=Haswell KD_ISA=avx2 OMP_NUM_THREADS=2", "h2", ""), 0);
+        assert_int_equal(kd_test_sh("cmp -s '%s/h1/final/model.safetensors' '%s/h2/final/model.safetensors'", g_dir, g_dir), 0);
+    }
     /* the final evaluation has the kd eval keys and improved on the first evaluation */
     double ce = kd_test_json_number(g_dir, "a/final_eval.json", "ce");
     double ppl = kd_test_json_number(g_dir, "a/final_eval.json", "ppl");
@@ -152,6 +162,104 @@ static void expect_fail(const char *sets, const char *needle) {
     free(msg);
 }
 
+/* One evaluation whatever the loss: final_eval.json equals `kd eval` on final/ for every key, in
+ * every divergence x kd_mode (the evaluation used to copy the run's loss options, so a reverse or
+ * topk_zero run reported another "kl"), the eval lines of metrics.jsonl carry the same keys, step
+ * lines report the training divergence under its own key, and an independent PyTorch evaluation
+ * written from docs/training.md gives the same numbers. */
+static int same_number(double a, double b, double rtol) { return fabs(a - b) <= rtol * fmax(1.0, fabs(b)); }
+
+static double jnum(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    assert_true(cJSON_IsNumber(v));
+    return v->valuedouble;
+}
+
+static void test_eval_is_independent_of_the_loss(void **state) {
+    (void)state;
+    static const char *const modes[][3] = {{"forward", "topk_tail", "ev-fwd-tail"},
+                                           {"reverse", "topk_tail", "ev-rev-tail"},
+                                           {"forward", "topk_zero", "ev-fwd-zero"}};
+    kd_err err;
+    for (int m = 0; m < 3; m++) {
+        char extra[300], p[900];
+        snprintf(extra, sizeof extra, "--set steps=4 --set eval_every=2 --set divergence=%s --set kd_mode=%s",
+                 modes[m][0], modes[m][1]);
+        assert_int_equal(train("", modes[m][2], extra), 0);
+        assert_int_equal(kd_test_sh("env OMP_NUM_THREADS=1 '%s' eval --model '%s/%s/final' --data '%s/val.h5' "
+                                    "> '%s/%s/kd_eval.json'", kd(), g_dir, modes[m][2], g_dir, g_dir, modes[m][2]), 0);
+        snprintf(p, sizeof p, "%s/%s/final_eval.json", g_dir, modes[m][2]);
+        cJSON *fin = kd_json_load(p, &err);
+        snprintf(p, sizeof p, "%s/%s/kd_eval.json", g_dir, modes[m][2]);
+        cJSON *ev = kd_json_load(p, &err);
+        assert_non_null(fin);
+        assert_non_null(ev);
+        fprintf(stderr, "%s %s: final_eval.json / kd eval:", modes[m][0], modes[m][1]);
+        int n_keys = 0;
+        double worst = 0;
+        for (const cJSON *f = fin->child; f; f = f->next, n_keys++) {
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(ev, f->string);
+            assert_non_null(e);
+            assert_true(cJSON_IsNumber(f) && cJSON_IsNumber(e));
+            fprintf(stderr, " %s %.7g / %.7g", f->string, f->valuedouble, e->valuedouble);
+            worst = fmax(worst, fabs(f->valuedouble - e->valuedouble) / fmax(1.0, fabs(e->valuedouble)));
+            if (!strcmp(f->string, "tokens"))
+                assert_true(f->valuedouble == e->valuedouble && f->valuedouble > 0);
+            else if (!strcmp(f->string, "top1"))   /* an argmax may flip on float rounding: one position */
+                assert_true(fabs(f->valuedouble - e->valuedouble) * jnum(fin, "tokens") <= 1 + 1e-9);
+            else   /* the training forward (batch of 8) vs the inference engine (one sequence) */
+                assert_true(same_number(f->valuedouble, e->valuedouble, 1e-6));
+        }
+        fprintf(stderr, "; max difference %.1e\n", worst);
+        assert_int_equal(n_keys, 5);                          /* ppl, ce, kl, top1, tokens */
+        assert_int_equal(cJSON_GetArraySize(ev), n_keys + 1); /* + model */
+        /* metrics.jsonl: the eval line has the same keys; step lines name the training divergence */
+        snprintf(p, sizeof p, "%s/%s/metrics.jsonl", g_dir, modes[m][2]);
+        char *s = kd_read_file(p, NULL, NULL);
+        assert_non_null(s);
+        assert_non_null(strstr(s, "\"eval\":{\"ppl\":"));
+        assert_non_null(strstr(s, "\"train_divergence\":"));
+        for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
+            cJSON *o = cJSON_Parse(line);
+            assert_non_null(o);
+            const cJSON *e = cJSON_GetObjectItem(o, "eval");
+            if (!e) e = cJSON_GetObjectItem(o, "final_eval");
+            if (e) {
+                assert_int_equal(cJSON_GetArraySize(e), n_keys);
+                for (const cJSON *f = fin->child; f; f = f->next) assert_non_null(cJSON_GetObjectItem(e, f->string));
+            } else {
+                assert_null(cJSON_GetObjectItem(o, "kl"));
+            }
+            cJSON_Delete(o);
+        }
+        free(s);
+        if (m == 1) {   /* the reverse run: checked against an independent evaluation */
+            snprintf(p, sizeof p, "%s/%s/eval_ref.json", g_dir, modes[m][2]);
+            assert_int_equal(kd_test_python("eval_ref.py", "'%s/%s/final' '%s/val.h5' '%s'", g_dir, modes[m][2], g_dir, p), 0);
+            cJSON *ref = kd_json_load(p, &err);
+            assert_non_null(ref);
+            fprintf(stderr, "PyTorch reference (float64):");
+            double worst_ref = 0;
+            for (const cJSON *r = ref->child; r; r = r->next) {
+                const cJSON *f = cJSON_GetObjectItem(fin, r->string);
+                assert_non_null(f);
+                fprintf(stderr, " %s %.7g", r->string, r->valuedouble);
+                worst_ref = fmax(worst_ref, fabs(f->valuedouble - r->valuedouble) / fmax(1.0, fabs(r->valuedouble)));
+                if (!strcmp(r->string, "top1"))
+                    assert_true(fabs(f->valuedouble - r->valuedouble) * jnum(fin, "tokens") <= 1 + 1e-9);
+                else
+                    assert_true(same_number(f->valuedouble, r->valuedouble, 1e-6));
+            }
+            fprintf(stderr, "; max difference to final_eval.json %.1e\n", worst_ref);
+            cJSON_Delete(ref);
+        }
+        cJSON_Delete(fin);
+        cJSON_Delete(ev);
+    }
+    /* reverse KL against a top-k teacher without its tail is infinite: refused before training */
+    expect_fail("--set divergence=reverse --set kd_mode=topk_zero", "reverse KL is undefined with teacher mode topk_zero");
+}
+
 static void test_bad_configs(void **state) {
     (void)state;
     expect_fail("--set alpah=0.5", "unknown key 'alpah'");
@@ -181,6 +289,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_mpi_two_ranks),
         cmocka_unit_test(test_nan_stops),
         cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_eval_is_independent_of_the_loss),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return KD_RUN_GROUP(tests, setup, NULL);
 }

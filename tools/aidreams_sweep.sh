@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # tools/aidreams_sweep.sh [OUT_DIR] — the α × T sweep recorded in
-# docs/results-aidreams.md: distil the real aidreams260K teacher (../shared)
+# docs/results-aidreams.md: distil the real aidreams260K teacher (tests/data)
 # into a student with ~¼ of its parameters, on the teacher's own samples.
 # About 10 minutes on 2 cores (the dump ~3 min, 15 runs ~6 min with 2 jobs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 kd=${KD:-$here/build/kd}
-shared=${KD_SHARED_DIR:-$here/../shared}
+shared=${KD_DATA_DIR:-$here/../tests/data}
 out=${1:-aidreams-sweep}
 mkdir -p "$out"
 cd "$out"

@@ -2,11 +2,11 @@
 # awq_proof.sh — reproduce the AWQ table of docs/quantization.md end to end.
 #
 #   tools/awq_proof.sh [WORK_DIR]        (default /tmp/kd-awq-proof)
-#   environment: KD (the kd binary, default build/kd), KD_SHARED_DIR (default ../shared),
+#   environment: KD (the kd binary, default build/kd), KD_DATA_DIR (default tests/data),
 #                STEPS (student training steps, 800), N_GEN (teacher samples, 6000)
 #
 # 1. Imports aidreams260K, a real llama2.c model trained to convergence on real
-#    text (../shared/models), as the teacher.
+#    text (tests/data/models), as the teacher.
 # 2. Dumps N_GEN of its own samples (64 positions, top-32); 10% go to val.h5,
 #    which nothing below trains or calibrates on.
 # 3. Distills a 3.5M student (hidden 256, intermediate 768, 4 layers, 4 heads,
@@ -28,7 +28,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 KD="${KD:-$here/build/kd}"
-SHARED="${KD_SHARED_DIR:-$here/../shared}"
+SHARED="${KD_DATA_DIR:-$here/../tests/data}"
 STEPS="${STEPS:-800}"
 N_GEN="${N_GEN:-6000}"
 W="${1:-/tmp/kd-awq-proof}"

@@ -27,7 +27,7 @@
 #   5. The report: predicted vs measured peak RSS, s/step, tokens/s.
 #
 # usage: tools/scale_3b.sh [WORK_DIR]      (default: a new /tmp/kd-scale3b.XXXXXX)
-# env:   KD (the kd program, default build/kd), KD_SHARED_DIR (../shared), STUDENT (a
+# env:   KD (the kd program, default build/kd), KD_DATA_DIR (tests/data), STUDENT (a
 #        config with vocab 128256 instead of student-3b.json, for a quick rehearsal),
 #        STEPS (3), TOPK (64), LEAN_CLIP (previous | exact), KEEP=1 keeps WORK_DIR
 # needs: ~17 GiB of free memory, ~40 GB of disk in WORK_DIR, and time (hours of
@@ -36,7 +36,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KD=${KD:-$ROOT/build/kd}
-SHARED=${KD_SHARED_DIR:-$ROOT/../shared}
+SHARED=${KD_DATA_DIR:-$ROOT/tests/data}
 STUDENT=${STUDENT:-$ROOT/configs/student-3b.json}
 STEPS=${STEPS:-3}
 TOPK=${TOPK:-64}
@@ -44,7 +44,7 @@ LEAN_CLIP=${LEAN_CLIP:-previous}
 WORK=${1:-$(mktemp -d /tmp/kd-scale3b.XXXXXX)}
 TOK=$SHARED/models/aidreams260K/tok512.bin
 [ -x "$KD" ] || { echo "scale_3b: $KD is not built (cmake --build build)" >&2; exit 1; }
-[ -f "$TOK" ] || { echo "scale_3b: $TOK not found (set KD_SHARED_DIR)" >&2; exit 1; }
+[ -f "$TOK" ] || { echo "scale_3b: $TOK not found (set KD_DATA_DIR)" >&2; exit 1; }
 [ "$STEPS" -ge 2 ] || { echo "scale_3b: STEPS must be at least 2" >&2; exit 1; }
 mkdir -p "$WORK"
 cleanup() { [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK/run" "$WORK/teacher"; }
@@ -137,9 +137,9 @@ for l in steps:
     dts.append(e - prev if e > prev else e)
     prev = e
 tok = 512
-print(f"{'step':>4} {'loss':>8} {'ce':>8} {'kl':>8} {'grad_norm':>10} {'s/step':>8} {'tokens/s':>9}")
+print(f"{'step':>4} {'loss':>8} {'ce':>8} {'train_div':>9} {'grad_norm':>10} {'s/step':>8} {'tokens/s':>9}")
 for l, d in zip(steps, dts):
-    print(f"{l['step']:>4} {l['loss']:8.4f} {l['ce']:8.4f} {l['kl']:8.4f} {l['grad_norm']:10.4f} {d:8.1f} {tok / d:9.2f}")
+    print(f"{l['step']:>4} {l['loss']:8.4f} {l['ce']:8.4f} {l.get('train_divergence', l.get('kl', 0)):9.4f} {l['grad_norm']:10.4f} {d:8.1f} {tok / d:9.2f}")
 fe = [l['final_eval'] for l in lines if 'final_eval' in l]
 if fe: print("final evaluation:", json.dumps(fe[-1]))
 # the first step of each process includes the first-touch of the arena; the steady state is the later ones

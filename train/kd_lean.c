@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/kd_kernels.h"
 #include "core/kd_file.h"
 #include "core/kd_rng.h"
 #include "format/kd_safetensors.h"
@@ -261,10 +262,8 @@ int kd_lean_save_optimizer(const kd_lean *l, const char *path, kd_err *err) {
     if (!w) return -1;
     int n = l->m.n_params;
     char (*names)[128] = malloc((size_t)n * 3 * sizeof *names);
-    char shard[48];
-    snprintf(shard, sizeof shard, "%d/%d", l->o.shard_rank, l->o.shard_world);
     int rc = names ? kd_st_writer_set_meta(w, "kd_optimizer", "lean", err) : kd_errf(err, "out of memory");
-    if (!rc && l->o.shard_world > 1) rc = kd_st_writer_set_meta(w, "kd_optimizer_shard", shard, err);
+    if (!rc) rc = kd_optim_shard_mark(w, l->o.shard_rank, l->o.shard_world, err);
     for (int i = 0; !rc && i < n; i++) {
         const kd_tensor *t = l->m.params[i];
         const kd_lean_param *q = &l->p[i];
@@ -310,12 +309,7 @@ static int read_exact(const kd_st_file *f, const char *name, kd_st_dtype dt, int
 int kd_lean_load_optimizer(kd_lean *l, const char *path, kd_err *err) {
     kd_st_file *f = kd_st_open(path, err);
     if (!f) return -1;
-    char want[48];
-    snprintf(want, sizeof want, "%d/%d", l->o.shard_rank, l->o.shard_world);
-    const char *has = kd_st_meta(f, "kd_optimizer_shard");
-    if (l->o.shard_world > 1 ? !has || strcmp(has, want) : has != NULL) {
-        kd_errf(err, "%s holds %s%s of the optimizer state, this process needs %s%s", path, has ? "shard " : "",
-                has ? has : "all", l->o.shard_world > 1 ? "shard " : "", l->o.shard_world > 1 ? want : "all of it");
+    if (kd_optim_shard_check(f, path, l->o.shard_rank, l->o.shard_world, err) < 0) {
         kd_st_close(f);
         return -1;
     }
@@ -583,7 +577,7 @@ static float *head_f32(kd_lean *l, int *owned, kd_err *err) {
 }
 
 int kd_lean_eval(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int64_t T, const kd_loss_batch *b,
-                 const kd_loss_opts *lo, kd_loss_stats *st, kd_err *err) {
+                 kd_eval_acc *acc, kd_err *err) {
     const kd_config *c = &l->m.cfg;
     const int64_t N = B * T, C = c->hidden_size, L = c->num_hidden_layers;
     if (forward(l, g, tokens, B, T, err)) return -1;
@@ -596,7 +590,7 @@ int kd_lean_eval(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
     kd_tensor *norm = l->m.norm;
     norm->data = l->p[l->m.n_params - (l->m.lm_head ? 2 : 1)].w;   /* FP32 storage */
     kd_tensor *h = kd_rmsnorm(g, leaf(g, l->saved + L * N * C, B, T, C, 0), norm, (float)c->rms_norm_eps);
-    int rc = kd_distill_eval(h->data, hw, N, C, c->vocab_size, b, lo, st, err);
+    int rc = kd_eval_batch(acc, h->data, hw, N, C, c->vocab_size, b, err);
     norm->data = NULL;
     kd_graph_reset(g);
     g->no_grad = saved_ng;
@@ -652,20 +646,6 @@ static int walk(kd_lean *l, kd_graph *g, int64_t B, int64_t T, int upd, float cs
         layer_out(l, li);
     }
     return 0;
-}
-
-/* dst[tokens[n], :] += dx[n, :] (threads own columns, so repeated ids never race). */
-static void scatter(float *dst, const float *dx, const int32_t *tokens, int64_t N, int64_t C) {
-#pragma omp parallel
-    {
-        int nt = omp_get_num_threads(), th = omp_get_thread_num();
-        int64_t c0 = C * th / nt, c1 = C * (th + 1) / nt;
-        for (int64_t n = 0; n < N; n++) {
-            float *row = dst + (int64_t)tokens[n] * C;
-            const float *src = dx + n * C;
-            for (int64_t j = c0; j < c1; j++) row[j] += src[j];
-        }
-    }
 }
 
 static float clip_factor(double grad_clip, double norm) {
@@ -760,7 +740,7 @@ int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
         if (grad_ready(l, i_norm, ng, dist, t, &ss, err) || (!tied && grad_ready(l, i_head, hg, dist, t, &ss, err)) ||
             walk(l, g, B, T, 0, 1.0f, lr, t, dist, &ss, err))
             goto fail;
-        scatter(eg, l->dx, tokens, N, C);
+        kd_embedding_backward(eg, l->dx, tokens, N, C);
         if (grad_ready(l, 0, eg, dist, t, &ss, err)) goto fail;
         res->grad_norm = sqrt(ss);
         cs = clip_factor(grad_clip, res->grad_norm);
@@ -783,7 +763,7 @@ int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int6
             kd_err_prefix(err, "lean mode: embedding gradient");
             goto fail;
         }
-        scatter(eg, l->dx, tokens, N, C);
+        kd_embedding_backward(eg, l->dx, tokens, N, C);
         if (grad_ready(l, 0, eg, dist, t, &ss, err) || apply(l, 0, eg, cs, lr, t, dist, err)) goto fail;
         res->grad_norm = sqrt(ss);
     }

@@ -64,6 +64,7 @@
 #include "core/kd_fp16.h"
 #include "student/kd_model.h"
 #include "train/kd_dist.h"
+#include "train/kd_eval.h"
 #include "train/kd_loss.h"
 #include "train/kd_optim.h"
 
@@ -156,9 +157,9 @@ typedef struct kd_lean_result {
 int kd_lean_step(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int64_t T, const kd_loss_batch *b,
                  const kd_loss_opts *lo, float lr, double grad_clip, const kd_dist *dist, kd_lean_result *res,
                  kd_err *err);
-/* The loss statistics without gradients (validation). */
+/* Validation: the forward pass without gradients, scored by kd_eval_batch into acc. */
 int kd_lean_eval(kd_lean *l, kd_graph *g, const int32_t *tokens, int64_t B, int64_t T, const kd_loss_batch *b,
-                 const kd_loss_opts *lo, kd_loss_stats *st, kd_err *err);
+                 kd_eval_acc *acc, kd_err *err);
 
 /* ---- the pieces, exposed for tests -------------------------------------------------- */
 

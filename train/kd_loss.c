@@ -34,10 +34,11 @@
  */
 #include "train/kd_loss.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "core/kd_linalg.h"
 
 #define TAIL_EPS 1e-6   /* teacher tail mass (at T = 1) treated as "no tail" (forward) / the floor (reverse) */
 
@@ -418,8 +419,7 @@ static int teacher_row_bad(const kd_loss_batch *b, const kd_loss_opts *o, int64_
 /* ---- the driver ------------------------------------------------------------------------ */
 static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                  int64_t ldb, float beta, float *C, int64_t ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                1.0f, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    kd_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* Loss and statistics; dh [N, C] and dW [V, C] (either may be NULL) receive += the gradients. */

@@ -5,8 +5,11 @@
 #include "train/kd_optim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/kd_linalg.h"
 
 kd_adamw_opts kd_adamw_defaults(void) { return (kd_adamw_opts){0.9f, 0.95f, 1e-8f, 0.1f}; }
 
@@ -108,12 +111,7 @@ int64_t kd_adamw_state_bytes(const kd_adamw *o) {
 double kd_grad_norm(kd_tensor **params, int n) {
     double ss = 0.0;
     for (int i = 0; i < n; i++) {
-        const float *g = params[i]->grad;
-        int64_t m = params[i]->n;
-        double s = 0.0;
-#pragma omp parallel for reduction(+ : s) if (m > 32768)
-        for (int64_t j = 0; j < m; j++) s += (double)g[j] * g[j];
-        ss += s;
+        ss += kd_sumsq(params[i]->grad, params[i]->n);   /* same bits whatever the thread count */
     }
     return sqrt(ss);
 }
@@ -136,4 +134,22 @@ float kd_lr_schedule(int64_t step, int64_t warmup, int64_t total, float lr_max, 
     double t = (double)(step - warmup) / (double)(total - warmup);
     if (t > 1.0) t = 1.0;
     return lr_min + (lr_max - lr_min) * (float)(0.5 * (1.0 + cos(3.14159265358979323846 * t)));
+}
+
+/* ---- shards in optimizer-state files ------------------------------------------------ */
+
+int kd_optim_shard_mark(kd_st_writer *w, int rank, int world, kd_err *err) {
+    char shard[48];
+    snprintf(shard, sizeof shard, "%d/%d", rank, world);
+    return world > 1 ? kd_st_writer_set_meta(w, "kd_optimizer_shard", shard, err) : 0;
+}
+
+int kd_optim_shard_check(kd_st_file *f, const char *path, int rank, int world, kd_err *err) {
+    char want[48];
+    snprintf(want, sizeof want, "%d/%d", rank, world);
+    const char *has = kd_st_meta(f, "kd_optimizer_shard");
+    if (world > 1 ? !has || strcmp(has, want) : has != NULL)
+        return kd_errf(err, "%s holds %s%s of the optimizer state, this process needs %s%s", path, has ? "shard " : "",
+                       has ? has : "all", world > 1 ? "shard " : "", world > 1 ? want : "all of it");
+    return 0;
 }

@@ -19,6 +19,7 @@
 #define KD_OPTIM_H
 
 #include "autograd/kd_tensor.h"
+#include "format/kd_safetensors.h"
 #include "train/kd_dist.h"
 
 typedef struct kd_adamw_opts {
@@ -51,6 +52,13 @@ void kd_adamw_step(kd_adamw *o, const kd_adamw_opts *opts, float lr);
 int kd_adamw_gather(kd_adamw *o, const kd_dist *d, kd_err *err);
 /* Bytes of m + v this rank holds. */
 int64_t kd_adamw_state_bytes(const kd_adamw *o);
+
+/* An optimizer-state file (FP32 AdamW or lean) of rank `rank` of `world`
+ * holding a shard carries the metadata kd_optimizer_shard "RANK/WORLD"; the
+ * whole state carries none. Mark a file being written ... */
+int kd_optim_shard_mark(kd_st_writer *w, int rank, int world, kd_err *err);
+/* ... and check that the file at path holds what this rank needs. */
+int kd_optim_shard_check(kd_st_file *f, const char *path, int rank, int world, kd_err *err);
 
 /* Global L2 norm of all gradients (accumulated in double). */
 double kd_grad_norm(kd_tensor **params, int n);

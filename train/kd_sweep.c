@@ -1,32 +1,25 @@
 /*
  * kd_sweep.c — grid sweeps over run-config keys (see kd_sweep.h): grid parsing,
- * per-point config resolution and resume detection, child `kd train`
- * processes, results.csv / results.md / best.txt, and the gnuplot pictures.
+ * per-point config resolution and resume detection, each point's `kd train`
+ * command line, results.csv / results.md / best.txt, and the gnuplot data and
+ * scripts. The program (cli/cmd_sweep.c) runs the processes.
  */
 #include "train/kd_sweep.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "core/kd_cpu.h"
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_log.h"
+#include "train/kd_eval.h"
 #include "train/kd_run_config.h"
-#include "train/kd_trainer.h"
-
-extern char **environ;
 
 #define PATHBUF 4096
 
@@ -156,30 +149,22 @@ int kd_sweep_metric_parse(const char *s, kd_sweep_metric *m, kd_err *err) {
 
 /* ---- points ---------------------------------------------------------------------------- */
 
-enum { P_TODO, P_RESUME, P_SKIP, P_RUNNING, P_OK, P_FAILED };
-#define IS_OK(pt) ((pt)->state == P_OK || (pt)->state == P_SKIP)
+#define IS_OK(pt) ((pt)->state == KD_SWEEP_OK || (pt)->state == KD_SWEEP_SKIP)
+typedef kd_sweep_point point;
 
-typedef struct point {
-    char name[256], label[512], dir[PATHBUF];
-    int idx[KD_SWEEP_MAX_KEYS];
-    char *axis_sets[KD_SWEEP_MAX_KEYS];  /* "key=<json>" */
-    cJSON *resolved;
-    int64_t steps, resume_step;
-    int state;
-    pid_t pid;
-    double t0, tps;
-    kd_eval_result ev;
-} point;
+struct kd_sweep {
+    kd_sweep_opts o;
+    point *pts;
+    int64_t n;
+    kd_sweep_summary sum;
+};
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+const char *kd_sweep_metric_name(kd_sweep_metric m) { return METRIC[m]; }
 
-static double metric_of(const kd_eval_result *e, kd_sweep_metric m) {
+double kd_sweep_metric_of(const kd_eval_result *e, kd_sweep_metric m) {
     return m == KD_SWEEP_CE ? e->ce : m == KD_SWEEP_PPL ? e->ppl : m == KD_SWEEP_KL ? e->kl : e->top1;
 }
+#define metric_of kd_sweep_metric_of
 
 static int better(double a, double b, kd_sweep_metric m) { return m == KD_SWEEP_TOP1 ? a > b : a < b; }
 
@@ -205,10 +190,10 @@ static int check_same_config(const point *pt, kd_err *err) {
 /* Skip a finished run, resume one with a checkpoint, clear any other leftover. */
 static int classify(point *pt, kd_err *err) {
     char p[PATHBUF];
-    pt->state = P_TODO;
+    pt->state = KD_SWEEP_TODO;
     if (kd_path_join(p, sizeof p, pt->dir, "final_eval.json", err)) return -1;
     if (kd_file_exists(p)) {
-        pt->state = P_SKIP;
+        pt->state = KD_SWEEP_SKIP;
         return check_same_config(pt, err);
     }
     if (kd_path_join(p, sizeof p, pt->dir, "checkpoints/latest", err)) return -1;
@@ -217,7 +202,7 @@ static int classify(point *pt, kd_err *err) {
         if (!s) return -1;
         pt->resume_step = strncmp(s, "step-", 5) ? 0 : strtoll(s + 5, NULL, 10);
         free(s);
-        pt->state = P_RESUME;
+        pt->state = KD_SWEEP_RESUME;
         return check_same_config(pt, err);
     }
     return kd_file_exists(pt->dir) ? kd_rmtree(pt->dir, err) : 0;
@@ -280,13 +265,15 @@ static double num(const cJSON *o, const char *k) {
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
+/* final_eval.json, read with the keys kd_eval_to_json writes (train/kd_eval.h). */
 static int load_eval(point *pt, kd_err *err) {
     char p[PATHBUF];
     cJSON *o = kd_path_join(p, sizeof p, pt->dir, "final_eval.json", err) ? NULL : kd_json_load(p, err);
     if (!o) return -1;
-    pt->ev = (kd_eval_result){num(o, "ce"), num(o, "ppl"), num(o, "kl"), num(o, "top1"), (int64_t)fmax(0, num(o, "tokens"))};
+    int rc = kd_eval_from_json(o, p, &pt->ev, err);
     cJSON_Delete(o);
-    if (!isfinite(pt->ev.ce + pt->ev.ppl + pt->ev.kl + pt->ev.top1))
+    if (rc) return -1;
+    if (!isfinite(pt->ev.kl + pt->ev.top1))
         return kd_errf(err, "%s: expected finite numbers ce, ppl, kl and top1", p);
     return 0;
 }
@@ -339,166 +326,85 @@ static void read_metrics(const point *pt, kd_sweep_metric m, double *tps, double
     free(text);
 }
 
-/* ---- child processes ------------------------------------------------------------------------ */
+/* ---- running the points (the program runs the processes) -------------------------------- */
 
-static void clear_status(void) {
-    if (isatty(2)) fputs("\r\033[K", stderr);
-}
+int64_t kd_sweep_n_points(const kd_sweep *s) { return s->n; }
+kd_sweep_point *kd_sweep_get(kd_sweep *s, int64_t i) { return &s->pts[i]; }
+const kd_sweep_summary *kd_sweep_counts(const kd_sweep *s) { return &s->sum; }
 
-/* A status line (terminals only): each running point and its newest step in metrics.jsonl. */
-static void show_running(const point *pts, int64_t n) {
-    char line[160], p[PATHBUF + 16], buf[4096];
-    size_t len = (size_t)snprintf(line, sizeof line, "  running:"), first = len;
-    for (int64_t i = 0; i < n && len < sizeof line; i++) {
-        if (pts[i].state != P_RUNNING) continue;
-        snprintf(p, sizeof p, "%s/metrics.jsonl", pts[i].dir);
-        FILE *f = fopen(p, "rb");
-        size_t got = 0;
-        if (f && fseek(f, -(long)(sizeof buf - 1), SEEK_END)) rewind(f);
-        if (f) got = fread(buf, 1, sizeof buf - 1, f), fclose(f);
-        buf[got] = 0;
-        char *s = NULL, *q = buf;
-        while ((q = strstr(q, "{\"step\":"))) s = q++;
-        len += (size_t)snprintf(line + len, sizeof line - len, "%s %s %lld/%lld", len > first ? "," : "", pts[i].label,
-                                s ? strtoll(s + 8, NULL, 10) : 0LL, (long long)pts[i].steps);
-    }
-    clear_status();
-    fprintf(stderr, "%s", line);
-}
-
-static int spawn(const kd_sweep_opts *o, point *pt, const char *exe, char **envp, kd_err *err) {
-    char logp[PATHBUF];
-    if (kd_mkdirs(pt->dir, err) || kd_path_join(logp, sizeof logp, pt->dir, "train.log", err)) return -1;
+int kd_sweep_command(kd_sweep *s, int64_t i, char ***argv_out, char *log, size_t log_n, kd_err *err) {
+    const kd_sweep_opts *o = &s->o;
+    point *pt = &s->pts[i];
+    *argv_out = NULL;
+    if (kd_mkdirs(pt->dir, err) || kd_path_join(log, log_n, pt->dir, "train.log", err)) return -1;
     char **argv = calloc((size_t)(2 * (o->n_sets + KD_SWEEP_MAX_KEYS) + 8), sizeof *argv);
     if (!argv) return kd_errf(err, "out of memory");
     int k = 0;
     argv[k++] = "kd";
     argv[k++] = "train";
-    if (pt->state == P_RESUME) {
+    if (pt->state == KD_SWEEP_RESUME) {
         argv[k++] = "--resume";
         argv[k++] = pt->dir;
     } else {
         argv[k++] = "--config";
         argv[k++] = (char *)o->config;
-        for (int i = 0; i < o->n_sets; i++) argv[k++] = "--set", argv[k++] = o->sets[i];
+        for (int j = 0; j < o->n_sets; j++) argv[k++] = "--set", argv[k++] = o->sets[j];
         for (int a = 0; a < o->grid->n_axes; a++) argv[k++] = "--set", argv[k++] = pt->axis_sets[a];
         argv[k++] = "--out";
         argv[k++] = pt->dir;
     }
-    int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
+    FILE *f = fopen(log, "a");
+    if (!f) {
         free(argv);
-        return kd_errf(err, "%s: cannot open: %s", logp, strerror(errno));
+        return kd_errf(err, "%s: cannot open for appending", log);
     }
-    dprintf(fd, "$");
-    for (int i = 0; i < k; i++) dprintf(fd, strpbrk(argv[i], " \"'$\\") ? " '%s'" : " %s", argv[i]);
-    dprintf(fd, "\n");
-    fflush(NULL);
-    pid_t parent = getpid(), pid = fork();
-    if (pid == 0) {
-        int in = open("/dev/null", O_RDONLY);
-        if (in >= 0) dup2(in, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);   /* a killed sweep takes its runs with it */
-        if (getppid() != parent) _exit(1);
-        execve(exe, argv, envp);
-        ssize_t w = write(2, "kd sweep: cannot execute the kd program\n", 40);
-        _exit(w < 0 ? 126 : 127);
+    fprintf(f, "$");
+    for (int j = 0; j < k; j++) fprintf(f, strpbrk(argv[j], " \"'$\\") ? " '%s'" : " %s", argv[j]);
+    fprintf(f, "\n");
+    if (fclose(f)) {
+        free(argv);
+        return kd_errf(err, "%s: write error", log);
     }
-    int saved = errno;
-    close(fd);
-    free(argv);
-    if (pid < 0) return kd_errf(err, "fork: %s", strerror(saved));
-    pt->pid = pid;
-    pt->t0 = now_s();
-    pt->state = P_RUNNING;
+    *argv_out = argv;
     return 0;
 }
 
-/* The last non-empty line of a run's train.log, for failure messages. */
-static void log_tail(const point *pt, char *out, size_t n) {
-    char p[PATHBUF + 16];
-    snprintf(p, sizeof p, "%s/train.log", pt->dir);
-    char *s = kd_read_file(p, NULL, NULL);
-    out[0] = 0;
-    if (!s) return;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
-    char *b = strrchr(s, '\n');
-    snprintf(out, n, "%s", b ? b + 1 : s);
-    free(s);
+int kd_sweep_finished(kd_sweep *s, int64_t i, int exit_ok) {
+    point *pt = &s->pts[i];
+    kd_err e2;
+    if (exit_ok && !load_eval(pt, &e2)) {
+        pt->state = KD_SWEEP_OK;
+        return 0;
+    }
+    pt->state = KD_SWEEP_FAILED;
+    s->sum.failed++;
+    return -1;
 }
 
-/* Spawn up to `jobs` points at a time until every point has finished or failed. */
-static int run_points(const kd_sweep_opts *o, point *pts, int64_t n, kd_sweep_summary *s, kd_err *err) {
-    const char *exe = o->exe ? o->exe : "/proc/self/exe";
-    int jobs = o->jobs > 0 ? o->jobs : 1, total = kd_num_threads();
-    const char *omp = getenv("OMP_NUM_THREADS");
-    if (omp && atoi(omp) > 0) total = atoi(omp);
-    int threads = total / jobs > 1 ? total / jobs : 1, n_env = 0;
-    while (environ[n_env]) n_env++;
-    char **envp = calloc((size_t)n_env + 2, sizeof *envp), omp_var[64];
-    if (!envp) return kd_errf(err, "out of memory");
-    snprintf(omp_var, sizeof omp_var, "OMP_NUM_THREADS=%d", threads);
-    int k = 0;
-    for (int i = 0; i < n_env; i++)
-        if (strncmp(environ[i], "OMP_NUM_THREADS=", 16)) envp[k++] = environ[i];
-    envp[k] = omp_var;
-    int64_t done = s->skipped, running = 0, next = 0;
-    int tty = isatty(2) && !o->quiet, rc = 0;
-    if (!o->quiet)
-        fprintf(stderr, "kd sweep: %lld points -> %s/runs: %lld finished, %lld to resume, %lld to train; %d job(s) x %d thread(s)\n",
-                (long long)n, o->out, (long long)s->skipped, (long long)s->resumed,
-                (long long)(n - s->skipped - s->resumed), jobs, threads);
-    double last_show = 0;
-    while (done < n && !rc) {
-        while (running < jobs && next < n && !rc) {
-            point *pt = &pts[next++];
-            if (pt->state != P_TODO && pt->state != P_RESUME) continue;
-            int resumed = pt->state == P_RESUME;
-            if ((rc = spawn(o, pt, exe, envp, err))) break;
-            running++;
-            if (o->quiet) continue;
-            clear_status();
-            char from[64] = "";
-            if (resumed) snprintf(from, sizeof from, " (resuming from step %lld)", (long long)pt->resume_step);
-            fprintf(stderr, "[%lld/%lld] start %s%s, log %s/train.log\n", (long long)done, (long long)n, pt->label,
-                    from, pt->dir);
-        }
-        int reaped = 0;
-        for (int64_t i = 0; i < n && running; i++) {
-            point *pt = &pts[i];
-            int st;
-            if (pt->state != P_RUNNING || waitpid(pt->pid, &st, WNOHANG) != pt->pid) continue;
-            running--, done++, reaped = 1;
-            kd_err e2;
-            if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !load_eval(pt, &e2)) {
-                pt->state = P_OK;
-                if (o->quiet) continue;
-                clear_status();
-                fprintf(stderr, "[%lld/%lld] done  %s in %.1f s: ce %.4f ppl %.2f kl %.4f top1 %.3f\n", (long long)done,
-                        (long long)n, pt->label, now_s() - pt->t0, pt->ev.ce, pt->ev.ppl, pt->ev.kl, pt->ev.top1);
-            } else {
-                char tail[300];
-                pt->state = P_FAILED;
-                s->failed++;
-                log_tail(pt, tail, sizeof tail);
-                clear_status();
-                fprintf(stderr, "[%lld/%lld] FAILED %s (%s %d): %s\n", (long long)done, (long long)n, pt->label,
-                        WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), tail);
-            }
-        }
-        if (!reaped && running) {
-            nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-            if (tty && now_s() - last_show > 1.0) show_running(pts, n), last_show = now_s();
-        }
-    }
-    for (int64_t i = 0; i < n; i++)   /* after an error: stop the others (they resume from their checkpoints) */
-        if (pts[i].state == P_RUNNING) kill(pts[i].pid, SIGTERM), waitpid(pts[i].pid, NULL, 0), pts[i].state = P_FAILED;
-    if (tty) clear_status();
-    free(envp);
-    return rc;
+void kd_sweep_log_tail(const kd_sweep *s, int64_t i, char *out, size_t n) {
+    char p[PATHBUF + 16];
+    snprintf(p, sizeof p, "%s/train.log", s->pts[i].dir);
+    char *t = kd_read_file(p, NULL, NULL);
+    out[0] = 0;
+    if (!t) return;
+    char *e = t + strlen(t);
+    while (e > t && isspace((unsigned char)e[-1])) *--e = 0;
+    char *b = strrchr(t, '\n');
+    snprintf(out, n, "%s", b ? b + 1 : t);
+    free(t);
+}
+
+int64_t kd_sweep_newest_step(const kd_sweep *s, int64_t i) {
+    char p[PATHBUF + 16], buf[4096];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", s->pts[i].dir);
+    FILE *f = fopen(p, "rb");
+    size_t got = 0;
+    if (f && fseek(f, -(long)(sizeof buf - 1), SEEK_END)) rewind(f);
+    if (f) got = fread(buf, 1, sizeof buf - 1, f), fclose(f);
+    buf[got] = 0;
+    char *st = NULL, *q = buf;
+    while ((q = strstr(q, "{\"step\":"))) st = q++;
+    return st ? strtoll(st + 8, NULL, 10) : 0;
 }
 
 /* ---- results ------------------------------------------------------------------------------ */
@@ -697,100 +603,103 @@ static int write_curves(const kd_sweep_opts *o, const point *pts, int64_t n, FIL
     return blocks;
 }
 
-/* gnuplot SCRIPT run in the plots directory; 0 when it succeeded. */
-static int run_gnuplot(const char *gp, const char *plots, const char *script) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (chdir(plots) == 0) {
-            int fd = open("gnuplot.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
-            if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
-            execl(gp, "gnuplot", script, (char *)NULL);
-        }
-        _exit(127);
-    }
-    int st;
-    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-}
-
-/* Write plots/{heatmap,curves}.{dat,gp} and run gnuplot on them; 1 when both pictures were drawn. */
-static int draw(const kd_sweep_opts *o, const point *pts, int64_t n, int64_t best) {
-    char plots[PATHBUF], p[4][PATHBUF + 32], gp[PATHBUF] = "";
+int kd_sweep_write_plots(kd_sweep *s, char *plots, size_t n) {
+    const kd_sweep_opts *o = &s->o;
+    char p[4][PATHBUF + 32];
     static const char *files[4] = {"heatmap.dat", "heatmap.gp", "curves.dat", "curves.gp"};
     FILE *fs[4];
     int ok = 1, blocks = 0;
-    if (best < 0 || kd_path_join(plots, sizeof plots, o->out, "plots", NULL) || kd_mkdirs(plots, NULL)) return 0;
+    if (s->sum.best < 0 || kd_path_join(plots, n, o->out, "plots", NULL) || kd_mkdirs(plots, NULL)) return -1;
     for (int i = 0; i < 4; i++) {
         snprintf(p[i], sizeof p[i], "%s/%s", plots, files[i]);
         ok = (fs[i] = fopen(p[i], "w")) && ok;
     }
-    if (ok) write_heatmap(o, pts, n, best, fs[0], fs[1]), blocks = write_curves(o, pts, n, fs[2], fs[3]);
+    if (ok) write_heatmap(o, s->pts, s->n, s->sum.best, fs[0], fs[1]), blocks = write_curves(o, s->pts, s->n, fs[2], fs[3]);
     for (int i = 0; i < 4; i++) ok = (!fs[i] || fclose(fs[i]) == 0) && ok;
     snprintf(p[0], sizeof p[0], "%s/gnuplot.log", plots);
     unlink(p[0]);
-    const char *path = getenv("PATH");   /* gnuplot on PATH? */
-    char *dirs = strdup(path ? path : ""), *save = NULL;
-    for (char *dir = dirs ? strtok_r(dirs, ":", &save) : NULL; dir && !gp[0]; dir = strtok_r(NULL, ":", &save))
-        if (snprintf(gp, sizeof gp, "%s/gnuplot", dir) >= (int)sizeof gp || access(gp, X_OK)) gp[0] = 0;
-    free(dirs);
-    if (!ok) kd_warn("sweep: cannot write the gnuplot files in %s: no pictures", plots);
-    else if (!gp[0])
-        kd_warn("sweep: gnuplot is not installed (apt-get install gnuplot-nox): skipping heatmap.png and curves.png; "
-                "the data and scripts are in %s", plots);
-    else if (run_gnuplot(gp, plots, "heatmap.gp") || (blocks && run_gnuplot(gp, plots, "curves.gp")))
-        kd_warn("sweep: gnuplot failed (see %s/gnuplot.log)", plots);
-    else if (!blocks) kd_warn("sweep: no evaluation lines in the runs' metrics.jsonl: no curves.png");
-    else return 1;
-    return 0;
+    if (!ok) {
+        kd_warn("sweep: cannot write the gnuplot files in %s: no pictures", plots);
+        return -1;
+    }
+    return blocks;
 }
 
 /* ---- the sweep ------------------------------------------------------------------------------- */
 
-int kd_sweep_run(const kd_sweep_opts *o, kd_sweep_summary *s, kd_err *err) {
-    kd_sweep_summary local;
-    if (!s) s = &local;
-    memset(s, 0, sizeof *s);
-    s->best = -1;
-    if (!o->config || !o->out || !o->grid) return kd_errf(err, "a run config, a grid and an output directory are required");
-    if (o->grid->n_axes == 0) return kd_errf(err, "give at least one --grid key=v1,v2,...");
+kd_sweep *kd_sweep_plan(const kd_sweep_opts *o, kd_err *err) {
+    if (!o->config || !o->out || !o->grid) {
+        kd_errf(err, "a run config, a grid and an output directory are required");
+        return NULL;
+    }
+    if (o->grid->n_axes == 0) {
+        kd_errf(err, "give at least one --grid key=v1,v2,...");
+        return NULL;
+    }
     int64_t n = kd_sweep_grid_size(o->grid);
-    if (n > KD_SWEEP_MAX_POINTS) return kd_errf(err, "the grid has more than %d points", KD_SWEEP_MAX_POINTS);
+    if (n > KD_SWEEP_MAX_POINTS) {
+        kd_errf(err, "the grid has more than %d points", KD_SWEEP_MAX_POINTS);
+        return NULL;
+    }
+    kd_sweep *s = calloc(1, sizeof *s);
     point *pts = calloc((size_t)n, sizeof *pts);
-    if (!pts) return kd_errf(err, "out of memory");
-    s->points = n;
+    if (!s || !pts) {
+        free(s);
+        free(pts);
+        kd_errf(err, "out of memory");
+        return NULL;
+    }
+    s->o = *o;
+    s->pts = pts;
+    s->n = n;
+    s->sum.best = -1;
+    s->sum.points = n;
     int rc = make_points(o, pts, n, err);
     for (int64_t i = 0; i < n && !rc; i++) {
         rc = classify(&pts[i], err);
-        s->skipped += pts[i].state == P_SKIP;
-        s->resumed += pts[i].state == P_RESUME;
-        if (pts[i].state == P_SKIP && !rc) rc = load_eval(&pts[i], err);
+        s->sum.skipped += pts[i].state == KD_SWEEP_SKIP;
+        s->sum.resumed += pts[i].state == KD_SWEEP_RESUME;
+        if (pts[i].state == KD_SWEEP_SKIP && !rc) rc = load_eval(&pts[i], err);
     }
-    if (!rc) rc = kd_mkdirs(o->out, err) || run_points(o, pts, n, s, err);
-    if (!rc) {
-        for (int64_t i = 0; i < n; i++) {
-            if (!IS_OK(&pts[i])) continue;
-            s->trained += pts[i].state == P_OK;
-            double *st, *va;
-            int k;
-            read_metrics(&pts[i], o->metric, &pts[i].tps, &st, &va, &k);
-            free(st);
-            free(va);
-            if (s->best < 0 || better(metric_of(&pts[i].ev, o->metric), metric_of(&pts[s->best].ev, o->metric), o->metric))
-                s->best = i;
-        }
-        s->plotted = draw(o, pts, n, s->best);
-        rc = write_results(o, pts, n, s->best, s->plotted, err);
+    if (!rc) rc = kd_mkdirs(o->out, err);
+    if (rc) {
+        kd_sweep_free(s);
+        return NULL;
     }
-    if (!rc && !o->quiet && s->best >= 0)
-        fprintf(stderr, "kd sweep: best %s (%s %.4f) -> %s/final; results in %s/results.md\n", pts[s->best].label,
-                METRIC[o->metric], metric_of(&pts[s->best].ev, o->metric), pts[s->best].dir, o->out);
-    if (!rc && s->failed)
-        rc = kd_errf(err, "%lld of %lld points failed (status \"failed\" in %s/results.csv; see their train.log)",
-                     (long long)s->failed, (long long)n, o->out);
-    for (int64_t i = 0; i < n; i++) {
-        for (int a = 0; a < KD_SWEEP_MAX_KEYS; a++) free(pts[i].axis_sets[a]);
-        cJSON_Delete(pts[i].resolved);
+    return s;
+}
+
+const kd_sweep_summary *kd_sweep_collect(kd_sweep *s) {
+    const kd_sweep_opts *o = &s->o;
+    point *pts = s->pts;
+    s->sum.trained = 0;
+    s->sum.best = -1;
+    for (int64_t i = 0; i < s->n; i++) {
+        if (!IS_OK(&pts[i])) continue;
+        s->sum.trained += pts[i].state == KD_SWEEP_OK;
+        double *st, *va;
+        int k;
+        read_metrics(&pts[i], o->metric, &pts[i].tps, &st, &va, &k);
+        free(st);
+        free(va);
+        if (s->sum.best < 0 ||
+            better(metric_of(&pts[i].ev, o->metric), metric_of(&pts[s->sum.best].ev, o->metric), o->metric))
+            s->sum.best = i;
     }
-    free(pts);
-    return rc;
+    return &s->sum;
+}
+
+int kd_sweep_write_results(kd_sweep *s, int plotted, kd_err *err) {
+    s->sum.plotted = plotted;
+    return write_results(&s->o, s->pts, s->n, s->sum.best, plotted, err);
+}
+
+void kd_sweep_free(kd_sweep *s) {
+    if (!s) return;
+    for (int64_t i = 0; i < s->n; i++) {
+        for (int a = 0; a < KD_SWEEP_MAX_KEYS; a++) free(s->pts[i].axis_sets[a]);
+        cJSON_Delete(s->pts[i].resolved);
+    }
+    free(s->pts);
+    free(s);
 }

@@ -27,23 +27,27 @@
 
 #include <cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/kd_file.h"
 #include "core/kd_json.h"
 #include "core/kd_log.h"
+#include "core/kd_time.h"
 #include "format/kd_safetensors.h"
 #include "data/kd_loader.h"
 #include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
+#include "student/kd_plan.h"
 #include "data/kd_dump_tok.h"
 #include "train/kd_lean.h"
+#include "train/kd_step.h"
 #include "train/kd_loss.h"
 #include "train/kd_optim.h"
 
@@ -60,6 +64,7 @@ typedef struct run {
     kd_tokenizer *tok;
     kd_adamw opt;
     kd_adamw_opts ao;
+    kd_stepper stepper;       /* one optimizer step, FP32 or lean (train/kd_step.h) */
     kd_loader *train, *val;
     kd_loader_cursor val_start;
     kd_graph g;
@@ -67,14 +72,10 @@ typedef struct run {
     int64_t step, total_steps, tokens_per_step;
     double best_val;
     FILE *metrics;
+    int lock_fd;              /* RUN_DIR/.lock, flock'ed by rank 0 for the whole run */
     double t_start;
+    int64_t first_step;       /* the step this process started at */
 } run;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 #define PATHBUF (2 * KD_RUN_PATH + 128)
 
@@ -241,9 +242,6 @@ static int optimizer_path(const run *r, char *out, const char *dir, kd_err *err)
     return path2(out, dir, name, err);
 }
 
-/* "RANK/WORLD": the metadata that names a shard of the FP32 AdamW state (lean: kd_lean_save_optimizer). */
-static void shard_name(const run *r, char *out, size_t n) { snprintf(out, n, "%d/%d", r->shard.rank, r->shard.world); }
-
 /* This rank's part of the optimizer state (all of it when not sharded): m.NAME and v.NAME of its rows. */
 static int save_optimizer(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
@@ -252,10 +250,8 @@ static int save_optimizer(run *r, const char *dir, kd_err *err) {
     kd_st_writer *w = kd_st_writer_new(err);
     if (!w) return -1;
     char (*names)[128] = malloc((size_t)r->m.n_params * 2 * sizeof *names);
-    char shard[48];
-    shard_name(r, shard, sizeof shard);
     int rc = names ? 0 : kd_errf(err, "out of memory");
-    if (!rc && r->shard.world > 1) rc = kd_st_writer_set_meta(w, "kd_optimizer_shard", shard, err);
+    if (!rc) rc = kd_optim_shard_mark(w, r->shard.rank, r->shard.world, err);
     for (int i = 0; !rc && i < r->m.n_params; i++) {
         kd_tensor *t = r->m.params[i];
         int64_t shape[KD_MAX_DIMS];
@@ -382,11 +378,11 @@ static int check_shards(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
     if (path2(p, dir, "trainer_state.json", err)) return -1;
     cJSON *o = kd_json_load(p, err);
-    if (!o) return -1;
+    if (!o) return kd_err_prefix(err, "bad trainer state");
     int64_t n = 1;
     int bad = kd_json_get_int(o, "optimizer_shards", p, 0, 1, 1 << 24, &n, err);
     cJSON_Delete(o);
-    if (bad) return -1;
+    if (bad) return kd_err_prefix(err, "bad trainer state");
     const int want = r->shard.world;
     if (n == want) return 0;
     if (n > 1)
@@ -402,12 +398,7 @@ static int check_shards(run *r, const char *dir, kd_err *err) {
 static int load_optimizer_fp32(run *r, const char *p, kd_err *err) {
     kd_st_file *f = kd_st_open(p, err);
     if (!f) return -1;
-    char want[48];
-    shard_name(r, want, sizeof want);
-    const char *has = kd_st_meta(f, "kd_optimizer_shard");
-    if (r->shard.world > 1 ? !has || strcmp(has, want) : has != NULL) {
-        kd_errf(err, "%s holds %s%s of the optimizer state, this process needs %s%s", p, has ? "shard " : "",
-                has ? has : "all", r->shard.world > 1 ? "shard " : "", r->shard.world > 1 ? want : "all of it");
+    if (kd_optim_shard_check(f, p, r->shard.rank, r->shard.world, err) < 0) {
         kd_st_close(f);
         return -1;
     }
@@ -429,13 +420,43 @@ static int load_optimizer_fp32(run *r, const char *p, kd_err *err) {
     return 0;
 }
 
+/* The newest complete checkpoint's name (step-N without .tmp) in ckdir into out; 0 when there is none. */
+static int newest_checkpoint(const char *ckdir, char *out, size_t n) {
+    DIR *d = opendir(ckdir);
+    if (!d) return 0;
+    struct dirent *e;
+    out[0] = 0;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "step-", 5) && !strchr(e->d_name, '.') && strcmp(e->d_name, out) > 0 &&
+            strlen(e->d_name) < n)
+            snprintf(out, n, "%s", e->d_name);
+    closedir(d);
+    return out[0] != 0;
+}
+
+/* Returns 1 when the run has no checkpoint yet (it was killed before its first one):
+ * the run then starts from step 0, as configured in its run.json. */
 static int load_checkpoint(run *r, kd_err *err) {
-    char ckdir[PATHBUF], latest[PATHBUF], dir[PATHBUF], p[PATHBUF];
+    char ckdir[PATHBUF], latest[PATHBUF], dir[PATHBUF], p[PATHBUF], found[64];
     if (path2(ckdir, r->dir, "checkpoints", err) || path2(latest, ckdir, "latest", err)) return -1;
     size_t len;
-    char *name = kd_read_file(latest, &len, err);
-    if (!name) return kd_err_prefix(err, "%s holds no checkpoint to resume from", r->dir);
+    char *name = NULL;
+    if (kd_file_exists(latest)) {
+        if (!(name = kd_read_file(latest, &len, err))) return kd_err_prefix(err, "cannot resume");
+    } else if (newest_checkpoint(ckdir, found, sizeof found)) {
+        /* killed after renaming step-N into place, before `latest` named it: step-N is complete */
+        name = strdup(found);
+        len = name ? strlen(name) : 0;
+        if (!name) return kd_errf(err, "out of memory");
+    } else {
+        return 1;
+    }
     while (len && (name[len - 1] == '\n' || name[len - 1] == ' ')) name[--len] = 0;
+    if (strncmp(name, "step-", 5) || strchr(name, '/') || strchr(name, '.')) {
+        kd_errf(err, "%s: names \"%.64s\", expected a checkpoint directory name step-NNNNNNNN", latest, name);
+        free(name);
+        return -1;
+    }
     int bad_dir = path2(dir, ckdir, name, err);
     free(name);
     if (bad_dir || check_shards(r, dir, err) || optimizer_path(r, p, dir, err)) return -1;
@@ -447,45 +468,86 @@ static int load_checkpoint(run *r, kd_err *err) {
     return load_trainer_state(r, dir, err);
 }
 
+/* A decimal uint64 written as a string (cursor seeds and hashes exceed a double's 53 bits). */
+static int state_u64(const cJSON *cur, const char *key, const char *file, uint64_t *out, kd_err *err) {
+    char s[32];
+    if (kd_json_get_string(cur, key, file, 1, s, sizeof s, err)) return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!s[0] || s[0] < '0' || s[0] > '9' || *end || errno == ERANGE)
+        return kd_errf(err, "%s: field 'cursor.%s': found string \"%s\", expected a decimal integer in [0, 2^64) "
+                       "as a string", file, key, s);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* "field 'batch'" → "field 'cursor.batch'" in a message of the JSON getters; returns rc. */
+static int cursor_field(int rc, kd_err *err) {
+    char *f = rc && err ? strstr(err->msg, "field '") : NULL;
+    if (f && strlen(err->msg) + 8 < sizeof err->msg) {
+        f += 7;
+        memmove(f + 7, f, strlen(f) + 1);
+        memcpy(f, "cursor.", 7);
+    }
+    return rc;
+}
+
 static int load_trainer_state(run *r, const char *dir, kd_err *err) {
     char p[PATHBUF];
     if (path2(p, dir, "trainer_state.json", err)) return -1;
     cJSON *o = kd_json_load(p, err);
-    if (!o) return -1;
+    if (!o) return kd_err_prefix(err, "bad trainer state");
     int64_t step, astep, epoch, batch;
+    uint64_t seed = 0, hash = 0;
     double best;
-    char seed_s[32], hash_s[32];
     const cJSON *cur = cJSON_GetObjectItemCaseSensitive(o, "cursor");
-    int rc = kd_json_get_int(o, "step", p, 1, 0, INT64_MAX / 2, &step, err) ||
-             kd_json_get_int(o, "adam_step", p, 1, 0, INT64_MAX / 2, &astep, err) ||
-             kd_json_get_float(o, "best_val_ce", p, 1, -1e308, 1e308, &best, err) ||
-             !cJSON_IsObject(cur) ||
-             kd_json_get_string(cur, "seed", p, 1, seed_s, sizeof seed_s, err) ||
-             kd_json_get_string(cur, "config_hash", p, 1, hash_s, sizeof hash_s, err) ||
-             kd_json_get_int(cur, "epoch", p, 1, 0, INT64_MAX / 2, &epoch, err) ||
-             kd_json_get_int(cur, "batch", p, 1, 0, INT64_MAX / 2, &batch, err);
     char mode[16] = "fp32", gn[64] = "0x0p+0";
-    if (!rc) rc = kd_json_get_string(o, "memory_mode", p, 0, mode, sizeof mode, err) ||
-                  kd_json_get_string(o, "last_grad_norm", p, 0, gn, sizeof gn, err);
+    int rc = kd_json_get_int(o, "step", p, 1, 0, r->total_steps, &step, err) ||
+             kd_json_get_int(o, "adam_step", p, 1, 0, step, &astep, err) ||
+             kd_json_get_float(o, "best_val_ce", p, 1, -1e308, 1e308, &best, err) ||
+             (!cJSON_IsObject(cur) &&
+              kd_errf(err, "%s: field 'cursor' is %s, expected an object {seed, epoch, batch, config_hash}", p,
+                      cur ? kd_json_type_name(cur) : "missing")) ||
+             state_u64(cur, "seed", p, &seed, err) || state_u64(cur, "config_hash", p, &hash, err) ||
+             cursor_field(kd_json_get_int(cur, "epoch", p, 1, 0, INT64_MAX / 2, &epoch, err), err) ||
+             cursor_field(kd_json_get_int(cur, "batch", p, 1, 0, INT64_MAX / 2, &batch, err), err) ||
+             kd_json_get_string(o, "memory_mode", p, 0, mode, sizeof mode, err) ||
+             kd_json_get_string(o, "last_grad_norm", p, 0, gn, sizeof gn, err);
     cJSON_Delete(o);
-    if (rc) return kd_errf(err, "%s: bad trainer state: %s", p, err ? err->msg : "");
+    if (rc) return kd_err_prefix(err, "bad trainer state");
     if (strcmp(mode, r->is_lean ? "lean" : "fp32"))
         return kd_errf(err, "%s: the checkpoint was written in memory_mode \"%s\", this run is \"%s\"", p, mode,
                        r->is_lean ? "lean" : "fp32");
+    char *end = NULL;
+    double norm = strtod(gn, &end);
+    if (*end || !isfinite(norm) || norm < 0)
+        return kd_errf(err, "bad trainer state: %s: field 'last_grad_norm': found string \"%s\", expected a finite "
+                       "norm ≥ 0 in C99 hex notation (e.g. \"0x1.8p-1\")", p, gn);
+    if (seed != (uint64_t)r->rc->seed)
+        return kd_errf(err, "bad trainer state: %s: field 'cursor.seed': found \"%llu\", expected \"%llu\" (the run's "
+                       "seed in %s/run.json)", p, (unsigned long long)seed, (unsigned long long)r->rc->seed, r->dir);
+    /* every step takes grad_accum batches from the training loader: the cursor follows from the step */
+    int64_t bpe = kd_loader_batches_per_epoch(r->train), taken = step * (r->is_lean ? 1 : r->rc->grad_accum);
+    if (batch >= bpe || epoch > taken / bpe || epoch * bpe + batch != taken)
+        return kd_errf(err, "bad trainer state: %s: fields 'cursor.epoch' %lld and 'cursor.batch' %lld, expected "
+                       "epoch %lld and batch %lld (step %lld has taken %lld batches of %lld per epoch)", p,
+                       (long long)epoch, (long long)batch, (long long)(taken / bpe), (long long)(taken % bpe),
+                       (long long)step, (long long)taken, (long long)bpe);
     r->step = step;
     if (r->is_lean) {
         r->lean.step = astep;
-        r->lean.last_grad_norm = strtod(gn, NULL);
+        r->lean.last_grad_norm = norm;
     } else {
         r->opt.step = astep;
     }
     r->best_val = best >= 1e300 ? INFINITY : best;
-    kd_loader_cursor c = {strtoull(seed_s, NULL, 10), epoch, batch, strtoull(hash_s, NULL, 10)};
+    kd_loader_cursor c = {seed, epoch, batch, hash};
     /* rank 0 wrote its own cursor; the ranks step in lockstep (same epoch and batch), but each
      * loader's hash covers its rank: rank 0 checks the hash (world size included), the others
      * take the position */
     if (r->dist->rank != 0) c.config_hash = kd_loader_cursor_get(r->train).config_hash;
-    if (kd_loader_restore(r->train, &c, err)) return kd_err_prefix(err, "%s", p);
+    if (kd_loader_restore(r->train, &c, err)) return kd_err_prefix(err, "bad trainer state: %s", p);
     return 0;
 }
 
@@ -495,63 +557,26 @@ static kd_loss_batch loss_batch(const kd_batch *b) {
     return (kd_loss_batch){b->labels, b->logits, b->topk_ids, b->topk_logprobs, b->k};
 }
 
-/* kl and top1 only when the validation dump has a teacher distribution: on a
- * tokens-only dump they are NAN and left out of the JSON and the eval lines. */
+/* The validation set scored by kd_eval_batch (train/kd_eval.h): the metrics do not depend on
+ * the run's loss options. kl and top1 only when the validation dump has a teacher
+ * distribution: on a tokens-only dump they are NAN and left out of the JSON and the eval lines. */
 static int evaluate(run *r, kd_eval_result *out, kd_err *err) {
     memset(out, 0, sizeof *out);
     if (!r->val) return 0;
     if (kd_loader_restore(r->val, &r->val_start, err)) return -1;
     int64_t nb = kd_loader_batches_per_epoch(r->val);
     if (r->rc->eval_batches > 0 && r->rc->eval_batches < nb) nb = r->rc->eval_batches;
-    const kd_dump_meta *vm = kd_loader_meta(r->val);
-    kd_loss_opts eo = r->lo;
-    eo.alpha = vm->tokens_only ? 0.0f : 1.0f;
-    eo.temperature = 1.0f;
-    if (!vm->tokens_only && vm->k == 0) eo.mode = KD_TEACHER_FULL;   /* the validation dump's kind decides */
-    else if (!vm->tokens_only && eo.mode == KD_TEACHER_FULL) eo.mode = KD_TEACHER_TOPK_TAIL;
-    if (eo.div == KD_DIV_REVERSE && eo.mode == KD_TEACHER_TOPK_ZERO) eo.div = KD_DIV_FORWARD;
-    double sums[4] = {0, 0, 0, 0};   /* ce·n, kl·n, agree, n */
+    kd_eval_acc acc = {{0}, 0};
     for (int64_t i = 0; i < nb; i++) {
         const kd_batch *b = kd_loader_next(r->val, err);
         if (!b) return -1;
-        kd_loss_batch lb = loss_batch(b);
-        kd_loss_stats st;
-        int rc;
-        if (r->is_lean) {
-            rc = kd_lean_eval(&r->lean, &r->g, b->tokens, b->B, b->T, &lb, &eo, &st, err);
-        } else {
-            kd_graph_reset(&r->g);
-            r->g.no_grad = 1;
-            kd_tensor *h = kd_model_hidden(&r->g, &r->m, b->tokens, b->B, b->T);
-            rc = kd_distill_eval(h->data, kd_model_head(&r->m)->data, (int64_t)b->B * b->T, r->m.cfg.hidden_size,
-                                 r->m.cfg.vocab_size, &lb, &eo, &st, err);
-            r->g.no_grad = 0;
-            kd_graph_reset(&r->g);
-        }
-        if (rc) return kd_err_prefix(err, "evaluation batch %lld", (long long)i);
-        sums[0] += st.ce * (double)st.n_valid;
-        sums[1] += st.kl_t1 * (double)st.n_valid;
-        sums[2] += (double)st.top1_agree;
-        sums[3] += (double)st.n_valid;
+        kd_step_batch sb = {b->tokens, b->B, b->T, loss_batch(b)};
+        if (kd_step_eval(&r->stepper, &r->g, &sb, &acc, err)) return kd_err_prefix(err, "evaluation batch %lld", (long long)i);
     }
-    if (kd_dist_allreduce_sum_f64(r->dist, sums, 4, err)) return -1;
-    double n = sums[3] > 0 ? sums[3] : 1;
-    out->ce = sums[0] / n;
-    out->ppl = exp(out->ce);
-    out->kl = vm->tokens_only ? NAN : sums[1] / n;
-    out->top1 = vm->tokens_only ? NAN : sums[2] / n;
-    out->tokens = (int64_t)sums[3];
+    if (kd_dist_allreduce_sum_f64(r->dist, acc.sum, KD_EVAL_NSUMS, err)) return -1;
+    acc.teacher = !kd_loader_meta(r->val)->tokens_only;
+    *out = kd_eval_result_of(&acc);
     return 0;
-}
-
-static cJSON *eval_json(const kd_eval_result *e) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "ppl", e->ppl);
-    cJSON_AddNumberToObject(o, "ce", e->ce);
-    if (isfinite(e->kl)) cJSON_AddNumberToObject(o, "kl", e->kl);   /* absent without a teacher */
-    if (isfinite(e->top1)) cJSON_AddNumberToObject(o, "top1", e->top1);
-    cJSON_AddNumberToObject(o, "tokens", (double)e->tokens);
-    return o;
 }
 
 static void log_json(run *r, cJSON *o) {
@@ -564,20 +589,41 @@ static void log_json(run *r, cJSON *o) {
     cJSON_Delete(o);
 }
 
+/* The caller's progress callback (rank 0), with the run's position filled in. */
+static void report_full(run *r, kd_train_progress *p) {
+    if (!r->opts.progress || r->dist->rank != 0) return;
+    p->step = r->step;
+    p->total_steps = r->total_steps;
+    p->first_step = r->first_step;
+    p->run_dir = r->dir;
+    r->opts.progress(r->opts.progress_ctx, p);
+}
+
+static void report(run *r, kd_train_event ev, const kd_eval_result *e) {
+    kd_train_progress p = {.event = ev};
+    if (e) p.eval = *e;
+    report_full(r, &p);
+}
+
+static void progress(run *r, double loss, float lr) {
+    if (!r->opts.progress || r->dist->rank != 0) return;
+    double el = kd_now_s() - r->t_start;
+    int64_t done = r->step - r->first_step;
+    kd_train_progress p = {.event = KD_TRAIN_STEP, .loss = loss, .lr = lr, .log_every = r->rc->log_every};
+    p.tokens_per_s = el > 0 ? (double)(done * r->tokens_per_step) / el : 0;
+    p.eta_s = done > 0 ? el / (double)done * (double)(r->total_steps - r->step) : 0;
+    report_full(r, &p);
+}
+
 static int eval_and_log(run *r, kd_err *err) {
     kd_eval_result e;
     if (!r->val || evaluate(r, &e, err)) return r->val ? -1 : 0;
     if (r->dist->rank == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "step", (double)r->step);
-        cJSON_AddItemToObject(o, "eval", eval_json(&e));
+        cJSON_AddItemToObject(o, "eval", kd_eval_to_json(&e));
         log_json(r, o);
-        if (!r->opts.quiet && isfinite(e.kl))
-            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f kl %.4f top1 %.3f (%lld tokens)\n",
-                    isatty(2) ? "\n" : "", (long long)r->step, e.ce, e.ppl, e.kl, e.top1, (long long)e.tokens);
-        else if (!r->opts.quiet)
-            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f (%lld tokens)\n", isatty(2) ? "\n" : "",
-                    (long long)r->step, e.ce, e.ppl, (long long)e.tokens);
+        report(r, KD_TRAIN_EVAL, &e);
     }
     if (e.ce < r->best_val) {
         r->best_val = e.ce;
@@ -591,91 +637,43 @@ static int eval_and_log(run *r, kd_err *err) {
 
 static void log_step(run *r, const double *sums, double loss, double gnorm, float lr);
 
-/* Lean mode: one batch, one kd_lean_step (forward, loss, recomputing backward with per-layer updates). */
-static int train_step_lean(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
-    const char *poison = getenv("KD_TRAIN_POISON_STEP");
-    if (poison && atoll(poison) == r->step + 1) kd_lean_set(&r->lean, r->lean.m.n_params - 1, 0, NAN);
+/* The next micro-batch of the training loader (kd_step_next_fn). */
+static int next_train_batch(void *ctx, kd_step_batch *out, kd_err *err) {
+    run *r = ctx;
     const kd_batch *b = kd_loader_next(r->train, err);
     if (!b) return -1;
-    kd_loss_batch lb = loss_batch(b);
+    *out = (kd_step_batch){b->tokens, b->B, b->T, loss_batch(b)};
+    return 0;
+}
+
+static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
+    /* fault injection for tests: KD_TRAIN_POISON_STEP=N puts a NaN into the weights before step N */
+    const char *poison = getenv("KD_TRAIN_POISON_STEP");
+    if (poison && atoll(poison) == r->step + 1) kd_step_poison(&r->stepper);
     *lr_out = kd_lr_schedule(r->step, r->rc->warmup, r->total_steps, (float)r->rc->lr, (float)r->rc->lr_min);
-    kd_lean_result res;
-    if (kd_lean_step(&r->lean, &r->g, b->tokens, b->B, b->T, &lb, &r->lo, *lr_out, r->rc->grad_clip, r->dist, &res,
-                     err))
-        return -1;
-    double n = res.sums[4];
-    *loss_out = n > 0 ? res.sums[0] / n : 0.0;
+    kd_step_result res;
+    if (kd_step_run(&r->stepper, &r->g, r->rc->grad_accum, next_train_batch, r, &r->lo, *lr_out, r->rc->grad_clip,
+                    r->dist, &res, err))
+        return kd_err_prefix(err, "step %lld", (long long)r->step + 1);
+    *loss_out = res.loss;
     *gnorm_out = res.grad_norm;
     r->step++;
     log_step(r, res.sums, *loss_out, *gnorm_out, *lr_out);
     return 0;
 }
 
-static int train_step(run *r, double *loss_out, double *gnorm_out, float *lr_out, kd_err *err) {
-    if (r->is_lean) return train_step_lean(r, loss_out, gnorm_out, lr_out, err);
-    kd_model_zero_grad(&r->m);
-    /* fault injection for tests: KD_TRAIN_POISON_STEP=N puts a NaN into the weights before step N */
-    const char *poison = getenv("KD_TRAIN_POISON_STEP");
-    if (poison && atoll(poison) == r->step + 1) r->m.params[r->m.n_params - 1]->data[0] = NAN;
-    kd_tensor *head = kd_model_head(&r->m);
-    double sums[5] = {0, 0, 0, 0, 0};   /* loss·n, ce·n, kl·n, agree, n */
-    for (int64_t a = 0; a < r->rc->grad_accum; a++) {
-        const kd_batch *b = kd_loader_next(r->train, err);
-        if (!b) return -1;
-        kd_graph_reset(&r->g);
-        kd_tensor *h = kd_model_hidden(&r->g, &r->m, b->tokens, b->B, b->T);
-        kd_loss_batch lb = loss_batch(b);
-        kd_loss_stats st;
-        kd_tensor *loss = kd_distill_loss(&r->g, h, head, &lb, &r->lo, &st, err);
-        if (!loss) return kd_err_prefix(err, "step %lld", (long long)r->step + 1);
-        if (st.n_valid > 0) {
-            float seed = (float)st.n_valid;     /* gradient of the token sum */
-            kd_graph_backward_from(&r->g, loss, &seed);
-        }
-        sums[0] += st.loss * (double)st.n_valid;
-        sums[1] += st.ce * (double)st.n_valid;
-        sums[2] += st.kl * (double)st.n_valid;
-        sums[3] += (double)st.top1_agree;
-        sums[4] += (double)st.n_valid;
-    }
-    kd_graph_reset(&r->g);
-    if (kd_dist_allreduce_sum_f64(r->dist, sums, 5, err)) return -1;
-    for (int i = 0; i < r->m.n_params; i++)
-        if (kd_dist_allreduce_sum_f32(r->dist, r->m.params[i]->grad, r->m.params[i]->n, err)) return -1;
-    double n = sums[4];
-    *loss_out = n > 0 ? sums[0] / n : 0.0;
-    if (!isfinite(*loss_out))
-        return kd_errf(err, "step %lld: the loss is %s; stopping (the last checkpoint is intact)",
-                       (long long)r->step + 1, isnan(*loss_out) ? "NaN" : "infinite");
-    if (n > 0) {
-        float inv = (float)(1.0 / n);
-        for (int i = 0; i < r->m.n_params; i++) {
-            float *gr = r->m.params[i]->grad;
-            for (int64_t j = 0; j < r->m.params[i]->n; j++) gr[j] *= inv;
-        }
-    }
-    *gnorm_out = kd_grad_clip(r->m.params, r->m.n_params, r->rc->grad_clip);
-    if (!isfinite(*gnorm_out))
-        return kd_errf(err, "step %lld: the gradient norm is not finite; stopping (the last checkpoint is intact)",
-                       (long long)r->step + 1);
-    *lr_out = kd_lr_schedule(r->step, r->rc->warmup, r->total_steps, (float)r->rc->lr, (float)r->rc->lr_min);
-    kd_adamw_step(&r->opt, &r->ao, *lr_out);
-    if (kd_adamw_gather(&r->opt, &r->shard, err)) return kd_err_prefix(err, "step %lld", (long long)r->step + 1);
-    r->step++;
-    log_step(r, sums, *loss_out, *gnorm_out, *lr_out);
-    return 0;
-}
-
-/* One metrics line; sums = loss·n, ce·n, kl·n, agreements, n over all ranks. */
+/* One metrics line; sums = loss·n, ce·n, D_T·n, agreements, n over all ranks. train_divergence is
+ * the run's own divergence (kd_mode, direction, at its temperature, without the T² factor) on the
+ * training batch: what the loss optimises, not the evaluation's kl (train/kd_eval.h). */
 static void log_step(run *r, const double *sums, double loss, double gnorm, float lr) {
     if (r->dist->rank != 0) return;
     double n = sums[4];
     cJSON *o = cJSON_CreateObject();
-    double el = now_s() - r->t_start;
+    double el = kd_now_s() - r->t_start;
     cJSON_AddNumberToObject(o, "step", (double)r->step);
     cJSON_AddNumberToObject(o, "loss", loss);
     cJSON_AddNumberToObject(o, "ce", n > 0 ? sums[1] / n : 0);
-    cJSON_AddNumberToObject(o, "kl", n > 0 ? sums[2] / n : 0);
+    cJSON_AddNumberToObject(o, "train_divergence", n > 0 ? sums[2] / n : 0);
     cJSON_AddNumberToObject(o, "top1", n > 0 ? sums[3] / n : 0);
     cJSON_AddNumberToObject(o, "lr", lr);
     cJSON_AddNumberToObject(o, "grad_norm", gnorm);
@@ -684,23 +682,111 @@ static void log_step(run *r, const double *sums, double loss, double gnorm, floa
     log_json(r, o);
 }
 
-static void progress(run *r, int64_t first_step, double loss, float lr) {
-    if (r->opts.quiet || r->dist->rank != 0) return;
-    double el = now_s() - r->t_start;
-    int64_t done = r->step - first_step;
-    double tps = el > 0 ? (double)(done * r->tokens_per_step) / el : 0;
-    double eta = done > 0 ? el / (double)done * (double)(r->total_steps - r->step) : 0;
-    if (isatty(2)) {
-        int width = 24, fill = (int)(width * r->step / (r->total_steps ? r->total_steps : 1));
-        char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
-        bar[width] = 0;
-        fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %.0fs   ", bar, (long long)r->step,
-                (long long)r->total_steps, loss, lr, tps, eta);
-    } else if (r->step % r->rc->log_every == 0 || r->step == r->total_steps) {
-        fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s eta %.0fs\n", (long long)r->step,
-                (long long)r->total_steps, loss, lr, tps, eta);
+/* ---- resources ------------------------------------------------------------------------ */
+
+/* Bytes one rank needs for per-rank batch b: kd_plan's training step plus the loader's
+ * batch buffers (prefetch + 1 slots for training, 1 for validation). */
+static int64_t plan_bytes(const kd_config *c, const kd_run_config *rc, const kd_dump_meta *m, int ranks, int64_t b,
+                          kd_plan *p) {
+    kd_plan_opts o = {.batch = b, .seq = m->seq_len, .threads = omp_get_max_threads(), .lm_chunk = rc->lm_chunk,
+                      .topk = m->k, .ranks = ranks, .lean = !strcmp(rc->memory_mode, "lean"),
+                      .lean_weights_fp32 = !strcmp(rc->lean_weights, "fp32"), .lean_m_fp32 = !strcmp(rc->lean_m, "fp32"),
+                      .lean_v_full = !strcmp(rc->lean_v, "full"), .lean_clip_exact = !strcmp(rc->lean_clip, "exact")};
+    kd_plan_compute(c, &o, p);
+    int64_t per_pos = 8 + (m->tokens_only ? 0 : m->k ? 8 * (int64_t)m->k : 4 * m->vocab_size);
+    return p->train_peak + 4 * b * m->seq_len * per_pos;
+}
+
+/*
+ * Before anything big is allocated: the plan of one training step (student/kd_plan.h)
+ * against the memory this process may use (kd_mem_available). Over it, the run is
+ * refused with the figures and the largest batch_size that fits, instead of being
+ * killed by the kernel's OOM killer without a word. KD_MEMORY_CHECK=0 skips the check.
+ */
+static int check_memory(run *r, kd_err *err) {
+    const kd_run_config *rc = r->rc;
+    const char *env = getenv("KD_MEMORY_CHECK");
+    if (env && !strcmp(env, "0")) return 0;
+    int64_t avail = kd_mem_available();
+    if (avail <= 0) return 0;
+    kd_config c;
+    char cp[PATHBUF];
+    struct stat st;
+    if (stat(rc->student, &st) != 0) return 0;   /* load_student reports it */
+    if (S_ISDIR(st.st_mode) ? path2(cp, rc->student, "config.json", NULL) : snprintf(cp, sizeof cp, "%s", rc->student) < 0)
+        return 0;
+    kd_err e2;
+    if (kd_config_load(&c, cp, &e2)) return 0;    /* so does load_student */
+    kd_dump *d = kd_dump_open(rc->train_data[0], &e2);
+    if (!d) return 0;                             /* and open_loaders */
+    kd_dump_meta m = *kd_dump_get_meta(d);
+    kd_dump_close(d);
+    int world = r->dist->world > 0 ? r->dist->world : 1, ranks = r->shard.world;
+    int64_t b = rc->batch_size / world;
+    if (b < 1) return 0;
+    kd_plan p;
+    int64_t need = plan_bytes(&c, rc, &m, ranks, b, &p);
+    if (need <= avail) return 0;
+    int64_t lo = 0, hi = b;   /* the largest per-rank batch that fits: plan_bytes grows with b */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        kd_plan q;
+        if (plan_bytes(&c, rc, &m, ranks, mid, &q) <= avail) lo = mid;
+        else hi = mid - 1;
     }
+    const double G = 1.0 / (1 << 30);
+    char fits[200];
+    if (lo > 0)
+        snprintf(fits, sizeof fits, "batch_size %lld fits (raise grad_accum to keep the tokens per step)",
+                 (long long)(lo * world));
+    else
+        snprintf(fits, sizeof fits, "not even batch_size %d fits", world);
+    return kd_errf(err, "batch_size %lld × seq_len %d needs about %.1f GiB per process (weights %.2f, gradients %.2f, "
+                   "optimizer %.2f, activations %.1f, loss %.1f, data %.1f GiB; kd plan --config %s --batch %lld --seq "
+                   "%d shows the plan), but only %.1f GiB of memory is available: %s; memory_mode \"lean\" or a smaller "
+                   "lm_chunk also need less (KD_MEMORY_CHECK=0 skips this check)",
+                   (long long)rc->batch_size, m.seq_len, (double)need * G, (double)p.weights * G, (double)p.grads * G,
+                   (double)p.optimizer * G, (double)p.activations * G, (double)p.loss * G,
+                   (double)(need - p.train_peak) * G, cp, (long long)b, m.seq_len, (double)avail * G, fits);
+}
+
+/* On resume: keep the metrics lines of the steps up to the checkpoint's (a killed run's later
+ * lines are logged again as its steps are redone, and so is final_eval), dropping a torn
+ * last line. */
+static int trim_metrics(const char *path, int64_t step, kd_err *err) {
+    if (!kd_file_exists(path)) return 0;
+    size_t len;
+    char *text = kd_read_file(path, &len, err);
+    if (!text) return -1;
+    char *out = malloc(len + 1);
+    size_t n = 0;
+    int dropped = 0;
+    for (char *line = text; out && *line;) {
+        char *nl = strchr(line, '\n');
+        if (!nl) {   /* no newline: a line cut short */
+            dropped = 1;
+            break;
+        }
+        *nl = 0;
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *sv = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
+        int keep = cJSON_IsNumber(sv) && sv->valuedouble <= (double)step &&
+                   !cJSON_GetObjectItemCaseSensitive(o, "final_eval");   /* logged again at the end */
+        cJSON_Delete(o);
+        if (keep) {
+            size_t l = (size_t)(nl - line);
+            memcpy(out + n, line, l);
+            out[n + l] = '\n';
+            n += l + 1;
+        } else {
+            dropped = 1;
+        }
+        line = nl + 1;
+    }
+    int rc = !out ? kd_errf(err, "%s: out of memory", path) : dropped ? kd_write_file_atomic(path, out, n, err) : 0;
+    free(out);
+    free(text);
+    return rc;
 }
 
 /* ---- the run -------------------------------------------------------------------------- */
@@ -717,6 +803,7 @@ int kd_train_load_run_config(kd_run_config *rc, const char *run_dir, kd_err *err
 
 static void run_free(run *r) {
     if (r->metrics) fclose(r->metrics);
+    kd_lock_release(r->lock_fd);
     kd_loader_free(r->train);
     kd_loader_free(r->val);
     kd_graph_free(&r->g);
@@ -735,13 +822,18 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     r.shard = rc->shard_optimizer && dist->world > 1 ? *dist : (kd_dist){.rank = 0, .world = 1, .active = 0};
     if (o) r.opts = *o;
     r.best_val = INFINITY;
+    r.lock_fd = -1;
     snprintf(r.dir, sizeof r.dir, "%s", run_dir);
     char p[PATHBUF];
     int status = -1;
     if (path2(p, run_dir, "run.json", err)) return -1;
     if (!resume && kd_file_exists(p))
         return kd_errf(err, "%s already holds a run (use --resume, or another --out)", run_dir);
-    if (kd_graph_init(&r.g, 0, err) || load_student(&r, err) || open_loaders(&r, err)) goto done;
+    struct stat rst;
+    if (stat(run_dir, &rst) == 0 && !S_ISDIR(rst.st_mode))
+        return kd_errf(err, "%s: is %s, expected a run directory", run_dir, kd_path_what(run_dir));
+    if (check_memory(&r, err) || kd_graph_init(&r.g, 0, err) || load_student(&r, err) || open_loaders(&r, err))
+        goto done;
     r.lo = kd_loss_opts_default();
     r.lo.alpha = (float)rc->alpha;
     r.lo.temperature = (float)rc->temperature;
@@ -754,36 +846,54 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
     if (!r.is_lean && kd_adamw_init_shard(&r.opt, r.m.params, r.m.n_params, rc->decay_embeddings, r.shard.rank,
                                           r.shard.world, err))
         goto done;
+    r.stepper = r.is_lean ? kd_stepper_lean(&r.lean) : kd_stepper_fp32(&r.m, &r.opt, &r.ao, &r.shard);
     if (dist->rank == 0) {
-        if (kd_mkdirs(run_dir, err)) goto done;
+        /* one kd train per run directory: the lock is held until the process ends */
+        char lp[PATHBUF];
+        if (kd_mkdirs(run_dir, err) || path2(lp, run_dir, ".lock", err)) goto done;
+        r.lock_fd = kd_lock_acquire(lp, "another kd train is running in this run directory; wait for it to finish, "
+                                        "or give another --out", NULL, err);
+        if (r.lock_fd < 0) goto done;
+        if (!resume && kd_file_exists(p)) {   /* again, now that no other process can be writing it */
+            kd_errf(err, "%s already holds a run (use --resume, or another --out)", run_dir);
+            goto done;
+        }
         if (!resume) {
             cJSON *j = kd_run_config_to_json(rc);
             int bad = kd_json_write_atomic(p, j, err);
             cJSON_Delete(j);
             if (bad) goto done;
         }
+    }
+    int fresh = 0;   /* resumed a run that was killed before its first checkpoint */
+    if (resume) {
+        int lc = load_checkpoint(&r, err);
+        if (lc < 0) goto done;
+        fresh = lc == 1;
+    }
+    if (dist->rank == 0) {
         char mp[PATHBUF];
-        if (path2(mp, run_dir, "metrics.jsonl", err)) goto done;
+        if (path2(mp, run_dir, "metrics.jsonl", err) || (resume && trim_metrics(mp, r.step, err))) goto done;
         if (!(r.metrics = fopen(mp, "a"))) {
-            kd_errf(err, "%s: cannot open for appending", mp);
+            kd_errf(err, "%s: cannot open for appending: %s", mp, strerror(errno));
             goto done;
         }
     }
-    if (resume && load_checkpoint(&r, err)) goto done;
     int64_t first = r.step;
-    r.t_start = now_s();
-    if (!r.opts.quiet && dist->rank == 0)
-        fprintf(stderr,
-                "kd train: %.2fM-parameter student, %lld steps of %lld tokens, alpha %.2f T %.2f %s, %d rank(s)%s%s%s\n",
-                (double)kd_config_n_params(&r.m.cfg) * 1e-6, (long long)r.total_steps, (long long)r.tokens_per_step,
-                rc->alpha, rc->temperature, rc->kd_mode, dist->world,
-                r.shard.world > 1 ? " (optimizer state sharded)" : "", resume ? ", resumed" : "",
-                r.is_lean ? ", memory_mode lean" : "");
+    r.first_step = first;
+    r.t_start = kd_now_s();
+    {
+        kd_train_progress p = {.event = KD_TRAIN_START, .n_params = (double)kd_config_n_params(&r.m.cfg),
+                               .tokens_per_step = r.tokens_per_step, .alpha = rc->alpha, .temperature = rc->temperature,
+                               .kd_mode = rc->kd_mode, .world = dist->world, .sharded = r.shard.world > 1,
+                               .resumed = resume, .restarted = fresh, .lean = r.is_lean};
+        report_full(&r, &p);
+    }
     while (r.step < r.total_steps) {
         double loss = 0, gnorm = 0;
         float lr = 0;
         if (train_step(&r, &loss, &gnorm, &lr, err)) goto done;
-        progress(&r, first, loss, lr);
+        progress(&r, loss, lr);
         int last = r.step == r.total_steps;
         if (rc->eval_every && r.step % rc->eval_every == 0 && !last && eval_and_log(&r, err)) goto done;
         int stop = r.opts.stop_after && r.step - first >= r.opts.stop_after;
@@ -793,7 +903,7 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
             goto done;
         }
     }
-    if (!r.opts.quiet && dist->rank == 0 && isatty(2)) fputc('\n', stderr);
+    report(&r, KD_TRAIN_STEPS_DONE, NULL);
     /* the end: final weights, final evaluation, a checkpoint to resume or extend from */
     kd_eval_result e;
     if (evaluate(&r, &e, err)) goto done;
@@ -806,18 +916,14 @@ int kd_train(const kd_run_config *rc, const char *run_dir, int resume, const kd_
             char best[PATHBUF];
             if (path2(best, run_dir, "best", err) || save_model_swap(&r, best, err)) goto done;
         }
-        cJSON *j = eval_json(&e);
+        cJSON *j = kd_eval_to_json(&e);
         int bad = path2(p, run_dir, "final_eval.json", err) || kd_json_write_atomic(p, j, err);
         cJSON *line = cJSON_CreateObject();
         cJSON_AddNumberToObject(line, "step", (double)r.step);
         cJSON_AddItemToObject(line, "final_eval", j);
         log_json(&r, line);
         if (bad) goto done;
-        if (!r.opts.quiet && isfinite(e.kl))
-            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f kl %.4f top1 %.3f -> %s/final\n", e.ce, e.ppl,
-                    e.kl, e.top1, run_dir);
-        else if (!r.opts.quiet)
-            fprintf(stderr, "kd train: done: validation ce %.4f ppl %.2f -> %s/final\n", e.ce, e.ppl, run_dir);
+        report(&r, KD_TRAIN_DONE, &e);
     }
     status = 0;
 done:

@@ -2,8 +2,7 @@
 
 usage: kd_loss_ref.py IN.safetensors OUT.safetensors
 
-Written from the definitions (docs: formats-and-algorithms.md D.1-D.4 and
-train/kd_loss.h), not from kd's gradient formulas: the loss is built from
+Written from the definitions (docs/training.md and train/kd_loss.h), not from kd's gradient formulas: the loss is built from
 log-softmaxes and the bucket distributions, and torch.autograd supplies the
 gradients w.r.t. the hidden states and the LM head.
 

@@ -8,7 +8,10 @@ OUTPUT gets "logits" [B, T, V], "loss" (mean CE over valid targets) and
 "grad.<param>" for every parameter. Computed in float64 from kd's float32
 weights, following transformers' LlamaForCausalLM: rotate_half RoPE, repeat_kv
 for grouped-query attention, RMSNorm in float, SwiGLU MLP; plus Mistral-style
-sliding-window masking when config.json sets sliding_window.
+sliding-window masking when config.json sets sliding_window. RoPE follows
+transformers' modeling_rope_utils: rope_type default, linear and llama3, read
+from either spelling of config.json (4.x: top-level rope_theta + rope_scaling,
+whose type key may be the older "type"; 5.x: rope_parameters).
 """
 import json
 import math
@@ -31,6 +34,39 @@ def rotate_half(x):
     return torch.cat((-x[..., d:], x[..., :d]), dim=-1)
 
 
+def rope_params(cfg):
+    """(theta, dict of the scaling parameters with "rope_type") from either config spelling."""
+    rp = cfg.get("rope_parameters") or {}
+    rs = cfg.get("rope_scaling") or {}
+    d = dict(rs)
+    d.update(rp)
+    theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    d["rope_type"] = d.get("rope_type", d.get("type", "default"))
+    return theta, d
+
+
+def rope_inv_freq(cfg, D):
+    """inv_freq [D/2] in float64, as transformers' _compute_{default,linear_scaling,llama3}_parameters."""
+    theta, d = rope_params(cfg)
+    inv = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+    kind = d["rope_type"]
+    if kind == "default":
+        return inv
+    if kind == "linear":
+        return inv / d["factor"]
+    if kind == "llama3":
+        factor, lo, hi = d["factor"], d["low_freq_factor"], d["high_freq_factor"]
+        old = d["original_max_position_embeddings"]
+        low_wl, high_wl = old / lo, old / hi
+        wavelen = 2 * math.pi / inv
+        out = torch.where(wavelen > low_wl, inv / factor, inv)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * out / factor + smooth * out
+        medium = ~(wavelen < high_wl) & ~(wavelen > low_wl)
+        return torch.where(medium, smoothed, out)
+    raise ValueError(f"rope_type {kind} not implemented by the reference")
+
+
 def forward(cfg, p, tokens):
     B, T = tokens.shape
     C = cfg["hidden_size"]
@@ -38,9 +74,10 @@ def forward(cfg, p, tokens):
     Hkv = cfg.get("num_key_value_heads") or H
     D = cfg.get("head_dim") or C // H
     eps = cfg.get("rms_norm_eps", 1e-6)
-    theta = cfg.get("rope_theta", 10000.0)
     window = cfg.get("sliding_window")
-    inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+    if cfg.get("use_sliding_window") is False:
+        window = None
+    inv_freq = rope_inv_freq(cfg, D)
     freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos(), emb.sin()

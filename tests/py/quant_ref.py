@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """quant_ref.py — an independent numpy version of ggml's reference quantizers
-(shared/docs/formats-and-algorithms.md B.2–B.7), for tests/test_quant.c.
+(docs/quantization.md#ggml-block-formats), for tests/test_quant.c.
 
 usage: quant_ref.py IN.f32 N OUTDIR
   IN.f32 holds float32 rows of N elements. For each type T in
@@ -37,7 +37,7 @@ def bf16_bits(v):
 
 
 def nearest_int(v):
-    """Round half to even through the 1.5*2^23 trick (B.2)."""
+    """Round half to even through the 1.5*2^23 trick, as ggml does."""
     t = (np.asarray(v, dtype=F) + F(12582912.0)).astype(F)
     return (t.view(np.int32) & 0x007FFFFF) - 0x00400000
 
@@ -57,7 +57,7 @@ def seqsum(terms):
     return s
 
 
-# ---- Q8_0, Q4_0, Q4_1 (B.3–B.5) ---------------------------------------------------------
+# ---- Q8_0, Q4_0, Q4_1 ------------------------------------------------------------------
 
 def q8_0(x):
     b = x.reshape(-1, 32)
@@ -133,7 +133,7 @@ def dq_q4_1(raw):
     return ((unpack_nibbles(r[:, 4:]).astype(F) * d[:, None]).astype(F) + m[:, None]).astype(F)
 
 
-# ---- Q4_K (B.6) -------------------------------------------------------------------------
+# ---- Q4_K -------------------------------------------------------------------------------
 
 def make_qkx2(x, w, nmax=15, rmin=F(-1), rdelta=F(0.1), nstep=20):
     """Weighted asymmetric search per row of x [S, n]: returns L [S, n], scale [S], -min [S]."""
@@ -242,7 +242,7 @@ def dq_q4_k(raw):
     return ((dl[:, :, None] * lev).astype(F) - ml[:, :, None]).astype(F).reshape(-1, 256)
 
 
-# ---- Q6_K (B.7) -------------------------------------------------------------------------
+# ---- Q6_K -------------------------------------------------------------------------------
 
 def make_qx(x, nmax=32):
     """Symmetric search (weights x^2) per row of x [S, n]: returns L [S, n] (l + nmax) and scale [S]."""

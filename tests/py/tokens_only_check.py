@@ -122,8 +122,10 @@ def read_kd(path, ref):
             fail("distribution %r, k %r: expected 'none', 0" % (a["distribution"], a["k"]))
         t, n = int(a["seq_len"]), int(a["n_seq"])
         names = sorted(name for name in f if isinstance(f[name], h5py.Dataset))
-        if names != ["loss_mask", "tokens"]:
-            fail("datasets %r, expected exactly loss_mask and tokens" % names)
+        if names not in (["loss_mask", "tokens"], ["loss_mask", "seq_checksum", "tokens"]):
+            fail("datasets %r, expected exactly loss_mask and tokens (and kd's optional seq_checksum)" % names)
+        if "seq_checksum" in names and f["seq_checksum"].shape != (int(a["n_seq"]),):
+            fail("seq_checksum shape %r, expected (n_seq,)" % (f["seq_checksum"].shape,))
         for name, dt, shape in (("tokens", "int32", (n, t + 1)), ("loss_mask", "uint8", (n, t))):
             d = f[name]
             if str(d.dtype) != dt or d.shape != shape or d.maxshape[0] is not None or d.chunks[0] != 1:
