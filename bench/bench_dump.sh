@@ -15,7 +15,7 @@
 set -euo pipefail
 B=$(cd "${1:-build}" && pwd)
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${KD_SHARED_DIR:-$SRC/../shared}
+SHARED=${KD_DATA_DIR:-$SRC/tests/data}
 REPEATS=${REPEATS:-3}
 THREADS=${THREADS:-1}
 W=$(mktemp -d)

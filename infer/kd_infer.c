@@ -543,11 +543,11 @@ int kd_infer_eval_seqs(kd_infer *e, const int32_t *tokens, int64_t n, float *log
         if (tokens[i] < 0 || tokens[i] >= e->V)
             return kd_errf(err, "token %d of sequence %lld is outside the vocabulary (%lld)", tokens[i], (long long)i,
                            (long long)e->V);
-    const double t0 = now_s();
+    const double t0 = kd_now_s();
     forward(e, tokens, n, e->n_past, 1);
     e->n_past++;
     if (logits) linear(e, &e->head, e->h, n, logits);
-    e->stats.n_decode += n, e->stats.decode_s += now_s() - t0;
+    e->stats.n_decode += n, e->stats.decode_s += kd_now_s() - t0;
     return 0;
 }
 
