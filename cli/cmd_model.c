@@ -9,6 +9,8 @@
 
 #include "cli/kd_cli.h"
 #include "core/kd_file.h"
+#include "data/kd_dump_tok.h"
+#include "data/kd_tokenizer.h"
 #include "student/kd_checkpoint.h"
 #include "infer/kd_infer.h"
 #include "student/kd_llama2c.h"
@@ -106,13 +108,14 @@ int kd_cmd_import(int argc, char **argv) {
     if (!rc && parsed && kd_tokenizer_n_vocab(parsed) != m.cfg.vocab_size)
         rc = kd_errf(&err, "--tokenizer %s: %d pieces, expected the model's vocab_size %lld (%s)", tok,
                      kd_tokenizer_n_vocab(parsed), (long long)m.cfg.vocab_size, model);
-    kd_tokenizer_free(parsed);
     if (!rc) rc = kd_checkpoint_save(&m, out, &err);
     if (!rc && tok) {
         char path[4096];
         rc = kd_path_join(path, sizeof path, out, "tokenizer.bin", &err) ||
              kd_write_file_atomic(path, bytes, len, &err);
+        if (!rc) kd_tokenizer_save_hf_or_warn(parsed, out);   /* + tokenizer.json for transformers */
     }
+    kd_tokenizer_free(parsed);
     free(bytes);
     if (rc) fprintf(stderr, "kd import: %s\n", err.msg);
     else printf("wrote %s (%.2fM parameters)\n", out, (double)kd_config_n_params(&m.cfg) * 1e-6);

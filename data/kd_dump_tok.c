@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "core/kd_file.h"
+#include "core/kd_log.h"
 #include "data/kd_tokenizer_bpe.h"
+#include "data/kd_tokenizer_hf.h"
 #include "data/kd_tokenizer_load.h"
 #include "data/kd_dump_impl.h"
 
@@ -229,6 +231,8 @@ int kd_tokenizer_load_dir(const char *dir, kd_tokenizer **out, kd_err *err) {
     if (kd_file_exists(p)) return (*out = kd_tokenizer_load_h5(p, err)) ? 0 : -1;
     if (kd_path_join(p, sizeof p, dir, "tokenizer.bin", err)) return -1;
     if (kd_file_exists(p)) return (*out = kd_tokenizer_load(p, err)) ? 0 : -1;
+    if (kd_path_join(p, sizeof p, dir, "tokenizer.json", err)) return -1;   /* e.g. a transformers directory */
+    if (kd_file_exists(p)) return (*out = kd_tokenizer_load_hf(dir, err)) ? 0 : -1;
     return 0;
 }
 
@@ -236,5 +240,13 @@ int kd_tokenizer_save_dir(const kd_tokenizer *tok, const char *dir, kd_err *err)
     char p[4096];
     const char *name = kd_tokenizer_dir_file(tok);
     if (kd_path_join(p, sizeof p, dir, name, err)) return -1;
-    return strcmp(name, "tokenizer.h5") ? kd_tokenizer_write_llama2c(tok, p, err) : kd_tokenizer_save_h5(tok, p, err);
+    if (strcmp(name, "tokenizer.h5") ? kd_tokenizer_write_llama2c(tok, p, err) : kd_tokenizer_save_h5(tok, p, err))
+        return -1;
+    kd_tokenizer_save_hf_or_warn(tok, dir);
+    return 0;
+}
+
+void kd_tokenizer_save_hf_or_warn(const kd_tokenizer *tok, const char *dir) {
+    kd_err e = {{0}};
+    if (kd_tokenizer_save_hf(tok, dir, &e)) kd_warn("%s: no tokenizer.json for transformers: %s", dir, e.msg);
 }

@@ -27,12 +27,15 @@ int kd_dump_tokenizer_from(const kd_tokenizer *tok, kd_dump_tokenizer *out, kd_e
 /* tokenizer.h5 (see above), written atomically; and read back. */
 int kd_tokenizer_save_h5(const kd_tokenizer *tok, const char *path, kd_err *err);
 kd_tokenizer *kd_tokenizer_load_h5(const char *path, kd_err *err);
-/* A tokenizer file of any kind: tokenizer.h5 (HDF5 signature), else as kd_tokenizer_load (GGUF, tokenizer.bin). */
+/* A tokenizer file of any kind: tokenizer.h5 (HDF5 signature), else as kd_tokenizer_load (GGUF, tokenizer.json, tokenizer.bin). */
 kd_tokenizer *kd_tokenizer_open(const char *path, kd_err *err);
 /* The tokenizer of checkpoint directory dir: tokenizer.h5 when present, else
- * tokenizer.bin; *out = NULL (and 0) when it has neither. */
+ * tokenizer.bin, else tokenizer.json; *out = NULL (and 0) when it has none. */
 int kd_tokenizer_load_dir(const char *dir, kd_tokenizer **out, kd_err *err);
-/* Store tok in dir: tokenizer.bin for "llama", tokenizer.h5 for "gpt2". */
+/* Store tok in dir: tokenizer.bin for "llama", tokenizer.h5 for "gpt2", and beside it tokenizer.json +
+ * tokenizer_config.json for transformers (data/kd_tokenizer_hf.h; a warning instead when they cannot be
+ * written, which kd_tokenizer_save_hf_or_warn does alone). Reading falls back to tokenizer.json. */
+void kd_tokenizer_save_hf_or_warn(const kd_tokenizer *tok, const char *dir);
 int kd_tokenizer_save_dir(const kd_tokenizer *tok, const char *dir, kd_err *err);
 /* "tokenizer.h5" or "tokenizer.bin": the file kd_tokenizer_save_dir writes for tok. */
 const char *kd_tokenizer_dir_file(const kd_tokenizer *tok);

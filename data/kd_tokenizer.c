@@ -687,7 +687,7 @@ static int64_t render(const kd_tokenizer *tok, int32_t id, unsigned opts, char *
     size_t n = tok->len[id], w = 0;
     switch (tok->type[id]) {
     case KD_TOKEN_NORMAL:
-        if (tok->codec) return tok->codec->render(p, n, dst, cap);
+        if (tok->codec) return tok->codec->render(tok, p, n, dst, cap);
         for (size_t k = 0; k < n; k++) {
             if (w == cap) return -1;
             if (k + 3 <= n && !memcmp(p + k, SPACE_MARK, 3)) {

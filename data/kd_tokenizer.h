@@ -130,8 +130,8 @@ int64_t kd_tokenizer_decode_token(const kd_tokenizer *tok, int32_t id, unsigned 
 typedef struct kd_tok_codec {
     /* Append the ids of one raw fragment (no special tokens in it). */
     int (*encode)(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err);
-    /* Text of a NORMAL piece p[0..n) into dst[0..cap): its length, −1 when cap is too small. */
-    int64_t (*render)(const char *p, size_t n, char *dst, size_t cap);
+    /* Text of a NORMAL piece p[0..n) of tok into dst[0..cap): its length, −1 when cap is too small. */
+    int64_t (*render)(const kd_tokenizer *tok, const char *p, size_t n, char *dst, size_t cap);
     void (*free)(void *state);
 } kd_tok_codec;
 /* Attach codec with its state, owned by tok from now on (the previous codec's

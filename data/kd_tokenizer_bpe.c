@@ -1,7 +1,8 @@
 /*
  * kd_tokenizer_bpe.c — byte-level BPE for kd_tokenizer (see kd_tokenizer_bpe.h):
  * the merges and their rank map, GPT-2's byte ↔ character map, decoding of
- * byte-level pieces, the GPT-2 pre-tokenizer split and merging by rank.
+ * byte-level (and Gemma 4 UTF-8) pieces, the pre-tokenizer split (data/kd_pretok.h)
+ * and merging by rank; attached to kd_tokenizer as its kd_tok_codec.
  */
 #include "data/kd_tokenizer_bpe.h"
 
@@ -10,8 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/kd_pretok.h"
+
 typedef struct kd_tok_bpe {
     char pre[64];
+    kd_pretok *pt;        /* the split of pre; NULL when llama.cpp does not know pre */
     int32_t n;            /* merges */
     char *blob;           /* every merge, each followed by a NUL */
     size_t *off;
@@ -22,7 +26,7 @@ typedef struct kd_tok_bpe {
 
 static void bpe_free(void *state);
 static int bpe_encode(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err);
-static int64_t bpe_render(const char *p, size_t n, char *dst, size_t cap);
+static int64_t bpe_render(const kd_tokenizer *tok, const char *p, size_t n, char *dst, size_t cap);
 
 /* What kd_tokenizer.c calls for a tokenizer this file made byte-level. */
 static const kd_tok_codec bpe_codec = {bpe_encode, bpe_render, bpe_free};
@@ -92,6 +96,7 @@ static uint64_t hash_bytes(const char *s, size_t n) {
 static void bpe_free(void *state) {
     kd_tok_bpe *b = state;
     if (!b) return;
+    kd_pretok_free(b->pt);
     free(b->blob);
     free(b->off);
     free(b->len);
@@ -117,6 +122,10 @@ int kd_tokenizer_set_bpe(kd_tokenizer *tok, const char *pre, int32_t n, const ch
     kd_tok_bpe *b = calloc(1, sizeof *b);
     if (!b) return kd_errf(err, "%s: out of memory", what);
     snprintf(b->pre, sizeof b->pre, "%s", pre ? pre : "");
+    if (kd_pretok_known(b->pre) && !(b->pt = kd_pretok_new(b->pre, err))) {
+        bpe_free(b);
+        return -1;
+    }
     size_t total = 1, cap = 8;
     for (int32_t i = 0; i < n; i++) {
         size_t l = lens ? lens[i] : strlen(merges[i]);
@@ -171,6 +180,11 @@ int kd_tokenizer_set_bpe(kd_tokenizer *tok, const char *pre, int32_t n, const ch
 
 const char *kd_tokenizer_model(const kd_tokenizer *tok) { return bpe_part(tok) ? "gpt2" : "llama"; }
 
+const struct kd_pretok *kd_tokenizer_pretok(const kd_tokenizer *tok) {
+    const kd_tok_bpe *b = bpe_part(tok);
+    return b ? b->pt : NULL;
+}
+
 const char *kd_tokenizer_pre(const kd_tokenizer *tok) {
     const kd_tok_bpe *b = bpe_part(tok);
     return b ? b->pre : "";
@@ -188,38 +202,34 @@ const char *kd_tokenizer_merge(const kd_tokenizer *tok, int32_t i, size_t *len) 
     return b->blob + b->off[i];
 }
 
-enum { PRE_NONE, PRE_GPT2, PRE_LLAMA3, PRE_QWEN2 };
-
-/* The pattern llama.cpp uses for a pre-tokenizer name, among those kd implements. */
-static int pre_kind(const char *pre) {
-    static const struct {
-        const char *name;
-        int kind;
-    } names[] = {{"gpt-2", PRE_GPT2},        {"phi-2", PRE_GPT2},      {"jina-es", PRE_GPT2},
-                 {"jina-de", PRE_GPT2},      {"jina-v2-es", PRE_GPT2}, {"jina-v2-de", PRE_GPT2},
-                 {"roberta-bpe", PRE_GPT2},  {"mpt", PRE_GPT2},        {"olmo", PRE_GPT2},
-                 {"jais", PRE_GPT2},         {"gigachat", PRE_GPT2},   {"llama3", PRE_LLAMA3},
-                 {"llama-v3", PRE_LLAMA3},   {"llama-bpe", PRE_LLAMA3}, {"falcon3", PRE_LLAMA3},
-                 {"qwen2", PRE_QWEN2},       {"deepseek-r1-qwen", PRE_QWEN2}};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (!strcmp(pre, names[i].name)) return names[i].kind;
-    return PRE_NONE;
-}
-
 int kd_tokenizer_can_encode(const kd_tokenizer *tok, char *why, size_t n) {
     const kd_tok_bpe *b = bpe_part(tok);
-    if (!b || pre_kind(b->pre) != PRE_NONE) return 1;
+    if (!b || b->pt) return 1;
     if (why)
         snprintf(why, n, "kd cannot encode text with a \"gpt2\" (byte-level BPE) tokenizer whose pre-tokenizer is "
-                 "\"%s\": kd implements \"gpt-2\", \"llama-bpe\" (Llama 3), \"qwen2\" and their aliases",
-                 b->pre[0] ? b->pre : "(none given)");
+                 "\"%s\": it is none of the %zu names llama.cpp knows (data/kd_pretok.c)", b->pre,
+                 kd_pretok_names(NULL));
     return 0;
 }
 
 /* ---- decoding ---------------------------------------------------------------------- */
 
-static int64_t bpe_render(const char *p, size_t n, char *dst, size_t cap) {
+static int64_t bpe_render(const kd_tokenizer *tok, const char *p, size_t n, char *dst, size_t cap) {
+    const kd_tok_bpe *b = bpe_part(tok);
+    unsigned flags = b && b->pt ? kd_pretok_flags(b->pt) : 0;
     size_t w = 0;
+    if (flags & KD_PRETOK_RAW) {   /* the piece's own UTF-8, U+2581 back to a space when spaces were escaped */
+        for (size_t k = 0; k < n; k++) {
+            if (w == cap) return -1;
+            if ((flags & KD_PRETOK_ESCAPE_SPACE) && k + 3 <= n && !memcmp(p + k, "\xE2\x96\x81", 3)) {
+                dst[w++] = ' ';
+                k += 2;
+            } else {
+                dst[w++] = p[k];
+            }
+        }
+        return (int64_t)w;
+    }
     for (size_t k = 0; k < n;) {
         size_t l;
         uint32_t cp = get_utf8((const unsigned char *)p + k, n - k, &l);
@@ -238,34 +248,6 @@ static int64_t bpe_render(const char *p, size_t n, char *dst, size_t cap) {
 }
 
 /* ---- encoding ---------------------------------------------------------------------- */
-
-enum { C_SPACE, C_LETTER, C_NUMBER, C_OTHER };
-
-/* Character class for GPT-2's pattern: exact for ASCII and Latin-1, beyond
- * that the Unicode spaces are spaces and every other code point a letter. */
-static int cls(uint32_t c) {
-    if (c < 0x80) {
-        if (c == ' ' || (c >= 9 && c <= 13)) return C_SPACE;
-        if ((c | 32) >= 'a' && (c | 32) <= 'z') return C_LETTER;
-        if (c >= '0' && c <= '9') return C_NUMBER;
-        return C_OTHER;
-    }
-    if (c < 0x100) {
-        if (c == 0x85 || c == 0xA0) return C_SPACE;
-        if (c == 0xAA || c == 0xB5 || c == 0xBA || (c >= 0xC0 && c != 0xD7 && c != 0xF7)) return C_LETTER;
-        if (c == 0xB2 || c == 0xB3 || c == 0xB9 || (c >= 0xBC && c <= 0xBE)) return C_NUMBER;
-        return C_OTHER;
-    }
-    if (c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-        c == 0x3000)
-        return C_SPACE;
-    /* combining marks, punctuation and symbol blocks, emoji, variation selectors */
-    if ((c >= 0x300 && c <= 0x36F) || (c >= 0x2000 && c <= 0x2BFF) || (c >= 0x2E00 && c <= 0x2E7F) ||
-        (c >= 0x3000 && c <= 0x303F) || (c >= 0xFE00 && c <= 0xFE0F) || (c >= 0xFF01 && c <= 0xFF0F) ||
-        (c >= 0x1F000 && c <= 0x1FAFF) || c == 0xFFFD)
-        return C_OTHER;
-    return C_LETTER;
-}
 
 typedef struct bsym {
     int32_t prev, next;   /* neighbours in the live chain, -1 at the ends */
@@ -335,9 +317,11 @@ static int try_pair(benc *e, int32_t l, int32_t r) {
     return rank < 0 ? 0 : heap_push(e, (bpair){rank, l, r, L->n, R->n});
 }
 
-/* BPE over one word (raw bytes w[0..n)), ids appended to out. */
-static int encode_word(benc *e, const unsigned char *w, size_t n, kd_tokens *out, kd_err *err) {
-    if (2 * n + 1 > e->cap || n > e->sy_cap) {
+/* BPE over one word w[0..n) (bytes of the repaired text), ids appended to out. In byte mode each byte
+ * becomes its GPT-2 byte character; in RAW mode the word's own UTF-8 characters are the symbols. */
+static int encode_word(benc *e, const unsigned char *w, size_t n, unsigned flags, kd_tokens *out, kd_err *err) {
+    int raw = (flags & KD_PRETOK_RAW) != 0;
+    if (2 * n + 1 > e->cap || n + 1 > e->sy_cap) {
         size_t cap = 2 * n + 1;
         char *buf = realloc(e->buf, cap), *key;
         if (buf) e->buf = buf;
@@ -349,12 +333,31 @@ static int encode_word(benc *e, const unsigned char *w, size_t n, kd_tokens *out
         e->cap = cap;
         e->sy_cap = n + 1;
     }
-    int32_t ns = (int32_t)n;
     size_t pos = 0;
-    for (int32_t i = 0; i < ns; i++) {
-        size_t l = put_utf8(kd_bpe_byte_char(w[i]), e->buf + pos);
-        e->sy[i] = (bsym){i - 1, i + 1 < ns ? i + 1 : -1, (uint32_t)pos, (uint32_t)l};
-        pos += l;
+    if (raw) {
+        memcpy(e->buf, w, n);
+        pos = n;
+    } else {
+        for (size_t i = 0; i < n; i++) pos += put_utf8(kd_bpe_byte_char(w[i]), e->buf + pos);
+    }
+    /* a word that is a token (IGNORE_MERGES; NEWLINE_TOKENS for a word of newlines) is that token */
+    int whole = (flags & KD_PRETOK_IGNORE_MERGES) != 0;
+    if (!whole && (flags & KD_PRETOK_NEWLINE_TOKENS)) {
+        whole = n > 0;
+        for (size_t i = 0; i < n; i++) whole &= w[i] == '\n';
+    }
+    if (whole && n > 0) {
+        int32_t id = kd_tokenizer_find(e->tok, e->buf, pos);
+        if (id >= 0) return kd_tokens_push(out, id, err);
+    }
+    /* symbols: UTF-8 characters of buf (length from the lead byte, as llama.cpp) */
+    int32_t ns = 0;
+    for (size_t off = 0; off < pos; ns++) {
+        static const uint8_t ulen[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+        size_t l = ulen[(unsigned char)e->buf[off] >> 4];
+        if (l > pos - off) l = pos - off;
+        e->sy[ns] = (bsym){ns - 1, off + l == pos ? -1 : ns + 1, (uint32_t)off, (uint32_t)l};
+        off += l;
     }
     e->hn = 0;
     for (int32_t i = 0; i + 1 < ns; i++)
@@ -376,11 +379,14 @@ static int encode_word(benc *e, const unsigned char *w, size_t n, kd_tokens *out
             if (kd_tokens_push(out, id, err) < 0) return -1;
             continue;
         }
-        for (uint32_t k = 0; k < e->sy[i].n;) {   /* one piece per byte character, when it exists */
-            size_t l = ((unsigned char)p[k] < 0x80) ? 1 : 2;
-            int32_t bid = kd_tokenizer_find(e->tok, p + k, l);
+        /* no piece: one token per byte of the symbol when it exists (llama.cpp drops the others) —
+         * the one-byte piece in byte mode, <0xXX> in RAW mode */
+        for (uint32_t k = 0; k < e->sy[i].n; k++) {
+            static const char hex[] = "0123456789ABCDEF";
+            unsigned char c = (unsigned char)p[k];
+            char bp[6] = {'<', '0', 'x', hex[c >> 4], hex[c & 15], '>'};
+            int32_t bid = raw ? kd_tokenizer_find(e->tok, bp, 6) : kd_tokenizer_find(e->tok, p + k, 1);
             if (bid >= 0 && kd_tokens_push(out, bid, err) < 0) return -1;
-            k += (uint32_t)l;
         }
     }
     return 0;
@@ -388,110 +394,30 @@ oom:
     return kd_errf(err, "tokenizer: out of memory encoding a word of %zu bytes", n);
 }
 
-/* End (byte offset) of the GPT-2 pattern's match at s[i..n). */
-static size_t next_word(const unsigned char *s, size_t n, size_t i) {
-    size_t l, l2;
-    uint32_t c = get_utf8(s + i, n - i, &l);
-    if (c == '\'' && i + 1 < n) {   /* 's 't 're 've 'm 'll 'd */
-        unsigned char a = s[i + 1], b2 = i + 2 < n ? s[i + 2] : 0;
-        if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
-        if ((a == 'r' && b2 == 'e') || (a == 'v' && b2 == 'e') || (a == 'l' && b2 == 'l')) return i + 3;
-    }
-    size_t j = i;
-    int k = cls(c);
-    if (c == ' ' && i + 1 < n) {   /* " ?X+" */
-        uint32_t d = get_utf8(s + i + 1, n - i - 1, &l2);
-        if (cls(d) != C_SPACE) {
-            j = i + 1;
-            k = cls(d);
-            l = l2;
-        }
-    }
-    if (k != C_SPACE) {
-        size_t e = j + l;
-        while (e < n) {
-            uint32_t d = get_utf8(s + e, n - e, &l2);
-            if (cls(d) != k) break;
-            e += l2;
-        }
-        return e;
-    }
-    /* a run of spaces: all of it at the end of the text, else all but its last character
-     * (which then starts the next word), or that one character alone */
-    size_t e = i + l, last = i;
-    while (e < n) {
-        uint32_t d = get_utf8(s + e, n - e, &l2);
-        if (cls(d) != C_SPACE) break;
-        last = e;
-        e += l2;
-    }
-    if (e == n || last == i) return e;
-    return last;
-}
-
-static int is_nl(uint32_t c) { return c == '\r' || c == '\n'; }
-
-static int lower_is(unsigned char c, char want) { return c == want || c == want - 32; }
-
-/* End of the Llama 3 / Qwen2 pattern's match at s[i..n) (max_digits 3 / 1):
- * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
-static size_t next_word_llama3(const unsigned char *s, size_t n, size_t i, int max_digits) {
-    size_t l, l2, e;
-    uint32_t c = get_utf8(s + i, n - i, &l), d = 0;
-    int k = cls(c), k2 = -1;
-    if (i + l < n) {
-        d = get_utf8(s + i + l, n - i - l, &l2);
-        k2 = cls(d);
-    }
-    if (c == '\'' && i + 1 < n) {   /* contractions, either case */
-        unsigned char a = s[i + 1], b2 = i + 2 < n ? s[i + 2] : 0;
-        if (lower_is(a, 's') || lower_is(a, 't') || lower_is(a, 'm') || lower_is(a, 'd')) return i + 2;
-        if ((lower_is(a, 'r') && lower_is(b2, 'e')) || (lower_is(a, 'v') && lower_is(b2, 'e')) ||
-            (lower_is(a, 'l') && lower_is(b2, 'l')))
-            return i + 3;
-    }
-    if (k == C_LETTER || (k2 == C_LETTER && k != C_NUMBER && !is_nl(c))) {   /* [^\r\n\p{L}\p{N}]?\p{L}+ */
-        for (e = k == C_LETTER ? i : i + l; e < n; e += l2)
-            if (cls(get_utf8(s + e, n - e, &l2)) != C_LETTER) break;
-        return e;
-    }
-    if (k == C_NUMBER) {   /* \p{N}{1,max_digits} */
-        e = i;
-        for (int m = 0; m < max_digits && e < n; m++, e += l2)
-            if (cls(get_utf8(s + e, n - e, &l2)) != C_NUMBER) break;
-        return e;
-    }
-    if (k == C_OTHER || (c == ' ' && k2 == C_OTHER)) {   /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
-        for (e = k == C_OTHER ? i : i + 1; e < n; e += l2)
-            if (cls(get_utf8(s + e, n - e, &l2)) != C_OTHER) break;
-        while (e < n && is_nl(s[e])) e++;
-        return e;
-    }
-    /* spaces: \s*[\r\n]+ up to the run's last newline; else \s+(?!\S) | \s+ */
-    size_t last = i, nl = 0;
-    int has_nl = 0;
-    for (e = i; e < n; e += l2) {
-        uint32_t x = get_utf8(s + e, n - e, &l2);
-        if (cls(x) != C_SPACE) break;
-        if (is_nl(x)) has_nl = 1, nl = e + 1;
-        last = e;
-    }
-    if (has_nl) return nl;
-    if (e == n || last == i) return e;
-    return last;
-}
-
 static int bpe_encode(const kd_tokenizer *tok, const char *text, size_t len, kd_tokens *out, kd_err *err) {
     char why[256];
     if (!kd_tokenizer_can_encode(tok, why, sizeof why)) return kd_errf(err, "tokenizer: %s", why);
     benc e = {.tok = tok, .b = bpe_part(tok)};
-    const unsigned char *s = (const unsigned char *)text;
-    int rc = 0, kind = pre_kind(e.b->pre);
-    for (size_t i = 0; i < len && !rc;) {
-        size_t end = kind == PRE_GPT2 ? next_word(s, len, i) : next_word_llama3(s, len, i, kind == PRE_LLAMA3 ? 3 : 1);
-        rc = encode_word(&e, s + i, end - i, out, err);
-        i = end;
+    unsigned flags = kd_pretok_flags(e.b->pt);
+    kd_words w = {0};
+    char *esc = NULL;
+    int rc = 0;
+    if (flags & KD_PRETOK_ESCAPE_SPACE) {   /* spaces become U+2581 before the split */
+        size_t k = 0;
+        esc = malloc(3 * len + 1);
+        if (!esc) return kd_errf(err, "tokenizer: out of memory encoding %zu bytes", len);
+        for (size_t i = 0; i < len; i++) {
+            if (text[i] == ' ') memcpy(esc + k, "\xE2\x96\x81", 3), k += 3;
+            else esc[k++] = text[i];
+        }
+        text = esc;
+        len = k;
     }
+    rc = kd_pretok_split(e.b->pt, text, len, &w, err);
+    for (size_t i = 0, start = 0; i < w.n && !rc; start = w.end[i++])
+        rc = encode_word(&e, (const unsigned char *)w.text + start, w.end[i] - start, flags, out, err);
+    kd_words_free(&w);
+    free(esc);
     free(e.buf);
     free(e.key);
     free(e.sy);

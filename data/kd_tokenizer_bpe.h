@@ -13,30 +13,25 @@
  * splits them); its rank is its index.
  *
  * Decoding: a NORMAL piece maps each byte character back to its byte (a
- * character outside the 256 is copied as it is); other types as for SPM.
+ * character outside the 256 is copied as it is; for the RAW pre-tokenizers the
+ * piece is UTF-8 itself, U+2581 a space when spaces are escaped); other types
+ * as for SPM.
  *
  * Encoding (llama.cpp's llm_tokenizer_bpe):
  *   1. BOS when KD_TOK_ENC_ADD_SPECIAL is given and add_bos is set;
  *   2. the text is split at special tokens as for SPM;
- *   3. each raw fragment is split into words with the pre-tokenizer's pattern:
- *      "gpt-2" (and aliases):
- *        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
- *      "llama-bpe" (Llama 3; aliases "llama3", "llama-v3", "falcon3") and
- *      "qwen2" ("deepseek-r1-qwen"), which differ in D = 3 and 1:
- *        (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,D}|
- *        ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
- *      (letters, digits and spaces are exact for ASCII and Latin-1; beyond,
- *      the Unicode spaces are spaces, combining marks, the punctuation and
- *      symbol blocks and emoji are neither letters nor digits, and every other
- *      code point counts as a letter: digits of other scripts count as letters);
- *   4. each word's bytes become byte characters, the initial symbols;
+ *   3. each raw fragment is split into words by the pre-tokenizer (every name
+ *      llama.cpp knows, split exactly as llama.cpp does: data/kd_pretok.h);
+ *   4. each word's bytes become byte characters, the initial symbols (the
+ *      word's own UTF-8 characters for the RAW pre-tokenizers, Gemma 4 style);
+ *      with IGNORE_MERGES (Llama 3 …) a word that is a token is that token;
  *   5. the adjacent pair with the lowest merge rank is merged, ties to the
  *      leftmost, until no pair has a rank;
- *   6. each final symbol is its piece, or one piece per byte character (a
- *      character without a piece is dropped, as llama.cpp does);
+ *   6. each final symbol is its piece, or one piece per byte (the one-byte
+ *      piece, <0xXX> when RAW; a byte without one is dropped, as llama.cpp does);
  *   7. EOS when asked and add_eos is set.
- * Encoding with any other pre-tokenizer (or none: llama.cpp's "default"),
- * which kd_tokenizer_can_encode reports, fails with a message naming the
+ * Encoding with a pre-tokenizer name llama.cpp does not know, which
+ * kd_tokenizer_can_encode reports, fails with a message naming the
  * tokenizer model and pre-tokenizer. Decoding works for all. Unlike
  * llama.cpp, decoding keeps the text's spaces exactly (no clean-up of a space
  * before punctuation).
@@ -65,6 +60,9 @@ const char *kd_tokenizer_model(const kd_tokenizer *tok);
 /* The pre-tokenizer name ("" when none was given or the model is "llama"). */
 const char *kd_tokenizer_pre(const kd_tokenizer *tok);
 int32_t kd_tokenizer_n_merges(const kd_tokenizer *tok);
+/* The pre-tokenizer (data/kd_pretok.h); NULL for SPM or a name llama.cpp does not know. */
+struct kd_pretok;
+const struct kd_pretok *kd_tokenizer_pretok(const kd_tokenizer *tok);
 /* Merge i ("left right", NUL-terminated), NULL when out of range. */
 const char *kd_tokenizer_merge(const kd_tokenizer *tok, int32_t i, size_t *len);
 /* 1 when kd_tokenizer_encode can encode text with this tokenizer; otherwise 0

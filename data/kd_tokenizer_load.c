@@ -1,7 +1,8 @@
 /*
  * kd_tokenizer_load.c — tokenizers from files (see kd_tokenizer_load.h): the
- * tokenizer.ggml.* keys of a GGUF, SentencePiece or byte-level BPE, and a file
- * of either format told apart by its magic.
+ * tokenizer.ggml.* keys of a GGUF, SentencePiece, byte-level BPE or Gemma 4's
+ * BPE on UTF-8, and a file of any format told apart by its first bytes
+ * (GGUF, a Hugging Face tokenizer.json, else a llama2.c tokenizer.bin).
  */
 #include "data/kd_tokenizer_load.h"
 
@@ -12,6 +13,7 @@
 
 #include "core/kd_file.h"
 #include "data/kd_tokenizer_bpe.h"
+#include "data/kd_tokenizer_hf.h"
 #include "format/kd_gguf.h"
 
 /* ---- GGUF tokenizer.ggml.* --------------------------------------------------- */
@@ -35,8 +37,8 @@ static int opt_bool(const kd_gguf *g, const char *key, unsigned bit, unsigned *f
     return 0;
 }
 
-/* tokenizer.ggml.merges (required, as in llama.cpp) and tokenizer.ggml.pre of a "gpt2" tokenizer. */
-static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, kd_err *err) {
+/* tokenizer.ggml.merges (required, as in llama.cpp) and tokenizer.ggml.pre (unless force_pre) of a BPE tokenizer. */
+static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, const char *force_pre, kd_err *err) {
     const char *name = kd_gguf_name(g), *pre = "";
     kd_gguf_arr mg;
     if (kd_gguf_find_key(g, "tokenizer.ggml.merges") < 0)
@@ -44,6 +46,7 @@ static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, kd_err *err) {
     if (kd_gguf_get_arr(g, "tokenizer.ggml.merges", KD_GGUF_STRING, -1, &mg, err) < 0 ||
         (kd_gguf_find_key(g, "tokenizer.ggml.pre") >= 0 && kd_gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL, err) < 0))
         return -1;
+    if (force_pre) pre = force_pre;
     if (mg.n > KD_TOK_MAX_MERGES)
         return kd_errf(err, "%s: tokenizer.ggml.merges has %" PRIu64 " entries, expected at most %d", name, mg.n,
                        KD_TOK_MAX_MERGES);
@@ -67,10 +70,11 @@ static int bpe_from_gguf(const kd_gguf *g, kd_tokenizer *tok, kd_err *err) {
 kd_tokenizer *kd_tokenizer_from_gguf(const kd_gguf *g, kd_err *err) {
     const char *name = kd_gguf_name(g), *model;
     if (kd_gguf_get_str(g, "tokenizer.ggml.model", &model, NULL, err) < 0) return NULL;
-    int bpe = !strcmp(model, "gpt2");
+    /* "gemma4" is BPE over raw UTF-8 with the "gemma4" pre-tokenizer, whatever tokenizer.ggml.pre says (as llama.cpp) */
+    int gemma4 = !strcmp(model, "gemma4"), bpe = !strcmp(model, "gpt2") || gemma4;
     if (strcmp(model, "llama") && !bpe) {
-        kd_errf(err, "%s: tokenizer.ggml.model is '%.40s', expected 'llama' (SentencePiece) or 'gpt2' (byte-level "
-                "BPE; kd supports no other)", name, model);
+        kd_errf(err, "%s: tokenizer.ggml.model is '%.40s', expected 'llama' (SentencePiece), 'gpt2' (byte-level "
+                "BPE) or 'gemma4' (BPE on UTF-8; kd supports no other)", name, model);
         return NULL;
     }
     kd_gguf_arr toks, sc = {0}, ty = {0};
@@ -109,7 +113,7 @@ kd_tokenizer *kd_tokenizer_from_gguf(const kd_gguf *g, kd_err *err) {
             if (types) types[i] = kd_gguf_arr_i32(&ty, (uint64_t)i);
         }
         tok = kd_tokenizer_build(name, n, pcs, lens, scores, types, bos, eos, unk, flags, err);
-        if (tok && bpe && bpe_from_gguf(g, tok, err) < 0) {
+        if (tok && bpe && bpe_from_gguf(g, tok, gemma4 ? "gemma4" : NULL, err) < 0) {
             kd_tokenizer_free(tok);
             tok = NULL;
         }
@@ -129,6 +133,13 @@ kd_tokenizer *kd_tokenizer_load(const char *path, kd_err *err) {
         kd_gguf *g = kd_gguf_parse(m.data, m.len, path, err);
         if (g) tok = kd_tokenizer_from_gguf(g, err);
         kd_gguf_close(g);
+    } else if (m.len >= 1 && ((const char *)m.data)[0] == '{') {   /* tokenizer.json, with the config beside it */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        else snprintf(dir, sizeof dir, ".");
+        tok = kd_tokenizer_load_hf(dir, err);
     } else {
         tok = kd_tokenizer_parse_llama2c(m.data, m.len, path, err);
     }

@@ -202,6 +202,12 @@ int kd_quantize_checkpoint(const kd_quantize_opts *o, kd_err *err) {
         goto done;
     if (have_h5 && (kd_path_join(path, sizeof path, o->out, "tokenizer.h5", err) || copy_file(tok_h5, path, err)))
         goto done;
+    if (have_tok || have_h5) {   /* tokenizer.json + tokenizer_config.json beside it, for transformers */
+        kd_tokenizer *t = NULL;
+        if (kd_tokenizer_load_dir(o->out, &t, err)) goto done;
+        if (t) kd_tokenizer_save_hf_or_warn(t, o->out);
+        kd_tokenizer_free(t);
+    }
     if (kd_path_join(path, sizeof path, o->out, "quantize.json", err) || kd_json_write_atomic(path, rec, err)) goto done;
     rc = 0;
 done:

@@ -12,6 +12,7 @@ BUILD_PKGS=(build-essential cmake pkg-config
   libopenblas-openmp-dev    # OpenBLAS built with OpenMP (no thread oversubscription)
   libhdf5-dev               # teacher logit dumps
   libcjson-dev              # configs, safetensors headers
+  libpcre2-dev              # Unicode-exact pre-tokenizers of byte-level BPE tokenizers
   libcmocka-dev             # unit tests
   libopenmpi-dev openmpi-bin # data-parallel training
 )
