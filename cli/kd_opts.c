@@ -115,13 +115,28 @@ static int group_end(const kd_opt *opts, int g) {
     return e;
 }
 
-/* "A and B exclude each other", "X, one of A and B and Y are required (see ...)". */
+/* "X, one of A and B and Y are required (see ...)", then "A and B exclude each other". */
 static int check_groups(const char *cmd, const kd_opt *opts, const unsigned char *seen) {
     const kd_opt *missing[MAX_OPTS];
     int n_missing = 0, group_of[MAX_OPTS];
     for (int g = 0; opts[g].name; g = group_end(opts, g)) {
-        int e = group_end(opts, g), first = -1;
-        for (int k = g; k < e; k++) {
+        int e = group_end(opts, g), any = 0;
+        for (int k = g; k < e; k++) any |= seen[k];
+        if ((opts[g].flags & KD_OPT_REQUIRED) && !any) group_of[n_missing] = e - g, missing[n_missing++] = &opts[g];
+    }
+    if (n_missing) {
+        fprintf(stderr, "kd %s: ", cmd);
+        for (int m = 0; m < n_missing; m++) {
+            const kd_opt *o = missing[m];
+            fprintf(stderr, "%s%s", m == 0 ? "" : m == n_missing - 1 ? " and " : ", ", group_of[m] > 1 ? "one of " : "");
+            for (int k = 0; k < group_of[m]; k++)
+                fprintf(stderr, "%s%s", k == 0 ? "" : k == group_of[m] - 1 ? " and " : ", ", o[k].name);
+        }
+        fprintf(stderr, " %s required (see kd %s --help)\n", n_missing == 1 ? "is" : "are", cmd);
+        return 2;
+    }
+    for (int g = 0; opts[g].name; g = group_end(opts, g))
+        for (int k = g, first = -1; k < group_end(opts, g); k++) {
             if (!seen[k]) continue;
             if (first >= 0) {
                 fprintf(stderr, "kd %s: %s and %s exclude each other\n", cmd, opts[first].name, opts[k].name);
@@ -129,23 +144,7 @@ static int check_groups(const char *cmd, const kd_opt *opts, const unsigned char
             }
             first = k;
         }
-        if ((opts[g].flags & KD_OPT_REQUIRED) && first < 0) group_of[n_missing] = e - g, missing[n_missing++] = &opts[g];
-    }
-    if (!n_missing) return 0;
-    fprintf(stderr, "kd %s: ", cmd);
-    for (int m = 0; m < n_missing; m++) {
-        const kd_opt *o = missing[m];
-        fprintf(stderr, "%s", m == 0 ? "" : m == n_missing - 1 ? " and " : ", ");
-        if (group_of[m] == 1) {
-            fprintf(stderr, "%s", o->name);
-            continue;
-        }
-        fprintf(stderr, "one of ");
-        for (int k = 0; k < group_of[m]; k++)
-            fprintf(stderr, "%s%s", k == 0 ? "" : k == group_of[m] - 1 ? " and " : ", ", o[k].name);
-    }
-    fprintf(stderr, " %s required (see kd %s --help)\n", n_missing == 1 ? "is" : "are", cmd);
-    return 2;
+    return 0;
 }
 
 int kd_opts_parse(const char *cmd, const kd_opt *opts, int argc, char **argv) {
