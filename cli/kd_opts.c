@@ -12,9 +12,12 @@
 
 #define MAX_OPTS 64   /* rows of one table */
 
-static const kd_opt *find(const kd_opt *opts, const char *name) {
+/* The row of option NAME, or else (an argument not starting with "-") the first positional row not yet given. */
+static const kd_opt *find(const kd_opt *opts, const char *name, const unsigned char *seen) {
     for (const kd_opt *o = opts; o->name; o++)
-        if (!strcmp(o->name, name)) return o;
+        if (o->kind != KD_OPT_ARG && !strcmp(o->name, name)) return o;
+    for (const kd_opt *o = opts; o->name && name[0] != '-'; o++)
+        if (o->kind == KD_OPT_ARG && !seen[o - opts]) return o;
     return NULL;
 }
 
@@ -156,7 +159,7 @@ int kd_opts_parse(const char *cmd, const kd_opt *opts, int argc, char **argv) {
         return 1;
     }
     for (int i = 1; i < argc; i++) {
-        const kd_opt *o = find(opts, argv[i]);
+        const kd_opt *o = find(opts, argv[i], seen);
         if (!o) {
             fprintf(stderr, "kd %s: unknown argument '%s' (see kd %s --help)\n", cmd, argv[i], cmd);
             return 2;
@@ -165,6 +168,10 @@ int kd_opts_parse(const char *cmd, const kd_opt *opts, int argc, char **argv) {
         if (o->given) *o->given = 1;
         if (o->kind == KD_OPT_FLAG || o->kind == KD_OPT_FLAG_OFF) {
             *(int *)o->dst = o->kind == KD_OPT_FLAG;
+            continue;
+        }
+        if (o->kind == KD_OPT_ARG) {
+            *(const char **)o->dst = argv[i];
             continue;
         }
         int taken = 0, rc = 0;
@@ -186,7 +193,7 @@ int kd_opts_parse(const char *cmd, const kd_opt *opts, int argc, char **argv) {
 /* "--name ARG" of a row into buf. */
 static void label(const kd_opt *o, char *buf, size_t n) {
     size_t len = (size_t)snprintf(buf, n, "%s", o->name);
-    if (o->kind == KD_OPT_FLAG || o->kind == KD_OPT_FLAG_OFF || len >= n) return;
+    if (o->kind == KD_OPT_FLAG || o->kind == KD_OPT_FLAG_OFF || o->kind == KD_OPT_ARG || len >= n) return;
     if (o->arg || o->kind != KD_OPT_CHOICE) {
         snprintf(buf + len, n - len, " %s%s", o->arg ? o->arg : "VALUE", (o->flags & KD_OPT_MULTI) ? "..." : "");
         return;

@@ -18,7 +18,8 @@
  *
  * Errors are printed on stderr as "kd CMD: ..." and are usage errors (exit 2):
  * an unknown argument, a missing value, an integer out of [lo, hi], a number
- * out of its range, a value not among the choices, a rejected CALL value, two
+ * out of its range, a value not among the choices, a rejected CALL value, a
+ * positional argument where the table has none (left), two
  * options of one KD_OPT_ALT group, a required option (or group) not given.
  * A later value of the same option replaces an earlier one (LIST appends).
  */
@@ -39,6 +40,8 @@ typedef enum kd_opt_kind {
     KD_OPT_LIST,     /* repeatable: appended to *(kd_opt_list *)dst; with KD_OPT_MULTI one option
                       * takes every following argument up to the next one starting with "--" */
     KD_OPT_CALL,     /* call(dst, value, err); a -1 is a usage error printed as "kd CMD: err" */
+    KD_OPT_ARG,      /* a positional argument: *(const char **)dst = the first argument that is no
+                      * option and does not start with "-"; name is its placeholder ("DUMP.h5") */
 } kd_opt_kind;
 
 enum {
@@ -56,7 +59,7 @@ typedef struct kd_opt_list {
 } kd_opt_list;
 
 typedef struct kd_opt {
-    const char *name;     /* "--seq", "-n"; NULL ends the table */
+    const char *name;     /* "--seq", "-n" (ARG: the placeholder); NULL ends the table */
     kd_opt_kind kind;
     void *dst;
     const char *arg;      /* the value's placeholder in --help ("N", "FILE"); CHOICE: NULL shows a|b|c */

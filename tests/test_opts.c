@@ -16,7 +16,7 @@
 #include "kd_test.h"
 
 typedef struct vals {
-    const char *model, *out, *a, *b;
+    const char *model, *out, *a, *b, *path;
     int64_t n, seed;
     double temp;
     int quiet, clip, mode, n_calls;
@@ -49,6 +49,7 @@ static void table(vals *v, kd_opt *t) {
         {"--call", KD_OPT_CALL, &v->n_calls, "C", .help = "counted", .flags = KD_OPT_REPEAT, .call = count_call},
         {"--quiet", KD_OPT_FLAG, &v->quiet, NULL, .help = "no progress"},
         {"--no-clip", KD_OPT_FLAG_OFF, &v->clip, NULL, .help = "skip the clip"},
+        {"PATH", KD_OPT_ARG, &v->path, NULL, .help = "a positional argument"},
         {"--secret", KD_OPT_FLAG, &v->quiet, NULL, .help = "hidden", .flags = KD_OPT_HIDDEN},
         {0}};
     memcpy(t, opts, sizeof opts);
@@ -92,9 +93,10 @@ static void parse_values(void **state) {
     assert_null(v.a);
     assert_string_equal(v.b, "y");
     assert_true(v.n == 512 && v.seed == 7 && v.temp == 0.8 && v.mode == 0 && v.clip == 1 && !v.quiet);
+    assert_null(v.path);
     assert_int_equal(parse(&v,
                            "--a x -n 5 -n 1000 --seed 9223372036854775807 --temp 1 --mode lean --text p q --quiet "
-                           "--model m --no-clip --call 1 --call 2 --text r --secret",
+                           "--model m --no-clip --call 1 --call 2 PATH --text r --secret",
                            err, sizeof err),
                      0);
     assert_string_equal(err, "");
@@ -103,6 +105,7 @@ static void parse_values(void **state) {
     assert_int_equal(v.list.n, 3);
     assert_string_equal(v.items[0], "p");
     assert_string_equal(v.items[2], "r");
+    assert_string_equal(v.path, "PATH");   /* the placeholder is no option name */
     /* a single value starting with "--" is still a value */
     assert_int_equal(parse(&v, "--model --out --a x", err, sizeof err), 0);
     assert_string_equal(v.model, "--out");
@@ -114,7 +117,8 @@ static void parse_errors(void **state) {
         const char *line, *msg;
     } cases[] = {
         {"--model m --a x --bogus", "kd test: unknown argument '--bogus' (see kd test --help)\n"},
-        {"--model m --a x stray", "kd test: unknown argument 'stray' (see kd test --help)\n"},
+        {"--model m --a x p stray", "kd test: unknown argument 'stray' (see kd test --help)\n"},
+        {"--model m --a x -p", "kd test: unknown argument '-p' (see kd test --help)\n"},
         {"--model m --a", "kd test: --a needs a value\n"},
         {"--model m --a x --text --quiet", "kd test: --text needs a value\n"},
         {"--model m --a x -n 1001", "kd test: -n: '1001' is not an integer in [0, 1000]\n"},
@@ -165,13 +169,14 @@ static void help_text(void **state) {
     fprintf(stderr, "%s", out);
     assert_non_null(strstr(out, "usage: kd test --model DIR (--a X | --b Y) [-n N] [--seed S] [--temp T] "
                                 "[--mode fp32|lean]\n"));
-    assert_non_null(strstr(out, "[--text FILE...] [--call C ...] [--quiet] [--no-clip]\n"));
+    assert_non_null(strstr(out, "[--text FILE...] [--call C ...] [--quiet] [--no-clip] [PATH]\n"));
     assert_null(strstr(out, "secret"));
     assert_non_null(strstr(out, "\n  -n N              tokens (512)\n"));
     assert_non_null(strstr(out, "\n  --seed S          seed\n                    second line\n"));   /* def "" */
     assert_non_null(strstr(out, "\n  --temp T          temperature (0.8)\n"));
     assert_non_null(strstr(out, "\n  --mode fp32|lean  memory mode (fp32)\n"));
     assert_non_null(strstr(out, "\n  --quiet           no progress\n"));
+    assert_non_null(strstr(out, "\n  PATH              a positional argument\n"));
 }
 
 int main(int argc, char **argv) {
