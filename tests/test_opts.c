@@ -55,6 +55,32 @@ static void table(vals *v, kd_opt *t) {
     memcpy(t, opts, sizeof opts);
 }
 
+/* Capture what is written to fd (1 or 2) between capture_begin and capture_end into out. */
+typedef struct capture {
+    FILE *f;
+    int fd, saved;
+} capture;
+
+static capture capture_begin(int fd) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/fd%d.txt", kd_test_tmpdir(), fd);
+    fflush(NULL);
+    capture c = {fopen(path, "w+"), fd, dup(fd)};
+    assert_non_null(c.f);
+    dup2(fileno(c.f), fd);
+    return c;
+}
+
+static void capture_end(capture *c, char *out, size_t cap) {
+    fflush(NULL);
+    dup2(c->saved, c->fd);
+    close(c->saved);
+    rewind(c->f);
+    size_t n = fread(out, 1, cap - 1, c->f);
+    out[n] = 0;
+    fclose(c->f);
+}
+
 /* Parse the words of line against the test table; the status, stderr in err_out. */
 static int parse(vals *v, const char *line, char *err_out, size_t cap) {
     kd_opt t[16];
@@ -65,21 +91,9 @@ static int parse(vals *v, const char *line, char *err_out, size_t cap) {
     snprintf(buf, sizeof buf, "test %s", line);
     for (char *s = strtok(buf, " "); s && argc < 31; s = strtok(NULL, " ")) argv[argc++] = s;
     argv[argc] = NULL;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/stderr.txt", kd_test_tmpdir());
-    fflush(stderr);
-    int saved = dup(2);
-    FILE *f = fopen(path, "w+");
-    assert_non_null(f);
-    dup2(fileno(f), 2);
+    capture c = capture_begin(2);
     int rc = kd_opts_parse("test", t, argc, argv);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    rewind(f);
-    size_t n = fread(err_out, 1, cap - 1, f);
-    err_out[n] = 0;
-    fclose(f);
+    capture_end(&c, err_out, cap);
     return rc;
 }
 
@@ -149,23 +163,11 @@ static void help_text(void **state) {
     vals v;
     kd_opt t[16];
     table(&v, t);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/help.txt", kd_test_tmpdir());
-    fflush(stdout);
-    int saved = dup(1);
-    FILE *f = fopen(path, "w+");
-    assert_non_null(f);
-    dup2(fileno(f), 1);
+    char out[4096];
+    capture c = capture_begin(1);
     kd_opts_usage("test", t);
     kd_opts_help(t);
-    fflush(stdout);
-    dup2(saved, 1);
-    close(saved);
-    rewind(f);
-    char out[4096];
-    size_t n = fread(out, 1, sizeof out - 1, f);
-    out[n] = 0;
-    fclose(f);
+    capture_end(&c, out, sizeof out);
     fprintf(stderr, "%s", out);
     assert_non_null(strstr(out, "usage: kd test --model DIR (--a X | --b Y) [-n N] [--seed S] [--temp T] "
                                 "[--mode fp32|lean]\n"));
