@@ -10,6 +10,7 @@
 
 #include "autograd/kd_kernels.h"
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "core/kd_file.h"
 #include "core/kd_mem.h"
 #include "data/kd_tokenizer_bpe.h"
@@ -59,64 +60,48 @@ static int parse_prompt_ids(const char *s, int64_t V, kd_tokens *out, kd_err *er
 }
 
 int kd_cmd_run(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *prompt_ids = NULL, *tokp = NULL, *v;
+    const char *model = NULL, *prompt = NULL, *prompt_ids = NULL, *tokp = NULL;
     int64_t n_new = 256, top_k = 40, seed = 1234, ctx = 0;
     double temp = 0.8, top_p = 0.95;
     int ids = 0, fast = 0;
+    char ctx_def[64];
+    snprintf(ctx_def, sizeof ctx_def, "default: the model's context, at most %d", KD_INFER_MAX_CTX_DEFAULT);
+    const kd_opt opts[] = {
+        {"--model", KD_OPT_STRING, &model, "FILE|DIR", .help = "a GGUF file, a checkpoint directory or a llama2.c .bin",
+         .flags = KD_OPT_REQUIRED},
+        {"--prompt", KD_OPT_STRING, &prompt, "TEXT", .help = "the prompt, encoded after a BOS token",
+         .flags = KD_OPT_REQUIRED},
+        {"--prompt-ids", KD_OPT_STRING, &prompt_ids, "IDS",
+         .help = "the prompt as token ids (\"1 15043 3186\"), used as they are (no BOS\n"
+                 "added): for tokenizers kd decodes but cannot encode (a \"gpt2\" tokenizer\n"
+                 "whose pre-tokenizer llama.cpp does not know)",
+         .flags = KD_OPT_ALT},
+        {"-n", KD_OPT_INT, &n_new, "N", .help = "tokens to sample at most (stopping at EOS)", .lo = 0, .hi = 1 << 24},
+        {"--temp", KD_OPT_DOUBLE, &temp, "T", .help = "temperature; 0 = greedy: the most likely token", .range = "[0, inf)"},
+        {"--top-k", KD_OPT_INT, &top_k, "K", .help = "keep the K most likely tokens; 0 = all", .lo = 0, .hi = INT32_MAX},
+        {"--top-p", KD_OPT_DOUBLE, &top_p, "P", .help = "then the smallest set reaching probability P; 1 = all",
+         .range = "(0, 1]"},
+        {"--seed", KD_OPT_INT, &seed, "S", .help = "sampling seed: same seed, same text", .lo = 0, .hi = INT64_MAX},
+        {"--ids", KD_OPT_FLAG, &ids, NULL, .help = "print the generated token ids instead of text"},
+        {"--fast", KD_OPT_FLAG, &fast, NULL,
+         .help = "llama.cpp's numerics: activations rounded to 8-bit blocks (F16/BF16\n"
+                 "for such weights) and integer kernels; faster on quantized models.\n"
+                 "Default: activations stay F32 (the exact quantized model)"},
+        {"--tokenizer", KD_OPT_STRING, &tokp, "FILE", .help = "the tokenizer, when the model has none"},
+        {"--ctx", KD_OPT_INT, &ctx, "N", .help = "KV cache size", .lo = 1, .hi = 1 << 24, .def = ctx_def},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd run --model FILE|DIR --prompt TEXT|--prompt-ids IDS [-n N] [--temp T] [--top-k K] [--top-p P]\n"
-               "              [--seed S] [--ids] [--fast] [--tokenizer FILE] [--ctx N]\n\n"
-               "Generates text with kd's inference engine from a GGUF file (any type kd exports,\n"
+        kd_opts_usage("run", opts);
+        printf("\nGenerates text with kd's inference engine from a GGUF file (any type kd exports,\n"
                "weights used in place), a checkpoint directory or a llama2.c .bin. The prompt is\n"
                "encoded with the model's tokenizer (GGUF metadata, DIR/tokenizer.h5, .bin or .json,\n"
-               "or --tokenizer) after a BOS token; then up to N tokens (256) are sampled, stopping at EOS.\n\n"
-               "  --prompt-ids IDS  the prompt as token ids (\"1 15043 3186\"), used as they are (no BOS\n"
-               "                added): for tokenizers kd decodes but cannot encode (a \"gpt2\" tokenizer\n"
-               "                whose pre-tokenizer llama.cpp does not know)\n"
-               "  --temp T      temperature (0.8; 0 = greedy: the most likely token)\n"
-               "  --top-k K     keep the K most likely tokens (40; 0 = all)\n"
-               "  --top-p P     then the smallest set reaching probability P (0.95; 1 = all)\n"
-               "  --seed S      sampling seed (1234): same seed, same text\n"
-               "  --ids         print the generated token ids instead of text\n"
-               "  --fast        llama.cpp's numerics: activations rounded to 8-bit blocks (F16/BF16\n"
-               "                for such weights) and integer kernels; faster on quantized models.\n"
-               "                Default: activations stay F32 (the exact quantized model)\n"
-               "  --ctx N       KV cache size (default: the model's context, at most %d)\n\n"
-               "stdout: the prompt and its continuation (or the ids); stderr: speed.\n",
-               KD_INFER_MAX_CTX_DEFAULT);
+               "or --tokenizer) after a BOS token; then up to N tokens are sampled, stopping at EOS.\n\n");
+        kd_opts_help(opts);
+        printf("\nstdout: the prompt and its continuation (or the ids); stderr: speed.\n");
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-#define VAL() if (!(v = kd_cli_value("run", argc, argv, &i))) return 2
-        if (!strcmp(a, "--model")) { VAL(); model = v; }
-        else if (!strcmp(a, "--prompt")) { VAL(); prompt = v; }
-        else if (!strcmp(a, "--prompt-ids")) { VAL(); prompt_ids = v; }
-        else if (!strcmp(a, "--tokenizer")) { VAL(); tokp = v; }
-        else if (!strcmp(a, "-n")) { VAL(); if (kd_cli_int("run", a, v, 0, 1 << 24, &n_new)) return 2; }
-        else if (!strcmp(a, "--top-k")) { VAL(); if (kd_cli_int("run", a, v, 0, INT32_MAX, &top_k)) return 2; }
-        else if (!strcmp(a, "--seed")) { VAL(); if (kd_cli_int("run", a, v, 0, INT64_MAX, &seed)) return 2; }
-        else if (!strcmp(a, "--ctx")) { VAL(); if (kd_cli_int("run", a, v, 1, 1 << 24, &ctx)) return 2; }
-        else if (!strcmp(a, "--temp")) {
-            VAL();
-            if (kd_cli_float("run", a, v, &temp)) return 2;
-            if (temp < 0) { fprintf(stderr, "kd run: --temp must be >= 0\n"); return 2; }
-        } else if (!strcmp(a, "--top-p")) {
-            VAL();
-            if (kd_cli_float("run", a, v, &top_p)) return 2;
-            if (!(top_p > 0 && top_p <= 1)) { fprintf(stderr, "kd run: --top-p must be in (0, 1]\n"); return 2; }
-        } else if (!strcmp(a, "--ids")) ids = 1;
-        else if (!strcmp(a, "--fast")) fast = 1;
-        else {
-            fprintf(stderr, "kd run: unknown argument '%s' (see kd run --help)\n", a);
-            return 2;
-        }
-#undef VAL
-    }
-    if (!model || !prompt == !prompt_ids) {
-        fprintf(stderr, "kd run: --model and one of --prompt and --prompt-ids are required (see kd run --help)\n");
-        return 2;
-    }
+    int usage_rc = kd_opts_parse("run", opts, argc, argv);
+    if (usage_rc) return usage_rc;
     kd_err err;
     kd_infer_opts o;
     kd_infer_opts_init(&o);
@@ -289,12 +274,28 @@ done:
 }
 
 int kd_cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *textf = NULL, *tokp = NULL, *v;
+    const char *model = NULL, *data = NULL, *textf = NULL, *tokp = NULL;
     int64_t max_tokens = 0, ctx = 0;
+    char ctx_help[128];
+    snprintf(ctx_help, sizeof ctx_help, "KV cache size (default: with --data the dump's sequence length,\n"
+             "with --text the model's context, at most %d)", KD_INFER_MAX_CTX_DEFAULT);
+    const kd_opt opts[] = {
+        {"--model", KD_OPT_STRING, &model, "FILE|DIR", .help = "a GGUF file, a checkpoint directory or a llama2.c .bin",
+         .flags = KD_OPT_REQUIRED},
+        {"--data", KD_OPT_STRING, &data, "DUMP.h5", .help = "a teacher dump: each sequence is one forward pass",
+         .flags = KD_OPT_REQUIRED},
+        {"--text", KD_OPT_STRING, &textf, "FILE",
+         .help = "or a text: BOS + the file's tokens in windows of the context\n"
+                 "(each window starts a fresh cache)",
+         .flags = KD_OPT_ALT},
+        {"--max-tokens", KD_OPT_INT, &max_tokens, "N", .help = "stop after N scored tokens", .lo = 1, .hi = INT64_MAX,
+         .def = "all"},
+        {"--tokenizer", KD_OPT_STRING, &tokp, "FILE", .help = "the tokenizer for --text, when the model has none"},
+        {"--ctx", KD_OPT_INT, &ctx, "N", .help = ctx_help, .lo = 1, .hi = 1 << 24, .def = ""},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd eval --model FILE|DIR (--data DUMP.h5 | --text FILE) [--max-tokens N]\n"
-               "               [--tokenizer FILE] [--ctx N]\n\n"
-               "Scores a model (GGUF file, checkpoint directory or llama2.c .bin) with kd's\n"
+        kd_opts_usage("eval", opts);
+        printf("\nScores a model (GGUF file, checkpoint directory or llama2.c .bin) with kd's\n"
                "inference engine and prints one JSON object:\n"
                "  tokens  predicted tokens scored\n"
                "  ce      mean cross-entropy (nats) of the actual next token\n"
@@ -305,30 +306,12 @@ int kd_cmd_eval(int argc, char **argv) {
                "          top-k with a tail bucket for the rest of the vocabulary, or its full logits\n"
                "  top1    fraction of positions where the model's argmax is the teacher's\n"
                "The same evaluation as kd train's eval lines and final_eval.json (train/kd_eval.h):\n"
-               "kd eval --model RUN/final --data VAL.h5 gives RUN/final_eval.json back.\n"
-               "--text scores BOS + the file's tokens in windows of the context (each window\n"
-               "starts a fresh cache); --max-tokens stops after N scored tokens.\n");
+               "kd eval --model RUN/final --data VAL.h5 gives RUN/final_eval.json back.\n\n");
+        kd_opts_help(opts);
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-#define VAL() if (!(v = kd_cli_value("eval", argc, argv, &i))) return 2
-        if (!strcmp(a, "--model")) { VAL(); model = v; }
-        else if (!strcmp(a, "--data")) { VAL(); data = v; }
-        else if (!strcmp(a, "--text")) { VAL(); textf = v; }
-        else if (!strcmp(a, "--tokenizer")) { VAL(); tokp = v; }
-        else if (!strcmp(a, "--max-tokens")) { VAL(); if (kd_cli_int("eval", a, v, 1, INT64_MAX, &max_tokens)) return 2; }
-        else if (!strcmp(a, "--ctx")) { VAL(); if (kd_cli_int("eval", a, v, 1, 1 << 24, &ctx)) return 2; }
-        else {
-            fprintf(stderr, "kd eval: unknown argument '%s' (see kd eval --help)\n", a);
-            return 2;
-        }
-#undef VAL
-    }
-    if (!model || !data == !textf) {
-        fprintf(stderr, "kd eval: --model and one of --data or --text are required (see kd eval --help)\n");
-        return 2;
-    }
+    int st = kd_opts_parse("eval", opts, argc, argv);
+    if (st) return st;
     kd_err err;
     kd_infer_opts o;
     kd_infer_opts_init(&o);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "core/kd_file.h"
 #include "data/kd_dump_tok.h"
 #include "data/kd_tokenizer.h"
@@ -17,44 +18,33 @@
 
 /* ---- kd init ------------------------------------------------------------------ */
 int kd_cmd_init(int argc, char **argv) {
-    const char *config = NULL, *out = NULL, *dtype_name = "f32";
+    static const char *const DTYPES[] = {"f32", "bf16", "f16", NULL};
+    static const kd_st_dtype DTYPE_OF[] = {KD_ST_F32, KD_ST_BF16, KD_ST_F16};
+    const char *config = NULL, *out = NULL;
     int64_t seed = 1234;
+    int dtype_i = 0;
+    const kd_opt opts[] = {
+        {"--config", KD_OPT_STRING, &config, "C.json", .help = "the architecture (a model config)", .flags = KD_OPT_REQUIRED},
+        {"--out", KD_OPT_STRING, &out, "DIR", .help = "the checkpoint directory to write", .flags = KD_OPT_REQUIRED},
+        {"--seed", KD_OPT_INT, &seed, "S", .help = "initialisation seed: same seed, same weights", .lo = 0, .hi = INT64_MAX},
+        {"--dtype", KD_OPT_CHOICE, &dtype_i, NULL,
+         .help = "stores the weights as F32, BF16 or F16 (half the file; every\n"
+                 "kd command loads it, converted to F32)",
+         .choices = DTYPES},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd init --config C.json --out DIR [--seed S] [--dtype f32|bf16|f16]\n\n"
-               "Writes a freshly initialised student checkpoint (config.json + model.safetensors\n"
+        kd_opts_usage("init", opts);
+        printf("\nWrites a freshly initialised student checkpoint (config.json + model.safetensors\n"
                "in Hugging Face Llama layout) for the architecture in C.json.\n"
                "Initialisation: linear and embedding weights ~ N(0, 0.02^2), the residual output\n"
                "projections (o_proj, down_proj) scaled by 1/sqrt(2*layers); RMSNorm weights 1.\n"
-               "Same seed, same weights.\n"
-               "--dtype stores the weights as F32 (default), BF16 or F16 (half the file; every\n"
-               "kd command loads it, converted to F32). Memory: the F32 weights only (no\n"
-               "gradients), 12 GiB for configs/student-3b.json.\n");
+               "Memory: the F32 weights only (no gradients), 12 GiB for configs/student-3b.json.\n\n");
+        kd_opts_help(opts);
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (!strcmp(argv[i], "--config")) { if (!(config = kd_cli_value("init", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("init", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--dtype")) { if (!(dtype_name = kd_cli_value("init", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--seed")) {
-            if (!(v = kd_cli_value("init", argc, argv, &i)) || kd_cli_int("init", "--seed", v, 0, INT64_MAX, &seed)) return 2;
-        } else {
-            fprintf(stderr, "kd init: unknown argument '%s' (see kd init --help)\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!config || !out) {
-        fprintf(stderr, "kd init: --config and --out are required (see kd init --help)\n");
-        return 2;
-    }
-    kd_st_dtype dtype;
-    if (!strcmp(dtype_name, "f32")) dtype = KD_ST_F32;
-    else if (!strcmp(dtype_name, "bf16")) dtype = KD_ST_BF16;
-    else if (!strcmp(dtype_name, "f16")) dtype = KD_ST_F16;
-    else {
-        fprintf(stderr, "kd init: --dtype is f32, bf16 or f16, not '%s'\n", dtype_name);
-        return 2;
-    }
+    int st = kd_opts_parse("init", opts, argc, argv);
+    if (st) return st;
+    kd_st_dtype dtype = DTYPE_OF[dtype_i];
     kd_err err;
     kd_config cfg;
     kd_model m;
@@ -73,26 +63,21 @@ int kd_cmd_init(int argc, char **argv) {
 /* ---- kd import llama2c --------------------------------------------------------- */
 int kd_cmd_import(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *out = NULL;
+    const kd_opt opts[] = {
+        {"--model", KD_OPT_STRING, &model, "X.bin", .help = "the llama2.c checkpoint", .flags = KD_OPT_REQUIRED},
+        {"--tokenizer", KD_OPT_STRING, &tok, "tok.bin", .help = "its tokenizer, stored in DIR as tokenizer.bin"},
+        {"--out", KD_OPT_STRING, &out, "DIR", .help = "the checkpoint directory to write", .flags = KD_OPT_REQUIRED},
+        {0}};
     if (kd_cli_wants_help(argc, argv) || argc < 2 || strcmp(argv[1], "llama2c") != 0) {
-        printf("usage: kd import llama2c --model X.bin [--tokenizer tok.bin] --out DIR\n\n"
-               "Converts a llama2.c checkpoint into a kd checkpoint directory (Hugging Face\n"
+        kd_opts_usage("import llama2c", opts);
+        printf("\nConverts a llama2.c checkpoint into a kd checkpoint directory (Hugging Face\n"
                "layout: q/k rows permuted from llama2.c's adjacent-pair RoPE to rotate_half).\n"
-               "The tokenizer, when given, is stored in the directory as tokenizer.bin.\n");
+               "The tokenizer, when given, is stored in the directory as tokenizer.bin.\n\n");
+        kd_opts_help(opts);
         return kd_cli_wants_help(argc, argv) ? 0 : 2;
     }
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--model")) { if (!(model = kd_cli_value("import", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--tokenizer")) { if (!(tok = kd_cli_value("import", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("import", argc, argv, &i))) return 2; }
-        else {
-            fprintf(stderr, "kd import: unknown argument '%s' (see kd import --help)\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!model || !out) {
-        fprintf(stderr, "kd import llama2c: --model and --out are required\n");
-        return 2;
-    }
+    int st = kd_opts_parse("import llama2c", opts, argc - 1, argv + 1);
+    if (st) return st;
     kd_err err;
     kd_model m;
     if (kd_llama2c_load_flags(&m, model, KD_MODEL_NO_GRAD, &err)) {
@@ -161,27 +146,24 @@ static int is_gguf(const char *path) {
 
 int kd_cmd_logits(int argc, char **argv) {
     const char *model = NULL, *tokens = NULL, *out = NULL;
+    const kd_opt opts[] = {
+        {"--model", KD_OPT_STRING, &model, "M", .help = "a checkpoint directory, a llama2.c .bin or a GGUF file",
+         .flags = KD_OPT_REQUIRED},
+        {"--tokens", KD_OPT_STRING, &tokens, "\"1 5 9 ...\"", .help = "the token ids, separated by spaces",
+         .flags = KD_OPT_REQUIRED},
+        {"--out", KD_OPT_STRING, &out, "FILE", .help = "the logits file to write", .flags = KD_OPT_REQUIRED},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd logits --model M --tokens \"1 5 9 ...\" --out FILE\n\n"
-               "Runs one sequence through model M (a checkpoint directory or a llama2.c .bin,\n"
+        kd_opts_usage("logits", opts);
+        printf("\nRuns one sequence through model M (a checkpoint directory or a llama2.c .bin,\n"
                "through the training forward; a GGUF file, through the inference engine)\n"
                "and writes the raw logits as float32 [n_tokens, vocab], little-endian,\n"
-               "row-major: row t holds the logits predicting token t+1.\n");
+               "row-major: row t holds the logits predicting token t+1.\n\n");
+        kd_opts_help(opts);
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model")) { if (!(model = kd_cli_value("logits", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--tokens")) { if (!(tokens = kd_cli_value("logits", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("logits", argc, argv, &i))) return 2; }
-        else {
-            fprintf(stderr, "kd logits: unknown argument '%s' (see kd logits --help)\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!model || !tokens || !out) {
-        fprintf(stderr, "kd logits: --model, --tokens and --out are required\n");
-        return 2;
-    }
+    int st = kd_opts_parse("logits", opts, argc, argv);
+    if (st) return st;
     int32_t *ids;
     int64_t n;
     if (parse_tokens(tokens, &ids, &n) || n == 0) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "core/kd_rng.h"
 #include "student/kd_model.h"
 #include "student/kd_plan.h"
@@ -125,74 +126,55 @@ static int measure(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, k
     return rc;
 }
 
-static int flag_choice(const char *flag, const char *v, const char *a, const char *b, int *is_b) {
-    if (!strcmp(v, a) || !strcmp(v, b)) {
-        *is_b = !strcmp(v, b);
-        return 0;
-    }
-    fprintf(stderr, "kd plan: %s '%s': expected %s or %s\n", flag, v, a, b);
-    return 2;
-}
-
 int kd_cmd_plan(int argc, char **argv) {
+    static const char *const MODES[] = {"fp32", "lean", NULL}, *const PRECISIONS[] = {"bf16", "fp32", NULL},
+                             *const V_KINDS[] = {"factored", "full", NULL}, *const CLIPS[] = {"previous", "exact", NULL};
     const char *config = NULL;
     int64_t batch = 1, seq = 512, ranks = 1, chunk = KD_LOSS_DEFAULT_CHUNK, topk = 0;
     int do_measure = 0, lean = 0, w32 = 0, m32 = 0, vfull = 0, cexact = 0;
+    const kd_opt opts[] = {
+        {"--config", KD_OPT_STRING, &config, "C.json", .help = "the student's model config", .flags = KD_OPT_REQUIRED},
+        {"--batch", KD_OPT_INT, &batch, "B", .help = "sequences per step (with --ranks: of one rank)", .lo = 1, .hi = 1 << 20},
+        {"--seq", KD_OPT_INT, &seq, "T", .help = "positions per sequence (training and the KV cache)", .lo = 1, .hi = 1 << 24},
+        {"--ranks", KD_OPT_INT, &ranks, "N",
+         .help = "plan one of N data-parallel ranks that shard the optimizer state\n"
+                 "(run-config key shard_optimizer, the default under mpirun): its\n"
+                 "1/N of m and v (lean: the factored v stays whole), everything else\n"
+                 "as with one rank; --batch is then the batch of one rank",
+         .lo = 1, .hi = 1 << 16},
+        {"--lm-chunk", KD_OPT_INT, &chunk, "R",
+         .help = "plan the LM-head loss computed R rows at a time, as kd train\n"
+                 "runs it (its lm_chunk key)",
+         .lo = 1, .hi = 1 << 24},
+        {"--topk", KD_OPT_INT, &topk, "K",
+         .help = "with --measure: the KD loss on a random top-K teacher;\n"
+                 "0 measures the CE loss",
+         .lo = 0, .hi = 1 << 20},
+        {"--memory-mode", KD_OPT_CHOICE, &lean, NULL,
+         .help = "lean plans the lean mode of kd train (memory_mode \"lean\":\n"
+                 "BF16 weights, BF16 first moment, factored second moment,\n"
+                 "per-layer recompute and update) at its peak, the loss phase",
+         .choices = MODES},
+        {"--lean-weights", KD_OPT_CHOICE, &w32, NULL, .help = "lean: run-config key lean_weights", .choices = PRECISIONS},
+        {"--lean-m", KD_OPT_CHOICE, &m32, NULL, .help = "lean: run-config key lean_m", .choices = PRECISIONS},
+        {"--lean-v", KD_OPT_CHOICE, &vfull, NULL, .help = "lean: run-config key lean_v", .choices = V_KINDS},
+        {"--lean-clip", KD_OPT_CHOICE, &cexact, NULL, .help = "lean: run-config key lean_clip", .choices = CLIPS},
+        {"--measure", KD_OPT_FLAG, &do_measure, NULL,
+         .help = "also run two real training steps, through the step function\n"
+                 "kd train runs (random tokens; CE loss, or with --topk K the KD\n"
+                 "loss on a random top-K teacher), and print the measured peak\n"
+                 "RSS next to the prediction"},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd plan --config C.json [--batch B] [--seq T] [--ranks N] [--lm-chunk R]\n"
-               "               [--topk K] [--memory-mode fp32|lean] [--lean-weights bf16|fp32]\n"
-               "               [--lean-m bf16|fp32] [--lean-v factored|full] [--lean-clip previous|exact]\n"
-               "               [--measure]\n\n"
-               "Predicts the memory of one training step (FP32 weights, gradients, AdamW moments,\n"
+        kd_opts_usage("plan", opts);
+        printf("\nPredicts the memory of one training step (FP32 weights, gradients, AdamW moments,\n"
                "activations, LM head + loss, batch) and of inference (weights + KV cache for T\n"
-               "positions), from the config alone. --ranks N plans one of N data-parallel ranks\n"
-               "that shard the optimizer state (run-config key shard_optimizer, the default under\n"
-               "mpirun): its 1/N of m and v (lean: the factored v stays whole), everything else\n"
-               "as with one rank; --batch is then the batch of one rank. --lm-chunk R plans the\n"
-               "LM-head loss computed R rows at a time, as kd train runs it (its lm_chunk key).\n"
-               "--memory-mode lean plans the lean mode of kd train (memory_mode \"lean\": BF16\n"
-               "weights, BF16 first moment, factored second moment, per-layer recompute and\n"
-               "update; the --lean-* flags are its lean_* run-config keys) at its peak, the loss\n"
-               "phase.\n"
-               "--measure also runs two real training steps, through the step function kd train\n"
-               "runs (random tokens; CE loss, or with --topk K the KD loss on a random top-K\n"
-               "teacher), and prints the measured peak RSS next to the prediction.\n"
-               "Defaults (kd train's): --batch 1 --seq 512 --ranks 1 --lm-chunk 256 --memory-mode fp32.\n");
+               "positions), from the config alone. The defaults are kd train's.\n\n");
+        kd_opts_help(opts);
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-#define INTFLAG(flag, var, lo, hi)                                                                           \
-    else if (!strcmp(argv[i], flag)) {                                                                        \
-        if (!(v = kd_cli_value("plan", argc, argv, &i)) || kd_cli_int("plan", flag, v, lo, hi, &var)) return 2; \
-    }
-        if (!strcmp(argv[i], "--config")) { if (!(config = kd_cli_value("plan", argc, argv, &i))) return 2; }
-        INTFLAG("--batch", batch, 1, 1 << 20)
-        INTFLAG("--seq", seq, 1, 1 << 24)
-        INTFLAG("--ranks", ranks, 1, 1 << 16)
-        INTFLAG("--lm-chunk", chunk, 1, 1 << 24)
-        INTFLAG("--topk", topk, 0, 1 << 20)
-        else if (!strcmp(argv[i], "--measure")) do_measure = 1;
-#define CHOICE(flag, a, b, var)                                                                          \
-    else if (!strcmp(argv[i], flag)) {                                                                    \
-        if (!(v = kd_cli_value("plan", argc, argv, &i)) || flag_choice(flag, v, a, b, &var)) return 2;    \
-    }
-        CHOICE("--memory-mode", "fp32", "lean", lean)
-        CHOICE("--lean-weights", "bf16", "fp32", w32)
-        CHOICE("--lean-m", "bf16", "fp32", m32)
-        CHOICE("--lean-v", "factored", "full", vfull)
-        CHOICE("--lean-clip", "previous", "exact", cexact)
-#undef CHOICE
-        else {
-            fprintf(stderr, "kd plan: unknown argument '%s' (see kd plan --help)\n", argv[i]);
-            return 2;
-        }
-#undef INTFLAG
-    }
-    if (!config) {
-        fprintf(stderr, "kd plan: --config is required (see kd plan --help)\n");
-        return 2;
-    }
+    int st = kd_opts_parse("plan", opts, argc, argv);
+    if (st) return st;
     kd_err err;
     kd_config cfg;
     if (kd_config_load(&cfg, config, &err)) {

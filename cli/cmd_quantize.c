@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "quant/kd_awq.h"
 #include "student/kd_checkpoint.h"
 #include "quant/kd_quant_plan.h"
@@ -37,11 +38,16 @@ static void awq_progress(void *ctx, const kd_awq_progress *p) {
     fflush(stderr);
 }
 
-static void quantize_help(void) {
-    printf("usage: kd quantize --model CKPT_DIR --method awq|rtn --format q4_0|q4_1|q4_k --out OUT_DIR\n"
-           "                   (--calib DUMP.h5 | --calib-text FILE) [options]\n"
-           "       kd quantize eval --reference FP_DIR --model DIR --type PRESET --data DUMP.h5 [--max-seq N]\n\n"
-           "Activation-aware weight quantization (AWQ, docs/quantization.md), layer by layer on\n"
+/* --format: kd_awq_preset's names (q4_k_m, the preset itself, is accepted too). */
+static int parse_format(void *dst, const char *v, kd_err *err) {
+    if (!kd_awq_preset(v)) return kd_errf(err, "--format is q4_0, q4_1 or q4_k, not '%s'", v);
+    *(const char **)dst = v;
+    return 0;
+}
+
+static void quantize_help(const kd_opt *opts, const kd_opt *eval_opts) {
+    kd_opts_usage("quantize", opts);
+    printf("\nActivation-aware weight quantization (AWQ, docs/quantization.md), layer by layer on\n"
            "calibration activations of the FP model: per scale group (input norm -> q,k,v;\n"
            "v -> o unless GQA; post-attention norm -> gate,up; up -> down) the ratio r of the\n"
            "20-point grid whose scales s = mean|x|^r minimise the block output error, folded\n"
@@ -50,51 +56,37 @@ static void quantize_help(void) {
            "type `kd export` will give each tensor, so the search optimises what ships.\n"
            "OUT_DIR is an ordinary FP32 checkpoint (scales and clips applied, tokenizer copied)\n"
            "plus quantize.json (every ratio, loss and clip); then run\n"
-           "  kd export --model OUT_DIR --type q4_0|q4_1|q4_k_m --out MODEL.gguf\n\n"
-           "  --method awq|rtn    rtn changes nothing (the baseline) and needs no calibration (awq)\n"
-           "  --format FMT        q4_0, q4_1 or q4_k (the q4_k_m export recipe) (q4_0)\n"
-           "  --calib DUMP.h5     calibration tokens: sequences of a teacher dump, evenly spaced\n"
-           "  --calib-text FILE   or a text, tokenized with CKPT_DIR/tokenizer.bin or tokenizer.h5\n"
-           "                      (BOS + text)\n"
-           "  --samples N         calibration sequences (default: 8192 tokens' worth)\n"
-           "  --seq T             tokens per sequence (dump: all it holds, T+1, up to 512; text: 512)\n"
-           "  --group-size G      reference mode: llm-awq's asymmetric int4 with groups of G (e.g.\n"
-           "                      128) as the pseudo-quantizer instead of the GGUF type's\n"
-           "  --grid N            ratio grid and clip steps (20)\n"
-           "  --no-clip           skip the clip search\n"
-           "  --clip-tokens N     tokens the clip search samples (512)\n"
-           "  --clip-always       keep every clip the search picks (the reference); by default a\n"
-           "                      block's clips are undone when they raise its measured error\n"
-           "                      (--clip-guard forces that check in --group-size mode too)\n"
-           "  --quiet             no progress bar\n\n"
-           "kd quantize eval runs the FP32 reference and DIR's weights as the GGUF preset\n"
+           "  kd export --model OUT_DIR --type q4_0|q4_1|q4_k_m --out MODEL.gguf\n\n");
+    kd_opts_help(opts);
+    printf("\n");
+    kd_opts_usage("quantize eval", eval_opts);
+    printf("\nkd quantize eval runs the FP32 reference and DIR's weights as the GGUF preset\n"
            "(f32, q4_0, q4_1, q4_k_m, ...) stores them (the dequantized values of kd export)\n"
            "over every unmasked position of DUMP.h5 and prints one JSON line: ppl and ce on\n"
            "the dump's labels, kl = KL(reference || model) over the full vocabulary, top1 =\n"
-           "argmax agreement with the reference, tokens.\n");
+           "argmax agreement with the reference, tokens.\n\n");
+    kd_opts_help(eval_opts);
 }
+
+/* The options of kd quantize eval, into the given destinations. */
+#define EVAL_OPTS(ref, model, type, data, max_seq)                                                                   \
+    {                                                                                                                 \
+        {"--reference", KD_OPT_STRING, ref, "FP_DIR", .help = "the FP32 checkpoint", .flags = KD_OPT_REQUIRED},       \
+        {"--model", KD_OPT_STRING, model, "DIR", .help = "the checkpoint to measure (e.g. kd quantize's OUT_DIR)",     \
+         .flags = KD_OPT_REQUIRED},                                                                                   \
+        {"--type", KD_OPT_STRING, type, "PRESET", .help = "the GGUF preset of kd export --type", .flags = KD_OPT_REQUIRED}, \
+        {"--data", KD_OPT_STRING, data, "DUMP.h5", .help = "the tokens (a teacher dump)", .flags = KD_OPT_REQUIRED},  \
+        {"--max-seq", KD_OPT_INT, max_seq, "N", .help = "score at most N sequences", .lo = 1, .hi = INT64_MAX,        \
+         .def = "all"},                                                                                               \
+        {0}                                                                                                           \
+    }
 
 static int quantize_eval(int argc, char **argv) {
     const char *ref = NULL, *model = NULL, *type = NULL, *data = NULL;
     int64_t max_seq = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-#define VAL() if (!(v = kd_cli_value("quantize eval", argc, argv, &i))) return 2
-        if (!strcmp(argv[i], "--reference")) { VAL(); ref = v; }
-        else if (!strcmp(argv[i], "--model")) { VAL(); model = v; }
-        else if (!strcmp(argv[i], "--type")) { VAL(); type = v; }
-        else if (!strcmp(argv[i], "--data")) { VAL(); data = v; }
-        else if (!strcmp(argv[i], "--max-seq")) { VAL(); if (kd_cli_int("quantize eval", "--max-seq", v, 1, INT64_MAX, &max_seq)) return 2; }
-        else {
-            fprintf(stderr, "kd quantize eval: unknown argument '%s' (see kd quantize --help)\n", argv[i]);
-            return 2;
-        }
-#undef VAL
-    }
-    if (!ref || !model || !type || !data) {
-        fprintf(stderr, "kd quantize eval: --reference, --model, --type and --data are required\n");
-        return 2;
-    }
+    const kd_opt opts[] = EVAL_OPTS(&ref, &model, &type, &data, &max_seq);
+    int st = kd_opts_parse("quantize eval", opts, argc, argv);
+    if (st) return st;
     if (!kd_export_preset_find(type)) {
         fprintf(stderr, "kd quantize eval: --type: unknown preset '%s' (see kd export --help)\n", type);
         return 2;
@@ -122,64 +114,59 @@ static int quantize_eval(int argc, char **argv) {
 }
 
 int kd_cmd_quantize(int argc, char **argv) {
-    if (kd_cli_wants_help(argc, argv)) {
-        quantize_help();
-        return 0;
-    }
-    if (argc > 1 && !strcmp(argv[1], "eval")) return quantize_eval(argc - 1, argv + 1);
+    static const char *const METHODS[] = {"awq", "rtn", NULL};
+    if (argc > 1 && !strcmp(argv[1], "eval") && !kd_cli_wants_help(argc, argv)) return quantize_eval(argc - 1, argv + 1);
     kd_quantize_opts o;
     kd_quantize_opts_init(&o);
-    int method_set = 0, quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int64_t n;
-#define VAL() if (!(v = kd_cli_value("quantize", argc, argv, &i))) return 2
-#define INT(lo, hi) if (kd_cli_int("quantize", argv[i - 1], v, lo, hi, &n)) return 2
-        if (!strcmp(argv[i], "--model")) { VAL(); o.model = v; }
-        else if (!strcmp(argv[i], "--out")) { VAL(); o.out = v; }
-        else if (!strcmp(argv[i], "--calib")) { VAL(); o.calib = v; }
-        else if (!strcmp(argv[i], "--calib-text")) { VAL(); o.calib_text = v; }
-        else if (!strcmp(argv[i], "--format")) {
-            VAL();
-            if (!kd_awq_preset(v)) {
-                fprintf(stderr, "kd quantize: --format is q4_0, q4_1 or q4_k, not '%s'\n", v);
-                return 2;
-            }
-            o.awq.format = v;
-        } else if (!strcmp(argv[i], "--method")) {
-            VAL();
-            int mth = kd_quant_method_parse(v);
-            if (mth < 0) {
-                fprintf(stderr, "kd quantize: --method is awq or rtn, not '%s'\n", v);
-                return 2;
-            }
-            o.awq.method = (kd_quant_method)mth;
-            method_set = 1;
-        }
-        else if (!strcmp(argv[i], "--samples")) { VAL(); INT(1, 1 << 20); o.samples = n; }
-        else if (!strcmp(argv[i], "--seq")) { VAL(); INT(1, 1 << 20); o.seq = n; }
-        else if (!strcmp(argv[i], "--group-size")) { VAL(); INT(1, 1 << 20); o.awq.group_size = (int)n; }
-        else if (!strcmp(argv[i], "--grid")) { VAL(); INT(1, 1000); o.awq.n_grid = (int)n; }
-        else if (!strcmp(argv[i], "--clip-tokens")) { VAL(); INT(1, INT64_MAX); o.awq.clip_tokens = n; }
-        else if (!strcmp(argv[i], "--no-clip")) o.awq.clip = 0;
-        else if (!strcmp(argv[i], "--clip-always")) o.awq.clip_guard = 0;
-        else if (!strcmp(argv[i], "--clip-guard")) o.awq.clip_guard = 1;
-        else if (!strcmp(argv[i], "--quiet")) quiet = 1;
-        else {
-            fprintf(stderr, "kd quantize: unknown argument '%s' (see kd quantize --help)\n", argv[i]);
-            return 2;
-        }
-#undef VAL
-#undef INT
+    int method = 0, quiet = 0;
+    int64_t group_size = o.awq.group_size, grid = o.awq.n_grid;
+    char samples_def[64];
+    snprintf(samples_def, sizeof samples_def, "default: %d tokens' worth", KD_AWQ_CALIB_TOKENS);
+    const kd_opt opts[] = {
+        {"--model", KD_OPT_STRING, &o.model, "CKPT_DIR", .help = "the FP32 checkpoint to quantize", .flags = KD_OPT_REQUIRED},
+        {"--method", KD_OPT_CHOICE, &method, NULL,
+         .help = "awq searches scales and clips; rtn changes nothing (the baseline)\n"
+                 "and needs no calibration",
+         .flags = KD_OPT_REQUIRED, .choices = METHODS, .def = ""},
+        {"--format", KD_OPT_CALL, &o.awq.format, "q4_0|q4_1|q4_k",
+         .help = "the GGUF type the search optimises for (q4_k: the q4_k_m\nexport recipe)", .call = parse_format,
+         .def = o.awq.format},
+        {"--out", KD_OPT_STRING, &o.out, "OUT_DIR", .help = "the checkpoint to write", .flags = KD_OPT_REQUIRED},
+        {"--calib", KD_OPT_STRING, &o.calib, "DUMP.h5",
+         .help = "calibration tokens (awq needs them): sequences of a teacher dump,\nevenly spaced"},
+        {"--calib-text", KD_OPT_STRING, &o.calib_text, "FILE",
+         .help = "or a text, tokenized with CKPT_DIR/tokenizer.bin or tokenizer.h5\n(BOS + text)",
+         .flags = KD_OPT_ALT},
+        {"--samples", KD_OPT_INT, &o.samples, "N", .help = "calibration sequences", .lo = 1, .hi = 1 << 20,
+         .def = samples_def},
+        {"--seq", KD_OPT_INT, &o.seq, "T", .help = "tokens per sequence", .lo = 1, .hi = 1 << 20,
+         .def = "dump: all it holds, T+1, up to 512; text: 512"},
+        {"--group-size", KD_OPT_INT, &group_size, "G",
+         .help = "reference mode: llm-awq's asymmetric int4 with groups of G (e.g.\n"
+                 "128) as the pseudo-quantizer instead of the GGUF type's",
+         .lo = 1, .hi = 1 << 20, .def = ""},
+        {"--grid", KD_OPT_INT, &grid, "N", .help = "ratio grid and clip steps", .lo = 1, .hi = 1000},
+        {"--no-clip", KD_OPT_FLAG_OFF, &o.awq.clip, NULL, .help = "skip the clip search"},
+        {"--clip-tokens", KD_OPT_INT, &o.awq.clip_tokens, "N", .help = "tokens the clip search samples", .lo = 1,
+         .hi = INT64_MAX},
+        {"--clip-always", KD_OPT_FLAG_OFF, &o.awq.clip_guard, NULL,
+         .help = "keep every clip the search picks (the reference); by default a\n"
+                 "block's clips are undone when they raise its measured error"},
+        {"--clip-guard", KD_OPT_FLAG, &o.awq.clip_guard, NULL, .help = "force that check in --group-size mode too"},
+        {"--quiet", KD_OPT_FLAG, &quiet, NULL, .help = "no progress bar"},
+        {0}};
+    if (kd_cli_wants_help(argc, argv)) {
+        const char *s = NULL;
+        int64_t n = 0;
+        const kd_opt eval_opts[] = EVAL_OPTS(&s, &s, &s, &s, &n);
+        quantize_help(opts, eval_opts);
+        return 0;
     }
-    if (!o.model || !o.out || !method_set) {
-        fprintf(stderr, "kd quantize: --model, --method and --out are required (see kd quantize --help)\n");
-        return 2;
-    }
-    if (o.calib && o.calib_text) {
-        fprintf(stderr, "kd quantize: --calib and --calib-text exclude each other\n");
-        return 2;
-    }
+    int st = kd_opts_parse("quantize", opts, argc, argv);
+    if (st) return st;
+    o.awq.method = method == 0 ? KD_QUANT_AWQ : KD_QUANT_RTN;
+    o.awq.group_size = (int)group_size;
+    o.awq.n_grid = (int)grid;
     if (o.awq.method == KD_QUANT_AWQ && !o.calib && !o.calib_text) {
         fprintf(stderr, "kd quantize: --method awq needs --calib DUMP.h5 or --calib-text FILE\n");
         return 2;

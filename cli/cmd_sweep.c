@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "core/kd_cpu.h"
 #include "core/kd_log.h"
 #include "core/kd_time.h"
@@ -214,23 +215,15 @@ static int sweep(const kd_sweep_opts *o, int jobs, int quiet, kd_err *err) {
     return rc;
 }
 
-static void usage(void) {
-    printf("usage: kd sweep --config RUN.json --grid key=v1,v2,... [--grid key=...] [--set key=value ...]\n"
-           "                --out SWEEP_DIR [--jobs N] [--metric ce|kl|ppl|top1] [--quiet]\n\n"
-           "Trains one student per point of the grid (the cartesian product of the --grid\n"
+static void usage(const kd_opt *opts) {
+    kd_opts_usage("sweep", opts);
+    printf("\nTrains one student per point of the grid (the cartesian product of the --grid\n"
            "values) with `kd train`, then compares them. Any run-config key can be swept\n"
            "(see kd train --help); values are parsed as JSON when they are valid JSON, else\n"
            "taken as strings, and commas inside [...] or \"...\" do not split. --set fixes\n"
-           "a key for every point. Every point's config is checked before anything runs.\n\n"
-           "  --grid key=v1,v2,...  a swept key and its values (up to %d keys)\n"
-           "  --set key=value       override a key of RUN.json for all points\n"
-           "  --out SWEEP_DIR       where the runs and the results go\n"
-           "  --jobs N              points trained at once, as child processes (1); the\n"
-           "                        OMP_NUM_THREADS threads (default: all cores) are divided among them\n"
-           "  --metric M            final validation metric that picks the best point:\n"
-           "                        ce, kl, ppl (lower is better) or top1 (higher is better); ce\n"
-           "  --quiet               no progress lines\n\n"
-           "Example: kd sweep --config run.json --grid alpha=0,0.25,0.5,0.75,1 \\\n"
+           "a key for every point. Every point's config is checked before anything runs.\n\n");
+    kd_opts_help(opts);
+    printf("\nExample: kd sweep --config run.json --grid alpha=0,0.25,0.5,0.75,1 \\\n"
            "                  --grid temperature=1,2,4 --set steps=2000 --out sweeps/at --jobs 2\n\n"
            "SWEEP_DIR receives:\n"
            "  runs/<name>/    one kd train run per point, named after it: alpha=0.5 and\n"
@@ -260,64 +253,60 @@ static void usage(void) {
            "  curves.png                                how each run's validation metric evolved\n"
            "  SWEEP_DIR/runs/*/metrics.jsonl            every step: loss, ce, train_divergence, top1,\n"
            "                                            lr, grad_norm; every evaluation: eval {...}\n"
-           "  kd export --model $(cat SWEEP_DIR/best.txt) ...   carry the best student on\n",
-           KD_SWEEP_MAX_KEYS);
+           "  kd export --model $(cat SWEEP_DIR/best.txt) ...   carry the best student on\n");
+}
+
+static int add_grid(void *grid, const char *v, kd_err *err) {
+    return kd_sweep_grid_add(grid, v, err);
+}
+
+static int parse_metric(void *metric, const char *v, kd_err *err) {
+    return kd_sweep_metric_parse(v, metric, err);
 }
 
 int kd_cmd_sweep(int argc, char **argv) {
-    if (kd_cli_wants_help(argc, argv)) {
-        usage();
-        return 0;
-    }
     kd_sweep_grid grid;
     memset(&grid, 0, sizeof grid);
     kd_sweep_opts o;
     memset(&o, 0, sizeof o);
     o.metric = KD_SWEEP_CE;
-    int jobs = 1, quiet = 0;
-    char **sets = calloc((size_t)argc, sizeof *sets);
+    int64_t jobs = 1;
+    int quiet = 0;
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    kd_opt_list set_list = {sets, 0, argc};
+    char grid_help[64];
+    snprintf(grid_help, sizeof grid_help, "a swept key and its values (up to %d keys)", KD_SWEEP_MAX_KEYS);
+    const kd_opt opts[] = {
+        {"--config", KD_OPT_STRING, &o.config, "RUN.json", .help = "the run config of every point (kd train --help)",
+         .flags = KD_OPT_REQUIRED},
+        {"--grid", KD_OPT_CALL, &grid, "key=v1,v2,...", .help = grid_help, .flags = KD_OPT_REQUIRED | KD_OPT_REPEAT,
+         .call = add_grid},
+        {"--set", KD_OPT_LIST, &set_list, "key=value", .help = "override a key of RUN.json for all points"},
+        {"--out", KD_OPT_STRING, &o.out, "SWEEP_DIR", .help = "where the runs and the results go", .flags = KD_OPT_REQUIRED},
+        {"--jobs", KD_OPT_INT, &jobs, "N",
+         .help = "points trained at once, as child processes; the OMP_NUM_THREADS\n"
+                 "threads (default: all cores) are divided among them",
+         .lo = 1, .hi = 1024},
+        {"--metric", KD_OPT_CALL, &o.metric, "ce|kl|ppl|top1",
+         .help = "final validation metric that picks the best point:\n"
+                 "ce, kl, ppl (lower is better) or top1 (higher is better)",
+         .call = parse_metric, .def = kd_sweep_metric_name(o.metric)},
+        {"--quiet", KD_OPT_FLAG, &quiet, NULL, .help = "no progress lines"},
+        {0}};
     kd_err err;
     int status = 2;
     if (!sets) return 1;
-    o.sets = sets;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int64_t n;
-#define VAL() if (!(v = kd_cli_value("sweep", argc, argv, &i))) goto done
-        if (!strcmp(argv[i], "--config")) { VAL(); o.config = v; }
-        else if (!strcmp(argv[i], "--out")) { VAL(); o.out = v; }
-        else if (!strcmp(argv[i], "--set")) { VAL(); sets[o.n_sets++] = (char *)v; }
-        else if (!strcmp(argv[i], "--quiet")) quiet = 1;
-        else if (!strcmp(argv[i], "--grid")) {
-            VAL();
-            if (kd_sweep_grid_add(&grid, v, &err)) {
-                fprintf(stderr, "kd sweep: %s\n", err.msg);
-                goto done;
-            }
-        } else if (!strcmp(argv[i], "--jobs")) {
-            VAL();
-            if (kd_cli_int("sweep", "--jobs", v, 1, 1024, &n)) goto done;
-            jobs = (int)n;
-        } else if (!strcmp(argv[i], "--metric")) {
-            VAL();
-            if (kd_sweep_metric_parse(v, &o.metric, &err)) {
-                fprintf(stderr, "kd sweep: %s\n", err.msg);
-                goto done;
-            }
-        } else {
-            fprintf(stderr, "kd sweep: unknown argument '%s' (see kd sweep --help)\n", argv[i]);
-            goto done;
-        }
-#undef VAL
-    }
-    if (!o.config || !o.out || !grid.n_axes) {
-        fprintf(stderr, "kd sweep: give --config RUN.json, at least one --grid key=v1,v2,... and --out SWEEP_DIR "
-                        "(see kd sweep --help)\n");
+    if (kd_cli_wants_help(argc, argv)) {
+        usage(opts);
+        status = 0;
         goto done;
     }
+    if (kd_opts_parse("sweep", opts, argc, argv)) goto done;
+    o.sets = (char **)sets;
+    o.n_sets = set_list.n;
     o.grid = &grid;
     status = 0;
-    if (sweep(&o, jobs, quiet, &err)) {
+    if (sweep(&o, (int)jobs, quiet, &err)) {
         fprintf(stderr, "kd sweep: %s\n", err.msg);
         status = 1;
     }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "data/kd_dump.h"
 #include "data/kd_dump_codec.h"
 #include "teacher/kd_teacher_dump.h"
@@ -41,9 +42,24 @@ static int teacher_info(int argc, char **argv) {
     const char *path = NULL, *compare = NULL;
     int check = 1;
     int64_t estimate = 0;
+    const kd_opt opts[] = {
+        {"DUMP.h5", KD_OPT_ARG, &path, NULL, .help = "the dump to summarise and check", .flags = KD_OPT_REQUIRED},
+        {"--no-check", KD_OPT_FLAG_OFF, &check, NULL,
+         .help = "print the summary only (attributes, shapes and dtypes are\n"
+                 "always checked)"},
+        {"--compare", KD_OPT_STRING, &compare, "ORIG.h5",
+         .help = "DUMP is a repacked copy of ORIG (kd teacher pack, or dump\n"
+                 "--compress beside a plain run): print the decode error of its\n"
+                 "log-probs against ORIG's (max/mean, against the layout's bound),\n"
+                 "id mismatches and the KL the quantization adds"},
+        {"--estimate", KD_OPT_INT, &estimate, "N",
+         .help = "print the size of a dump of N tokens like this one, plain and\n"
+                 "packed (the packed rate measured on up to 64 of its sequences)",
+         .lo = 1, .hi = INT64_MAX, .def = ""},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd teacher info DUMP.h5 [--no-check] [--compare ORIG.h5] [--estimate N]\n\n"
-               "Prints a summary of a teacher dump (sequences, tokens, vocabulary, k, dtypes,\n"
+        kd_opts_usage("teacher info", opts);
+        printf("\nPrints a summary of a teacher dump (sequences, tokens, vocabulary, k, dtypes,\n"
                "bytes per token, teacher, tokenizer) and validates every position: token and\n"
                "id ranges, NaN/Inf, top-k sorted in descending order, no duplicate ids,\n"
                "probabilities summing to at most 1. Exits 1 at the first bad element, naming\n"
@@ -51,37 +67,12 @@ static int teacher_info(int argc, char **argv) {
                "For a top-k dump it then prints the mean (and min) probability mass of the\n"
                "top-k over the unmasked positions: the tail 1 - mass is what kd_mode topk_tail\n"
                "keeps and topk_zero drops (see kd train --help: choose topk_zero only when the\n"
-               "tail is about 2%% or less).\n"
-               "--no-check prints the summary only (attributes, shapes and dtypes are\n"
-               "always checked).\n"
-               "--compare ORIG.h5   DUMP is a repacked copy of ORIG (kd teacher pack, or dump\n"
-               "                    --compress beside a plain run): print the decode error of its\n"
-               "                    log-probs against ORIG's (max/mean, against the layout's bound),\n"
-               "                    id mismatches and the KL the quantization adds\n"
-               "--estimate N        print the size of a dump of N tokens like this one, plain and\n"
-               "                    packed (the packed rate measured on up to 64 of its sequences)\n");
+               "tail is about 2%% or less).\n\n");
+        kd_opts_help(opts);
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (!strcmp(argv[i], "--no-check")) check = 0;
-        else if (!strcmp(argv[i], "--compare")) {
-            if (!(v = kd_cli_value("teacher info", argc, argv, &i))) return 2;
-            compare = v;
-        } else if (!strcmp(argv[i], "--estimate")) {
-            if (!(v = kd_cli_value("teacher info", argc, argv, &i)) ||
-                kd_cli_int("teacher info", "--estimate", v, 1, INT64_MAX, &estimate))
-                return 2;
-        }
-        else if (argv[i][0] == '-' || path) {
-            fprintf(stderr, "kd teacher info: unexpected argument '%s' (see kd teacher info --help)\n", argv[i]);
-            return 2;
-        } else path = argv[i];
-    }
-    if (!path) {
-        fprintf(stderr, "kd teacher info: a dump file is required (see kd teacher info --help)\n");
-        return 2;
-    }
+    int usage_rc = kd_opts_parse("teacher info", opts, argc, argv);
+    if (usage_rc) return usage_rc;
     kd_err err;
     kd_dump *d = kd_dump_open(path, &err);
     if (!d) {
@@ -182,36 +173,26 @@ static int teacher_info(int argc, char **argv) {
 static int teacher_pack(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
     double step = 0, knee = 0;
+    const kd_opt opts[] = {
+        {"IN.h5", KD_OPT_ARG, &in, NULL, .help = "the top-k dump to rewrite", .flags = KD_OPT_REQUIRED},
+        {"--out", KD_OPT_STRING, &out, "OUT.h5", .help = "the packed dump to write", .flags = KD_OPT_REQUIRED},
+        {"--compress-step", KD_OPT_DOUBLE, &step, "S", .help = "grid step at the top, nats (error <= S/2)",
+         .range = "[0.0009765625, 1]", .def = "0.0625"},
+        {"--compress-knee", KD_OPT_DOUBLE, &knee, "G", .help = "the grid spacing grows as S*(1 + gap/G)",
+         .range = "[0.0625, 64]", .def = "2.0"},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        printf("usage: kd teacher pack IN.h5 --out OUT.h5 [--compress-step S] [--compress-knee G]\n\n"
-               "Rewrites the top-k dump IN.h5 in the compressed layout \"topk-packed-v1\"\n"
+        kd_opts_usage("teacher pack", opts);
+        printf("\nRewrites the top-k dump IN.h5 in the compressed layout \"topk-packed-v1\"\n"
                "(docs/dump-format.md): the same tokens, loss_mask and tokenizer; log-probs on a grid\n"
-               "of S nats at the top (0.0625), its spacing growing as S*(1 + gap/G) (G = 2.0);\n"
-               "ids coded by their frequency rank. Every reader of kd takes the result as it is.\n"
-               "Check it with kd teacher info OUT.h5 --compare IN.h5.\n");
+               "of S nats at the top, its spacing growing as S*(1 + gap/G); ids coded by their\n"
+               "frequency rank. Every reader of kd takes the result as it is.\n"
+               "Check it with kd teacher info OUT.h5 --compare IN.h5.\n\n");
+        kd_opts_help(opts);
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        double f;
-        if (!strcmp(argv[i], "--out")) {
-            if (!(v = kd_cli_value("teacher pack", argc, argv, &i))) return 2;
-            out = v;
-        } else if (!strcmp(argv[i], "--compress-step") || !strcmp(argv[i], "--compress-knee")) {
-            int is_knee = !strcmp(argv[i], "--compress-knee");
-            if (!(v = kd_cli_value("teacher pack", argc, argv, &i)) || kd_cli_float("teacher pack", argv[i - 1], v, &f))
-                return 2;
-            if (is_knee) knee = f;
-            else step = f;
-        } else if (argv[i][0] == '-' || in) {
-            fprintf(stderr, "kd teacher pack: unexpected argument '%s' (see kd teacher pack --help)\n", argv[i]);
-            return 2;
-        } else in = argv[i];
-    }
-    if (!in || !out) {
-        fprintf(stderr, "kd teacher pack: IN.h5 and --out OUT.h5 are required (see kd teacher pack --help)\n");
-        return 2;
-    }
+    int usage_rc = kd_opts_parse("teacher pack", opts, argc, argv);
+    if (usage_rc) return usage_rc;
     kd_err err;
     if (kd_dump_repack(in, out, step, knee, &err)) {
         fprintf(stderr, "kd teacher pack: %s\n", err.msg);
@@ -259,51 +240,79 @@ static void dump_progress(void *ctx, const kd_teacher_dump_progress *p) {
 }
 
 static int teacher_dump(int argc, char **argv) {
+    static const char *const DTYPES[] = {"f16", "f32", NULL};
+    static const kd_dump_dtype DTYPE_OF[] = {KD_DUMP_F16, KD_DUMP_F32};
     kd_teacher_dump_opts o;
     kd_teacher_dump_opts_init(&o);
     const char *out = NULL, *texts[256];
-    int n_text = 0, full = 0, batch_given = 0, quiet = 0;
-    const char *teacher_only = NULL;   /* an option about the teacher's distribution (refused with --tokens-only) */
+    kd_opt_list text_list = {texts, 0, 256};
+    int full = 0, batch_given = 0, quiet = 0, topk_given = 0, dtype_given = 0, dtype = o.dtype == KD_DUMP_F32;
+    int64_t seed = (int64_t)o.seed;
+    const kd_opt opts[] = {
+        {"--teacher", KD_OPT_STRING, &o.teacher, "MODEL", .help = "a checkpoint directory or a llama2.c .bin"},
+        {"--text", KD_OPT_LIST, &text_list, "FILE",
+         .help = "tokenize the files with the teacher's tokenizer; each document\n"
+                 "becomes BOS + text + EOS; documents are concatenated and cut\n"
+                 "into sequences of T+1 tokens (the last one padded and masked)",
+         .flags = KD_OPT_MULTI},
+        {"--generate", KD_OPT_INT, &o.generate, "N",
+         .help = "instead, sample N sequences from the teacher, starting at BOS\n"
+                 "(kd's engine with a KV cache, up to 64 sequences per step; the\n"
+                 "distributions stored are the ones it samples from)",
+         .lo = 1, .hi = INT64_MAX, .def = ""},
+        {"--out", KD_OPT_STRING, &out, "DUMP.h5", .help = "the dump to write"},
+        {"--doc-sep", KD_OPT_STRING, &o.doc_sep, "STRING",
+         .help = "split files into documents at STRING (e.g. $'\\n%\\n' for\n"
+                 "fortune files); default: one document per file"},
+        {"--temperature", KD_OPT_DOUBLE, &o.gen_temperature, "TAU",
+         .help = "sampling temperature for --generate; 0 = greedy", .range = "[0, inf)"},
+        {"--seed", KD_OPT_INT, &seed, "S", .help = "sampling seed; sequence i uses seed and i", .lo = 0, .hi = INT64_MAX},
+        {"--seq-len", KD_OPT_INT, &o.seq_len, "T",
+         .help = "positions with a teacher distribution per sequence (at\n"
+                 "most the teacher's max_position_embeddings)",
+         .lo = 1, .hi = 1 << 20},
+        {"--topk", KD_OPT_INT, &o.topk, "K",
+         .help = "store the top K log-probs at temperature 1 (at most the\n"
+                 "teacher's vocabulary and 4096)",
+         .lo = 1, .hi = 1 << 20, .given = &topk_given},
+        {"--full", KD_OPT_FLAG, &full, NULL, .help = "store the full logits instead of the top K"},
+        {"--compress", KD_OPT_FLAG, &o.packed, NULL,
+         .help = "write the compressed top-k layout \"topk-packed-v1\" (about 3x\n"
+                 "smaller; docs/dump-format.md): log-probs on a grid of STEP nats\n"
+                 "at the top, coarser down the tail, ids coded by frequency"},
+        {"--compress-step", KD_OPT_DOUBLE, &o.pack_step, "S",
+         .help = "with --compress: grid step at the top, nats (error <= S/2)", .range = "[0.0009765625, 1]",
+         .def = "0.0625"},
+        {"--compress-knee", KD_OPT_DOUBLE, &o.pack_knee, "G",
+         .help = "with --compress: the grid spacing grows as S*(1 + gap/G)", .range = "[0.0625, 64]", .def = "2.0"},
+        {"--dtype", KD_OPT_CHOICE, &dtype, NULL, .help = "storage of log-probs/logits", .choices = DTYPES,
+         .given = &dtype_given},
+        {"--val-out", KD_OPT_STRING, &o.val_out, "VAL.h5", .help = "with --val-fraction F: send a fraction F of\nsequences to VAL.h5"},
+        {"--val-fraction", KD_OPT_DOUBLE, &o.val_fraction, "F", .help = "with --val-out", .range = "[0, 1)", .def = ""},
+        {"--tokenizer", KD_OPT_STRING, &o.tokenizer, "FILE", .help = "tokenizer", .def = "MODEL/tokenizer.bin"},
+        {"--tokens-only", KD_OPT_FLAG, &o.tokens_only, NULL,
+         .help = "no teacher: pack the --text files as above (same sequences, same\n"
+                 "loss_mask) into a dump of tokens only (distribution \"none\",\n"
+                 "vocab_size = the tokenizer's), to train a model with plain\n"
+                 "cross-entropy (alpha 0), e.g. a first teacher; needs --tokenizer,\n"
+                 "takes no --teacher, --generate, --topk, --full or --dtype"},
+        {"--batch", KD_OPT_INT, &o.batch, "B",
+         .help = "sequences per teacher forward; with --tokens-only, per\n"
+                 "append (there the default is up to 1024)",
+         .lo = 1, .hi = 1024, .given = &batch_given},
+        {"--max-sequences", KD_OPT_INT, &o.max_sequences, "N", .help = "stop after N sequences", .lo = 1, .hi = INT64_MAX,
+         .def = ""},
+        {"--quiet", KD_OPT_FLAG, &quiet, NULL, .help = "no progress"},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd teacher dump --teacher MODEL (--text FILE... | --generate N) --seq-len T\n"
                "                       [--topk K | --full] --out DUMP.h5 [options]\n"
                "       kd teacher dump --tokens-only --tokenizer TOK --text FILE... --seq-len T\n"
                "                       --out DUMP.h5 [options]\n\n"
                "Runs a teacher kd can load (a checkpoint directory or a llama2.c .bin) and writes\n"
-               "its distribution at every position to an HDF5 dump (docs/dump-format.md):\n"
-               "  --text FILE...      tokenize the files with the teacher's tokenizer; each document\n"
-               "                      becomes BOS + text + EOS; documents are concatenated and cut\n"
-               "                      into sequences of T+1 tokens (the last one padded and masked)\n"
-               "  --doc-sep STRING    split files into documents at STRING (e.g. $'\\n%%\\n' for\n"
-               "                      fortune files); default: one document per file\n"
-               "  --generate N        instead, sample N sequences from the teacher, starting at BOS\n"
-               "                      (kd's engine with a KV cache, up to 64 sequences per step; the\n"
-               "                      distributions stored are the ones it samples from)\n"
-               "  --temperature TAU   sampling temperature for --generate (1.0; 0 = greedy)\n"
-               "  --seed S            sampling seed (1234); sequence i uses seed and i\n"
-               "  --seq-len T         positions with a teacher distribution per sequence (128; at\n"
-               "                      most the teacher's max_position_embeddings)\n"
-               "  --topk K            store the top K log-probs at temperature 1 (64; at most the\n"
-               "                      teacher's vocabulary and 4096)\n"
-               "  --full              store the full logits instead of the top K\n"
-               "  --dtype f16|f32     storage of log-probs/logits (f16)\n"
-               "  --compress          write the compressed top-k layout \"topk-packed-v1\" (about 4x\n"
-               "                      smaller; docs/dump-format.md): log-probs on a grid of STEP nats\n"
-               "                      at the top, coarser down the tail, ids coded by frequency\n"
-               "  --compress-step S   grid step at the top, nats (0.0625: error <= S/2)\n"
-               "  --compress-knee G   the grid spacing grows as S*(1 + gap/G) (2.0)\n"
-               "  --val-out VAL.h5 --val-fraction F   send a fraction F of sequences to VAL.h5\n"
-               "  --tokenizer FILE    tokenizer (default: MODEL/tokenizer.bin)\n"
-               "  --tokens-only       no teacher: pack the --text files as above (same sequences, same\n"
-               "                      loss_mask) into a dump of tokens only (distribution \"none\",\n"
-               "                      vocab_size = the tokenizer's), to train a model with plain\n"
-               "                      cross-entropy (alpha 0), e.g. a first teacher; needs --tokenizer,\n"
-               "                      takes no --teacher, --generate, --topk, --full or --dtype\n"
-               "  --batch B           sequences per teacher forward and append (16); with\n"
-               "                      --tokens-only, per append (default: up to 1024)\n"
-               "  --max-sequences N   stop after N sequences\n"
-               "  --quiet             no progress\n"
-               "Progress (a bar, tokens/s and ETA) goes to stderr. An interrupted dump resumes\n"
+               "its distribution at every position to an HDF5 dump (docs/dump-format.md).\n\n");
+        kd_opts_help(opts);
+        printf("\nProgress (a bar, tokens/s and ETA) goes to stderr. An interrupted dump resumes\n"
                "where it stopped when run again with the same arguments: DUMP.h5.partial (and\n"
                "VAL.h5.partial) hold the sequences written so far; a rerun checks k, T, the\n"
                "vocabulary, the dtype and the teacher against them, verifies every sequence\n"
@@ -313,76 +322,13 @@ static int teacher_dump(int argc, char **argv) {
                "file path (a dump is never written into a device or a FIFO).\n");
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        double f;
-        int64_t n;
-#define VAL() if (!(v = kd_cli_value("teacher dump", argc, argv, &i))) return 2
-        if (!strcmp(argv[i], "--teacher")) { VAL(); o.teacher = v; }
-        else if (!strcmp(argv[i], "--tokenizer")) { VAL(); o.tokenizer = v; }
-        else if (!strcmp(argv[i], "--out")) { VAL(); out = v; }
-        else if (!strcmp(argv[i], "--val-out")) { VAL(); o.val_out = v; }
-        else if (!strcmp(argv[i], "--doc-sep")) { VAL(); o.doc_sep = v; }
-        else if (!strcmp(argv[i], "--text")) {
-            int before = n_text;
-            while (i + 1 < argc && argv[i + 1][0] != '-') {
-                if (n_text == 256) { fprintf(stderr, "kd teacher dump: --text: at most 256 files\n"); return 2; }
-                texts[n_text++] = argv[++i];
-            }
-            if (n_text == before) { fprintf(stderr, "kd teacher dump: --text needs at least one file\n"); return 2; }
-        } else if (!strcmp(argv[i], "--generate")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, INT64_MAX, &n)) return 2; o.generate = n; }
-        else if (!strcmp(argv[i], "--seq-len")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1 << 20, &n)) return 2; o.seq_len = n; }
-        else if (!strcmp(argv[i], "--tokens-only")) o.tokens_only = 1;
-        else if (!strcmp(argv[i], "--topk")) { VAL(); teacher_only = "--topk"; if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1 << 20, &n)) return 2; o.topk = n; }
-        else if (!strcmp(argv[i], "--batch")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, 1024, &n)) return 2; o.batch = n; batch_given = 1; }
-        else if (!strcmp(argv[i], "--max-sequences")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 1, INT64_MAX, &n)) return 2; o.max_sequences = n; }
-        else if (!strcmp(argv[i], "--seed")) { VAL(); if (kd_cli_int("teacher dump", argv[i - 1], v, 0, INT64_MAX, &n)) return 2; o.seed = (uint64_t)n; }
-        else if (!strcmp(argv[i], "--temperature")) {
-            VAL();
-            if (kd_cli_float("teacher dump", argv[i - 1], v, &f) || !(f >= 0)) {
-                fprintf(stderr, "kd teacher dump: --temperature must be ≥ 0 (0 = greedy), not '%s'\n", v);
-                return 2;
-            }
-            o.gen_temperature = f;
-        }
-        else if (!strcmp(argv[i], "--val-fraction")) {
-            VAL();
-            if (kd_cli_float("teacher dump", argv[i - 1], v, &f) || f < 0 || f >= 1) {
-                fprintf(stderr, "kd teacher dump: --val-fraction must be in [0, 1)\n");
-                return 2;
-            }
-            o.val_fraction = f;
-        } else if (!strcmp(argv[i], "--dtype")) {
-            VAL();
-            teacher_only = "--dtype";
-            if (!strcmp(v, "f16")) o.dtype = KD_DUMP_F16;
-            else if (!strcmp(v, "f32")) o.dtype = KD_DUMP_F32;
-            else { fprintf(stderr, "kd teacher dump: --dtype is f16 or f32, not '%s'\n", v); return 2; }
-        } else if (!strcmp(argv[i], "--compress")) {
-            o.packed = 1;
-            teacher_only = "--compress";
-        } else if (!strcmp(argv[i], "--compress-step") || !strcmp(argv[i], "--compress-knee")) {
-            int knee = !strcmp(argv[i], "--compress-knee");
-            VAL();
-            teacher_only = argv[i - 1];
-            if (kd_cli_float("teacher dump", argv[i - 1], v, &f) || !(knee ? f >= 1.0 / 16 && f <= 64 : f >= 1.0 / 1024 && f <= 1)) {
-                fprintf(stderr, "kd teacher dump: %s must be in %s, not '%s'\n", argv[i - 1],
-                        knee ? "[0.0625, 64]" : "[0.0009765625, 1]", v);
-                return 2;
-            }
-            if (knee) o.pack_knee = f;
-            else o.pack_step = f;
-        } else if (!strcmp(argv[i], "--full")) {
-            full = 1;
-            teacher_only = "--full";
-        }
-        else if (!strcmp(argv[i], "--quiet")) quiet = 1;
-        else {
-            fprintf(stderr, "kd teacher dump: unknown argument '%s' (see kd teacher dump --help)\n", argv[i]);
-            return 2;
-        }
-#undef VAL
-    }
+    int usage_rc = kd_opts_parse("teacher dump", opts, argc, argv);
+    if (usage_rc) return usage_rc;
+    o.seed = (uint64_t)seed;
+    o.dtype = DTYPE_OF[dtype];
+    int n_text = text_list.n;
+    const char *teacher_only = full ? "--full" : dtype_given ? "--dtype" : topk_given ? "--topk"
+                               : o.packed ? "--compress" : NULL;
     if (full) o.topk = 0;
     if ((o.pack_step || o.pack_knee) && !o.packed) {
         fprintf(stderr, "kd teacher dump: --compress-step and --compress-knee go with --compress\n");

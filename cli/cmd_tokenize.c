@@ -7,61 +7,44 @@
 #include <string.h>
 
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "core/kd_file.h"
 #include "data/kd_tokenizer.h"
 #include "data/kd_dump_tok.h"
 
-static void help(void) {
-    printf("usage: kd tokenize --tokenizer FILE (--text STRING | --file PATH) [--no-bos]\n"
-           "                   [--parse-special] [--pieces]\n"
-           "\n"
-           "Encodes text with a SentencePiece (\"llama\") tokenizer, or a byte-level BPE (\"gpt2\")\n"
-           "one with any pre-tokenizer llama.cpp knows (tokenizer.ggml.pre), as llama.cpp does,\n"
-           "and prints the token ids, one per line.\n"
-           "\n"
-           "  --tokenizer FILE   a GGUF file (its tokenizer.ggml.* keys; recognised by the\n"
-           "                     magic \"GGUF\"), a llama2.c tokenizer.bin, a checkpoint's\n"
-           "                     tokenizer.h5 or a Hugging Face tokenizer.json (with the\n"
-           "                     tokenizer_config.json beside it)\n"
-           "  --text STRING      the text to encode\n"
-           "  --file PATH        encode the bytes of this file instead (all of it, as one text)\n"
-           "  --no-bos           do not prepend BOS (by default BOS/EOS are added as the\n"
-           "                     tokenizer's add_bos/add_eos flags say)\n"
-           "  --parse-special    treat control-token texts in the input (e.g. \"<s>\") as those tokens\n"
-           "  --pieces           print \"id<TAB>piece\" instead of the id alone\n");
-}
-
 int kd_cmd_tokenize(int argc, char **argv) {
+    const char *tok_path = NULL, *text = NULL, *file = NULL;
+    int add_special = 1, parse_special = 0, pieces = 0;
+    const kd_opt opts[] = {
+        {"--tokenizer", KD_OPT_STRING, &tok_path, "FILE",
+         .help = "a GGUF file (its tokenizer.ggml.* keys; recognised by the\n"
+                 "magic \"GGUF\"), a llama2.c tokenizer.bin, a checkpoint's\n"
+                 "tokenizer.h5 or a Hugging Face tokenizer.json (with the\n"
+                 "tokenizer_config.json beside it)",
+         .flags = KD_OPT_REQUIRED},
+        {"--text", KD_OPT_STRING, &text, "STRING", .help = "the text to encode", .flags = KD_OPT_REQUIRED},
+        {"--file", KD_OPT_STRING, &file, "PATH", .help = "encode the bytes of this file instead (all of it, as one text)",
+         .flags = KD_OPT_ALT},
+        {"--no-bos", KD_OPT_FLAG_OFF, &add_special, NULL,
+         .help = "do not prepend BOS (by default BOS/EOS are added as the\n"
+                 "tokenizer's add_bos/add_eos flags say)"},
+        {"--parse-special", KD_OPT_FLAG, &parse_special, NULL,
+         .help = "treat control-token texts in the input (e.g. \"<s>\") as those tokens"},
+        {"--pieces", KD_OPT_FLAG, &pieces, NULL, .help = "print \"id<TAB>piece\" instead of the id alone"},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        help();
+        kd_opts_usage("tokenize", opts);
+        printf("\n"
+               "Encodes text with a SentencePiece (\"llama\") tokenizer, or a byte-level BPE (\"gpt2\")\n"
+               "one with any pre-tokenizer llama.cpp knows (tokenizer.ggml.pre), as llama.cpp does,\n"
+               "and prints the token ids, one per line.\n"
+               "\n");
+        kd_opts_help(opts);
         return 0;
     }
-    const char *tok_path = NULL, *text = NULL, *file = NULL;
-    unsigned opts = KD_TOK_ENC_ADD_SPECIAL;
-    int pieces = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--tokenizer")) {
-            if (!(tok_path = kd_cli_value("tokenize", argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--text")) {
-            if (!(text = kd_cli_value("tokenize", argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--file")) {
-            if (!(file = kd_cli_value("tokenize", argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--no-bos")) {
-            opts &= ~KD_TOK_ENC_ADD_SPECIAL;
-        } else if (!strcmp(a, "--parse-special")) {
-            opts |= KD_TOK_ENC_PARSE_SPECIAL;
-        } else if (!strcmp(a, "--pieces")) {
-            pieces = 1;
-        } else {
-            fprintf(stderr, "kd tokenize: unknown argument '%s' (see 'kd tokenize --help')\n", a);
-            return 2;
-        }
-    }
-    if (!tok_path || (!text) == (!file)) {
-        fprintf(stderr, "kd tokenize: needs --tokenizer and exactly one of --text and --file\n");
-        return 2;
-    }
+    int rc = kd_opts_parse("tokenize", opts, argc, argv);
+    if (rc) return rc;
+    unsigned enc = (add_special ? KD_TOK_ENC_ADD_SPECIAL : 0) | (parse_special ? KD_TOK_ENC_PARSE_SPECIAL : 0);
     kd_err err = {{0}};
     kd_tokenizer *tok = kd_tokenizer_open(tok_path, &err);
     if (!tok) {
@@ -81,8 +64,7 @@ int kd_cmd_tokenize(int argc, char **argv) {
         len = strlen(text);
     }
     kd_tokens ids = {0};
-    int rc = 0;
-    if (kd_tokenizer_encode(tok, text, len, opts, &ids, &err) < 0) {
+    if (kd_tokenizer_encode(tok, text, len, enc, &ids, &err) < 0) {
         fprintf(stderr, "kd tokenize: %s\n", err.msg);
         rc = 1;
     }

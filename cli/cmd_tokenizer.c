@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "core/kd_file.h"
 #include "core/kd_time.h"
 #include "data/kd_bpe_train.h"
@@ -22,11 +23,9 @@
 
 /* ---- kd tokenizer train ------------------------------------------------------------ */
 
-static void train_help(void) {
-    printf("usage: kd tokenizer train --text FILE... [--doc-sep STRING] --vocab-size N --out tok.bin\n"
-           "                          [--min-frequency F] [--character-coverage C] [--max-piece-len L]\n"
-           "                          [--merge-digits] [--quiet]\n"
-           "\n"
+static void train_help(const kd_opt *opts) {
+    kd_opts_usage("tokenizer train", opts);
+    printf("\n"
            "Trains a BPE vocabulary for kd's SentencePiece-style tokenizer (byte fallback,\n"
            "\"\xE2\x96\x81\" for spaces, merges by score) and writes it as a llama2.c tokenizer.bin,\n"
            "the form kd checkpoints store. Ids: 0 <unk>, 1 <s>, 2 </s>, 3..258 the byte\n"
@@ -35,26 +34,9 @@ static void train_help(void) {
            "Merges stay inside words: a letter run, a punctuation run or a digit, with at\n"
            "most one leading space; whitespace runs (spaces, newlines, tabs) merge among\n"
            "themselves only.\n"
-           "\n"
-           "  --text FILE...          training text (all following arguments up to the next\n"
-           "                          option; may be repeated). A file given twice, also via\n"
-           "                          a symlink, is read once; files with NUL bytes (e.g. the\n"
-           "                          .dat indexes next to fortune files) are skipped\n"
-           "  --doc-sep STRING        a line holding only STRING ends a document (the line is\n"
-           "                          dropped); e.g. --doc-sep %% for fortune files. Without it\n"
-           "                          each file is one document. Each document gets its own\n"
-           "                          space prefix, as when encoded alone\n"
-           "  --vocab-size N          total pieces, the 260 fixed ones included (fewer when\n"
-           "                          no pair occurs --min-frequency times any more)\n"
-           "  --out FILE              where to write tokenizer.bin\n"
-           "  --min-frequency F       merge a pair only when it occurs F times or more (2)\n"
-           "  --character-coverage C  keep the most frequent characters covering this share\n"
-           "                          of character occurrences; rarer ones use byte\n"
-           "                          fallback (0.9995)\n"
-           "  --max-piece-len L       longest merged piece in characters (16)\n"
-           "  --merge-digits          let digit runs merge (default: each digit alone)\n"
-           "  --quiet                 no progress on stderr\n"
-           "\n"
+           "\n");
+    kd_opts_help(opts);
+    printf("\n"
            "Example (Debian's fortunes corpus):\n"
            "  kd tokenizer train --text /usr/share/games/fortunes/* --doc-sep %% \\\n"
            "     --vocab-size 4096 --out tok4096.bin\n");
@@ -109,7 +91,7 @@ static int split_docs(corpus *c, const char *buf, size_t n, const char *sep) {
     return add_doc(c, buf + doc, n - doc);
 }
 
-static int read_corpus(corpus *c, char **files, int n_files, const char *sep) {
+static int read_corpus(corpus *c, const char **files, int n_files, const char *sep) {
     struct stat *seen = calloc((size_t)n_files + 1, sizeof *seen);
     int n_seen = 0, rc = -1;
     if (!seen || !(c->bufs = calloc((size_t)n_files + 1, sizeof *c->bufs))) goto oom;
@@ -162,63 +144,59 @@ static void progress(void *ctx, int32_t vocab, int32_t vocab_size, int64_t count
 }
 
 static int tokenizer_train(int argc, char **argv) {
-    if (kd_cli_wants_help(argc, argv)) {
-        train_help();
-        return 0;
-    }
-    const char *C = "tokenizer train", *out = NULL, *sep = NULL, *v;
-    char **files = calloc((size_t)argc + 1, sizeof *files);
-    int n_files = 0, quiet = 0;
+    const char *C = "tokenizer train", *out = NULL, *sep = NULL;
+    const char **files = calloc((size_t)argc + 1, sizeof *files);
+    kd_opt_list file_list = {files, 0, argc};
+    int quiet = 0;
     kd_bpe_stats st = {0};
     kd_bpe_opts o = {.stats = &st};
-    int64_t x;
-    double d;
+    int64_t vocab_size = 0, min_frequency = 0, max_piece_len = 0;
+    double coverage = 0;
+    const kd_opt opts[] = {
+        {"--text", KD_OPT_LIST, &file_list, "FILE",
+         .help = "training text (all following arguments up to the next\n"
+                 "option; may be repeated). A file given twice, also via\n"
+                 "a symlink, is read once; files with NUL bytes (e.g. the\n"
+                 ".dat indexes next to fortune files) are skipped",
+         .flags = KD_OPT_REQUIRED | KD_OPT_MULTI},
+        {"--doc-sep", KD_OPT_STRING, &sep, "STRING",
+         .help = "a line holding only STRING ends a document (the line is\n"
+                 "dropped); e.g. --doc-sep % for fortune files. Without it\n"
+                 "each file is one document. Each document gets its own\n"
+                 "space prefix, as when encoded alone"},
+        {"--vocab-size", KD_OPT_INT, &vocab_size, "N",
+         .help = "total pieces, the 260 fixed ones included (fewer when\n"
+                 "no pair occurs --min-frequency times any more)",
+         .flags = KD_OPT_REQUIRED, .lo = KD_BPE_MIN_VOCAB, .hi = KD_TOK_MAX_VOCAB, .def = ""},
+        {"--out", KD_OPT_STRING, &out, "FILE", .help = "where to write tokenizer.bin", .flags = KD_OPT_REQUIRED},
+        {"--min-frequency", KD_OPT_INT, &min_frequency, "F",
+         .help = "merge a pair only when it occurs F times or more", .lo = 1, .hi = INT64_MAX, .def = "2"},
+        {"--character-coverage", KD_OPT_DOUBLE, &coverage, "C",
+         .help = "keep the most frequent characters covering this share\n"
+                 "of character occurrences; rarer ones use byte\n"
+                 "fallback",
+         .range = "(0, 1]", .def = "0.9995"},
+        {"--max-piece-len", KD_OPT_INT, &max_piece_len, "L", .help = "longest merged piece in characters", .lo = 2,
+         .hi = 1 << 20, .def = "16"},
+        {"--merge-digits", KD_OPT_FLAG, &o.merge_digits, NULL, .help = "let digit runs merge (default: each digit alone)"},
+        {"--quiet", KD_OPT_FLAG, &quiet, NULL, .help = "no progress on stderr"},
+        {0}};
     if (!files) return 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int ok = 1;
-        if (!strcmp(a, "--text")) {
-            int k = i;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) files[n_files++] = argv[++i];
-            if (i == k) ok = !!kd_cli_value(C, argc, argv, &i);   /* prints "needs a value" */
-        } else if (!strcmp(a, "--doc-sep")) {
-            ok = (sep = kd_cli_value(C, argc, argv, &i)) != NULL;
-        } else if (!strcmp(a, "--out")) {
-            ok = (out = kd_cli_value(C, argc, argv, &i)) != NULL;
-        } else if (!strcmp(a, "--vocab-size")) {
-            ok = (v = kd_cli_value(C, argc, argv, &i)) && !kd_cli_int(C, a, v, KD_BPE_MIN_VOCAB, KD_TOK_MAX_VOCAB, &x);
-            if (ok) o.vocab_size = (int32_t)x;
-        } else if (!strcmp(a, "--min-frequency")) {
-            ok = (v = kd_cli_value(C, argc, argv, &i)) && !kd_cli_int(C, a, v, 1, INT64_MAX, &x);
-            if (ok) o.min_frequency = x;
-        } else if (!strcmp(a, "--max-piece-len")) {
-            ok = (v = kd_cli_value(C, argc, argv, &i)) && !kd_cli_int(C, a, v, 2, 1 << 20, &x);
-            if (ok) o.max_piece_len = (int32_t)x;
-        } else if (!strcmp(a, "--character-coverage")) {
-            ok = (v = kd_cli_value(C, argc, argv, &i)) && !kd_cli_float(C, a, v, &d);
-            if (ok && !(d > 0 && d <= 1)) {
-                fprintf(stderr, "kd %s: --character-coverage: %g is not in (0, 1]\n", C, d);
-                ok = 0;
-            }
-            if (ok) o.character_coverage = d;
-        } else if (!strcmp(a, "--merge-digits")) {
-            o.merge_digits = 1;
-        } else if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else {
-            fprintf(stderr, "kd %s: unknown argument '%s' (see 'kd tokenizer train --help')\n", C, a);
-            ok = 0;
-        }
-        if (!ok) {
-            free(files);
-            return 2;
-        }
-    }
-    if (!n_files || !out || !o.vocab_size) {
-        fprintf(stderr, "kd %s: needs --text FILE..., --vocab-size N and --out FILE (see --help)\n", C);
+    if (kd_cli_wants_help(argc, argv)) {
+        train_help(opts);
         free(files);
-        return 2;
+        return 0;
     }
+    int st_rc = kd_opts_parse(C, opts, argc, argv);
+    if (st_rc) {
+        free(files);
+        return st_rc;
+    }
+    o.vocab_size = (int32_t)vocab_size;
+    o.min_frequency = min_frequency;
+    o.max_piece_len = (int32_t)max_piece_len;
+    o.character_coverage = coverage;
+    int n_files = file_list.n;
     corpus c = {0};
     int rc = read_corpus(&c, files, n_files, sep);
     free(files);

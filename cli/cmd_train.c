@@ -3,10 +3,10 @@
  */
 #include <math.h>
 #include <stdio.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "cli/kd_cli.h"
+#include "cli/kd_opts.h"
 #include "train/kd_trainer.h"
 
 /* The run's lines on stderr: a bar redrawn in place on a terminal, otherwise a
@@ -58,7 +58,7 @@ static void train_progress(void *ctx, const kd_train_progress *p) {
     }
 }
 
-static void usage(void) {
+static void usage(const kd_opt *opts) {
     printf("usage: kd train --config RUN.json [--set key=value ...] --out RUN_DIR [--quiet]\n"
            "       kd train --resume RUN_DIR [--quiet]\n"
            "       mpirun -np N kd train ...          (data-parallel over N processes)\n\n"
@@ -66,8 +66,9 @@ static void usage(void) {
            "  L = (1-alpha)*CE(labels, student) + alpha*T^2*KL(teacher^T || student^T)\n"
            "averaged over valid tokens, with AdamW, warmup + cosine learning rate and\n"
            "gradient-norm clipping. Every key of RUN.json can be overridden with --set\n"
-           "(value parsed as JSON when it is valid JSON, else taken as a string).\n\n"
-           "Run config keys (default):\n"
+           "(value parsed as JSON when it is valid JSON, else taken as a string).\n\n");
+    kd_opts_help(opts);
+    printf("\nRun config keys (default):\n"
            "  student        config.json (fresh init) or checkpoint directory   (required)\n"
            "  train_data     teacher dump .h5, or a list of them                (required)\n"
            "  val_data       validation dump (\"\": hold out 5%% of train_data)\n"
@@ -95,7 +96,12 @@ static void usage(void) {
            "  shard_optimizer under mpirun, each rank keeps and updates 1/N of the optimizer\n"
            "                 state and the weights are all-gathered (ZeRO-1); resume needs the\n"
            "                 same rank count; false: every rank holds all of it   (true)\n"
-           "RUN_DIR receives run.json (the resolved config), metrics.jsonl,\n"
+           "  teacher        online distillation: a model (checkpoint dir, GGUF, llama2.c .bin)\n"
+           "                 run forward on every batch's tokens instead of the dumps' stored\n"
+           "                 distributions (a tokens-only dump suffices); its vocabulary\n"
+           "                 must be the student's                               (\"\")\n"
+           "  teacher_topk   with teacher: the top-K log-probs the loss sees (kd_mode topk_*),\n"
+           "                 0 = all its logits (kd_mode full)                   (64)\n"           "RUN_DIR receives run.json (the resolved config), metrics.jsonl,\n"
            "checkpoints/step-N/ (+ checkpoints/latest), best/ (lowest validation ce), final/\n"
            "and final_eval.json. A killed run continues with --resume from its last\n"
            "checkpoint (from step 0 when it had none yet) and, with the same thread\n"
@@ -117,33 +123,27 @@ static void usage(void) {
 }
 
 int kd_cmd_train(int argc, char **argv) {
-    const char *config = NULL, *out = NULL, *resume = NULL;
-    char *sets[256];
-    int n_sets = 0;
-    kd_train_opts o = {0, train_progress, NULL};
+    const char *config = NULL, *out = NULL, *resume = NULL, *sets[256];
+    kd_opt_list set_list = {sets, 0, 256};
+    int quiet = 0;
+    int64_t stop_after = 0;
+    const kd_opt opts[] = {
+        {"--config", KD_OPT_STRING, &config, "RUN.json", .help = "the run config (its keys below)"},
+        {"--set", KD_OPT_LIST, &set_list, "key=value", .help = "override a key of RUN.json"},
+        {"--out", KD_OPT_STRING, &out, "RUN_DIR", .help = "the run directory to create (what it receives below)"},
+        {"--resume", KD_OPT_STRING, &resume, "RUN_DIR", .help = "continue the run in RUN_DIR from its last checkpoint"},
+        {"--quiet", KD_OPT_FLAG, &quiet, NULL, .help = "no progress on stderr"},
+        {"--stop-after", KD_OPT_INT, &stop_after, "N", .help = "testing: stop with a checkpoint after step N, like a kill",
+         .flags = KD_OPT_HIDDEN, .lo = 1, .hi = INT64_MAX},
+        {0}};
     if (kd_cli_wants_help(argc, argv)) {
-        usage();
+        usage(opts);
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (!strcmp(argv[i], "--config")) { if (!(config = kd_cli_value("train", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--out")) { if (!(out = kd_cli_value("train", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--resume")) { if (!(resume = kd_cli_value("train", argc, argv, &i))) return 2; }
-        else if (!strcmp(argv[i], "--set")) {
-            if (!(v = kd_cli_value("train", argc, argv, &i))) return 2;
-            if (n_sets == 256) { fprintf(stderr, "kd train: too many --set\n"); return 2; }
-            sets[n_sets++] = (char *)v;
-        } else if (!strcmp(argv[i], "--quiet")) o.progress = NULL;
-        else if (!strcmp(argv[i], "--stop-after")) {   /* testing: stop with a checkpoint, like a kill */
-            int64_t n;
-            if (!(v = kd_cli_value("train", argc, argv, &i)) || kd_cli_int("train", "--stop-after", v, 1, INT64_MAX, &n)) return 2;
-            o.stop_after = n;
-        } else {
-            fprintf(stderr, "kd train: unknown argument '%s' (see kd train --help)\n", argv[i]);
-            return 2;
-        }
-    }
+    int st = kd_opts_parse("train", opts, argc, argv);
+    if (st) return st;
+    kd_train_opts o = {stop_after, quiet ? NULL : train_progress, NULL};
+    int n_sets = set_list.n;
     if (!resume && (!config || !out)) {
         fprintf(stderr, "kd train: give --config and --out, or --resume RUN_DIR (see kd train --help)\n");
         return 2;
@@ -161,7 +161,7 @@ int kd_cmd_train(int argc, char **argv) {
     }
     kd_run_config rc;
     int bad = resume ? kd_train_load_run_config(&rc, resume, &err)
-                     : kd_run_config_load(&rc, config, sets, n_sets, NULL, &err);
+                     : kd_run_config_load(&rc, config, (char **)sets, n_sets, NULL, &err);
     if (!bad) bad = kd_train(&rc, resume ? resume : out, resume != NULL, &o, &dist, &err);
     if (bad) {
         fprintf(stderr, "kd train: %s\n", err.msg);

@@ -1,5 +1,5 @@
 /*
- * kd_cli.h — the subcommands of the kd program and small argument helpers.
+ * kd_cli.h — the subcommands of the kd program and the --help test.
  *
  * Each subcommand is `int kd_cmd_NAME(int argc, char **argv)` with argv[0]
  * the subcommand name; it returns the process exit status (0 ok, 1 error,
@@ -8,21 +8,14 @@
 #ifndef KD_CLI_H
 #define KD_CLI_H
 
-#include <stdint.h>
-
 typedef struct kd_command {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
 } kd_command;
 
-/* True when argv[i] is -h or --help for any i ≥ 1. */
+/* True when argv[i] is -h or --help for any i ≥ 1. Options: cli/kd_opts.h. */
 int kd_cli_wants_help(int argc, char **argv);
-/* Parse numbers with range checks; print "kd CMD: --flag: ..." and return -1 on error. */
-int kd_cli_int(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out);
-int kd_cli_float(const char *cmd, const char *flag, const char *s, double *out);
-/* The value of flag argv[*i] (advances *i); prints an error when missing. */
-const char *kd_cli_value(const char *cmd, int argc, char **argv, int *i);
 
 int kd_cmd_version(int argc, char **argv);
 int kd_cmd_tokenize(int argc, char **argv);

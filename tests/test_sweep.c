@@ -314,7 +314,7 @@ static void test_bad_grids(void **state) {
     expect_cli_error("--grid alpah=0,1", 1, "kd sweep: point alpah=0: .*run.json: unknown key 'alpah' (see kd train --help)");
     expect_cli_error("--grid alpha=0,2", 1, "kd sweep: point alpha=2: .*field 'alpha': found 2, expected a number in \\[0, 1\\]");
     expect_cli_error("--grid alpha=0,1 --set alpha=1", 1, "'alpha' is both swept (--grid) and fixed (--set alpha=1)");
-    expect_cli_error("", 2, "give --config RUN.json, at least one --grid");
+    expect_cli_error("", 2, "kd sweep: --grid is required (see kd sweep --help)");
     expect_cli_error("--grid alpha=0,1 --metric loss", 2, "expected ce, ppl, kl or top1");
     assert_int_equal(kd_test_sh("'%s' sweep --help | grep -q 'Comparing runs side by side'", kd_test_env("KD_BIN")), 0);
 }
