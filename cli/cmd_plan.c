@@ -18,6 +18,7 @@
 #include "student/kd_plan.h"
 #include "train/kd_lean.h"
 #include "train/kd_loss.h"
+#include "train/kd_online.h"
 #include "train/kd_optim.h"
 #include "train/kd_step.h"
 
@@ -129,7 +130,7 @@ static int measure(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, k
 int kd_cmd_plan(int argc, char **argv) {
     static const char *const MODES[] = {"fp32", "lean", NULL}, *const PRECISIONS[] = {"bf16", "fp32", NULL},
                              *const V_KINDS[] = {"factored", "full", NULL}, *const CLIPS[] = {"previous", "exact", NULL};
-    const char *config = NULL;
+    const char *config = NULL, *teacher = NULL;
     int64_t batch = 1, seq = 512, ranks = 1, chunk = KD_LOSS_DEFAULT_CHUNK, topk = 0;
     int do_measure = 0, lean = 0, w32 = 0, m32 = 0, vfull = 0, cexact = 0;
     const kd_opt opts[] = {
@@ -159,6 +160,10 @@ int kd_cmd_plan(int argc, char **argv) {
         {"--lean-m", KD_OPT_CHOICE, &m32, NULL, .help = "lean: run-config key lean_m", .choices = PRECISIONS},
         {"--lean-v", KD_OPT_CHOICE, &vfull, NULL, .help = "lean: run-config key lean_v", .choices = V_KINDS},
         {"--lean-clip", KD_OPT_CHOICE, &cexact, NULL, .help = "lean: run-config key lean_clip", .choices = CLIPS},
+        {"--teacher-config", KD_OPT_STRING, &teacher, "T.json",
+         .help = "online distillation (run-config key teacher): add the teacher's\n"
+                 "F32 weights and its per-batch forward (activations, logits,\n"
+                 "top-K) to the training peak; --topk K is teacher_topk"},
         {"--measure", KD_OPT_FLAG, &do_measure, NULL,
          .help = "also run two real training steps, through the step function\n"
                  "kd train runs (random tokens; CE loss, or with --topk K the KD\n"
@@ -181,6 +186,10 @@ int kd_cmd_plan(int argc, char **argv) {
         fprintf(stderr, "kd plan: %s\n", err.msg);
         return 1;
     }
+    if (do_measure && teacher) {
+        fprintf(stderr, "kd plan: --measure runs no teacher: give --teacher-config without --measure\n");
+        return 2;
+    }
     if (do_measure && ranks > 1) {
         fprintf(stderr, "kd plan: --measure runs one process, which holds the whole optimizer state: use --ranks 1\n");
         return 2;
@@ -190,6 +199,17 @@ int kd_cmd_plan(int argc, char **argv) {
                       .lean_m_fp32 = m32, .lean_v_full = vfull, .lean_clip_exact = cexact};
     kd_plan p;
     kd_plan_compute(&cfg, &o, &p);
+    int64_t t_weights = 0, t_work = 0;   /* online teacher (train/kd_online.h) */
+    if (teacher) {
+        kd_config tc;
+        if (kd_config_load(&tc, teacher, &err)) {
+            fprintf(stderr, "kd plan: --teacher-config: %s\n", err.msg);
+            return 1;
+        }
+        t_weights = kd_config_n_params(&tc) * (int64_t)sizeof(float);
+        t_work = kd_online_work_bytes(&tc, batch, seq, topk);
+        p.train_peak += t_weights + t_work;
+    }
     printf("%s: %.2fM parameters (%lld layers, hidden %lld, vocab %lld)\n", config, (double)p.n_params * 1e-6,
            (long long)cfg.num_hidden_layers, (long long)cfg.hidden_size, (long long)cfg.vocab_size);
     if (lean) {
@@ -213,6 +233,10 @@ int kd_cmd_plan(int argc, char **argv) {
         row("LM head + loss (chunk)", p.loss);
     }
     row("batch", p.batch);
+    if (teacher) {
+        row("teacher weights (F32)", t_weights);
+        row("teacher forward", t_work);
+    }
     row("process baseline", p.baseline);
     row(ranks > 1 ? "peak per rank" : "peak (predicted)", p.train_peak);
     printf("inference, one sequence of %lld tokens, F32 weights:\n", (long long)seq);
