@@ -72,6 +72,10 @@ int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, in
                    uint32_t *mark, kdd_pos_stats *st, int64_t *slot, char *what, size_t n);
 int kdd_check_logits(const float *z, int64_t vocab, int64_t *slot, char *what, size_t n);
 
+/* Create (and close) a resizable dataset of the given shape, limits and chunking (kd_dump_write.c). */
+int kdd_create_chunked(hid_t file, const char *path, const char *name, hid_t type, int rank, const hsize_t *dims,
+                       const hsize_t *maxd, const hsize_t *chunk, kd_err *err);
+
 /* The compressed top-k layout (kd_dump_pack.c): its datasets replace topk_ids / topk_logprobs. */
 typedef struct kdd_pack kdd_pack;
 int kdd_pack_create(hid_t file, const char *path, const kd_dump_meta *m, kd_err *err);

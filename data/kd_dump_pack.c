@@ -86,14 +86,7 @@ static kdd_pack *pack_new(void) {
 
 static int create_1d(hid_t f, const char *path, const char *name, hid_t type, hsize_t chunk, kd_err *err) {
     hsize_t dim = 0, maxd = H5S_UNLIMITED;
-    hid_t sp = H5Screate_simple(1, &dim, &maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 1, &chunk);
-    hid_t ds = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5Sclose(sp);
-    H5Pclose(dcpl);
-    if (ds < 0) return kdd_h5_fail(err, "%s: cannot create dataset '%s'", path, name);
-    H5Dclose(ds);
-    return 0;
+    return kdd_create_chunked(f, path, name, type, 1, &dim, &maxd, &chunk, err);
 }
 
 int kdd_pack_create(hid_t f, const char *path, const kd_dump_meta *m, kd_err *err) {

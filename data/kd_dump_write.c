@@ -79,6 +79,11 @@ static int create_ds(hid_t file, const char *path, const char *name, hid_t type,
         hsize_t rows = CHUNK_MAX / (chunk[2] * es);
         chunk[1] = rows < 1 ? 1 : rows < chunk[1] ? rows : chunk[1];
     }
+    return kdd_create_chunked(file, path, name, type, rank, dims, maxd, chunk, err);
+}
+
+int kdd_create_chunked(hid_t file, const char *path, const char *name, hid_t type, int rank, const hsize_t *dims,
+                       const hsize_t *maxd, const hsize_t *chunk, kd_err *err) {
     hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, rank, chunk);
     hid_t ds = H5Dcreate2(file, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
