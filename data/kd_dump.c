@@ -10,6 +10,7 @@
  */
 #include "data/kd_dump.h"
 #include "data/kd_dump_impl.h"
+#include "data/kd_dump_probe.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/kd_cpu.h"
 #include "core/kd_fp16.h"
 
 #if defined(__x86_64__)
@@ -41,9 +43,9 @@ static void init_once(void) {
     H5Tset_size(kdd_g_f16, 2);
     H5Tset_ebias(kdd_g_f16, 15);
     H5Tlock(kdd_g_f16);
-#if defined(__x86_64__)
-    g_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-#endif
+    kd_cpu_info cpu;   /* (clang's __builtin_cpu_supports knows no "f16c") */
+    kd_cpu_detect(&cpu);
+    g_f16c = cpu.f16c && cpu.avx;
 }
 
 void kdd_enter(kdd_guard *g) {
@@ -144,6 +146,7 @@ int kdd_dtype_of(hid_t t, char *name, size_t n, int *bytes, int *is_signed) {
 /* Opens attribute `name` of obj holding one element of class c1 or c2; 0 = absent (when optional). */
 static hid_t attr_open(hid_t obj, const char *file, const char *name, H5T_class_t c1, H5T_class_t c2,
                        const char *expected, int required, kd_err *err) {
+    kdd_stage("attribute '%s'", name);
     if (H5Aexists(obj, name) <= 0) {
         if (required) kd_errf(err, "%s: attribute '%s' is missing, expected %s", file, name, expected);
         return required ? -1 : 0;
@@ -273,6 +276,7 @@ void kdd_free(kd_dump *d) {
 static int open_dataset(kd_dump *d, int i, int required, int rank, const int64_t *tail, const char *expected_dt,
                         kd_err *err) {
     const char *f = d->path, *nm = kdd_dname(d, i);
+    kdd_stage("dataset '%s'", nm);
     if (H5Lexists(d->file, nm, H5P_DEFAULT) <= 0) {
         if (required) return kd_errf(err, "%s: dataset '%s' is missing", f, nm);
         return 0;
@@ -342,6 +346,7 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
         kd_errf(err, "%s: no such file", path);
         goto fail;
     }
+    kdd_stage("the file's superblock");
     if ((d->file = H5Fopen(path, rdwr ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {
         kdd_h5_fail(err, "%s: not a readable HDF5 file (truncated or not HDF5?)", path);
         goto fail;
@@ -446,10 +451,38 @@ fail:
     return NULL;
 }
 
+/* What kd_dump_open and the first reads do, in a probe child (kd_dump_probe.h): the
+ * metadata, the tokenizer group and the first position of every dataset. */
+static int probe_dump(const char *path, kd_err *err) {
+    kd_dump *d = kdd_open_locked(path, 0, 0, err);
+    if (!d) return -1;
+    const kd_dump_meta *m = &d->meta;
+    int rc = 0;
+    if (m->has_tokenizer) {
+        kd_dump_tokenizer t;
+        memset(&t, 0, sizeof t);
+        rc = kdd_read_tokenizer(d->file, d->path, m->vocab_size, &t, err);
+        kd_dump_tokenizer_free(&t);
+    }
+    if (!rc && m->n_seq > 0) {
+        int64_t cols = m->k ? m->k : m->vocab_size;
+        void *buf = malloc((size_t)(m->seq_len + 1 > cols ? m->seq_len + 1 : cols) * 4);
+        if (!buf) rc = kd_errf(err, "%s: out of memory", path);
+        for (int i = 0; !rc && i < D_COUNT; i++) {
+            if (d->ds[i] < 0) continue;
+            rc = i == D_TOKENS || i == D_MASK ? kdd_read_2d(d, i, 0, 1, buf, err)
+                                               : kdd_read_3d(d, i, 0, 1, 0, 1, buf, cols, err);
+        }
+        free(buf);
+    }
+    kdd_free(d);
+    return rc ? -1 : 0;
+}
+
 kd_dump *kd_dump_open(const char *path, kd_err *err) {
     kdd_guard g;
     kdd_enter(&g);
-    kd_dump *d = kdd_open_locked(path, 0, 0, err);
+    kd_dump *d = kdd_probe(path, "kd teacher dump", probe_dump, err) ? NULL : kdd_open_locked(path, 0, 0, err);
     kdd_leave(&g);
     return d;
 }
@@ -486,6 +519,7 @@ int kdd_io_block(kd_dump *d, int i, int write, int64_t s0, int64_t ns, int64_t p
     hsize_t count[3] = {(hsize_t)ns, (hsize_t)(rank == 2 ? cols : np), (hsize_t)cols};
     hsize_t total = count[0] * count[1] * (rank == 3 ? count[2] : 1);
     if (total == 0) return 0;
+    kdd_stage("the data of dataset '%s'", kdd_dname(d, i));
     /* the memory space has the selection's shape: with another shape HDF5 maps every element to its chunk */
     hid_t fs = H5Dget_space(d->ds[i]), ms = H5Screate_simple(rank, count, NULL);
     herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
@@ -599,6 +633,7 @@ static int read_1d(hid_t grp, const char *file, const char *name, int required, 
                    void **out, int64_t *n, kd_err *err) {
     *out = NULL;
     *n = 0;
+    kdd_stage("dataset 'tokenizer/%s'", name);
     if (H5Lexists(grp, name, H5P_DEFAULT) <= 0)
         return required ? kd_errf(err, "%s: dataset 'tokenizer/%s' is missing", file, name) : 0;
     hid_t ds = H5Dopen2(grp, name, H5P_DEFAULT);
@@ -636,6 +671,7 @@ static int check_offsets(const char *file, const char *name, const int64_t *off,
 }
 
 int kdd_read_tokenizer(hid_t file, const char *f, int64_t max_n, kd_dump_tokenizer *t, kd_err *err) {
+    kdd_stage("group 'tokenizer'");
     if (H5Lexists(file, "tokenizer", H5P_DEFAULT) <= 0) return kd_errf(err, "%s: group 'tokenizer' is missing", f);
     hid_t g = H5Gopen2(file, "tokenizer", H5P_DEFAULT);
     if (g < 0) return kdd_h5_fail(err, "%s: 'tokenizer' is not a group", f);

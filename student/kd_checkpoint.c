@@ -143,8 +143,9 @@ int kd_checkpoint_load_flags(kd_model *m, const char *dir, int flags, kd_err *er
     kd_config cfg;
     memset(m, 0, sizeof *m);
     if (kd_path_join(path, sizeof path, dir, "config.json", err) || kd_config_load(&cfg, path, err)) return -1;
-    if (kd_model_new_flags(m, &cfg, flags, err)) return -1;
-    if (kd_checkpoint_load_weights(m, dir, err)) {
+    if (kd_model_new_flags(m, &cfg, flags, err)) return kd_err_prefix(err, "%s", path);
+    if (kd_checkpoint_load_weights(m, dir, err) ||
+        (kd_path_join(path, sizeof path, dir, "model.safetensors", err) || kd_model_check_finite(m, path, err))) {
         kd_model_free(m);
         return -1;
     }

@@ -37,11 +37,14 @@ int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err)
     }
     memcpy(h, map.data, sizeof h);
     static const char *names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
-    for (int i = 0; i < 7; i++)
-        if ((i == 5 ? abs(h[i]) : h[i]) <= 0 || abs(h[i]) > (1 << 20)) {
-            kd_errf(err, "%s: header field %s = %d, expected a positive size", path, names[i], h[i]);
+    for (int i = 0; i < 7; i++) {
+        int64_t v = i == 5 ? llabs((int64_t)h[i]) : h[i];   /* (int64_t: abs(INT32_MIN) overflows) */
+        if (v <= 0 || v > (1 << 20)) {
+            kd_errf(err, "%s: header field %s = %d, expected a size in [1, %d]%s", path, names[i], h[i], 1 << 20,
+                    i == 5 ? " (negative: an untied classifier follows)" : "");
             goto done;
         }
+    }
     kd_config c;
     kd_config_defaults(&c);
     c.hidden_size = h[0];
@@ -49,7 +52,7 @@ int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err)
     c.num_hidden_layers = h[2];
     c.num_attention_heads = h[3];
     c.num_key_value_heads = h[4];
-    c.vocab_size = abs(h[5]);
+    c.vocab_size = llabs((int64_t)h[5]);
     c.max_position_embeddings = h[6];
     c.tie_word_embeddings = h[5] > 0;
     c.head_dim = c.hidden_size / c.num_attention_heads;
@@ -87,6 +90,10 @@ int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err)
     p += (size_t)(T * D) * sizeof(float);        /* freq_cis_real, freq_cis_imag: recomputed */
     if (m->lm_head) TAKE(m->lm_head->data, V * C);
 #undef TAKE
+    if (kd_model_check_finite(m, path, err)) {
+        kd_model_free(m);
+        goto done;
+    }
     for (int64_t l = 0; l < L; l++) {
         kd_rope_permute_rows(m->layers[l].wq->data, c.num_attention_heads, D, C, 1);
         kd_rope_permute_rows(m->layers[l].wk->data, c.num_key_value_heads, D, C, 1);
