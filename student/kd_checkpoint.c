@@ -117,9 +117,9 @@ int kd_checkpoint_read(const kd_model *m, const char *dir, kd_checkpoint_put_fn 
         cJSON_Delete(idx);
         if (bad) goto done;
     }
-    for (int i = 0; i < m->n_params; i++)
+    for (int i = 0; i < m->n_params; i++)   /* path: model.safetensors, or the index of the shards */
         if (!found[i]) {
-            kd_errf(err, "%s: tensor '%s' is missing", dir, m->params[i]->name);
+            kd_errf(err, "%s: tensor '%s' is missing (config.json's Llama needs it)", path, m->params[i]->name);
             goto done;
         }
     rc = 0;
