@@ -207,6 +207,13 @@ int kdd_attr_string(hid_t obj, const char *file, const char *name, int required,
         if (s) H5free_memory(s);
     } else {
         size_t sz = H5Tget_size(ft);
+        if (sz == 0 || sz > 65536) {   /* checked before allocating: a hostile size is not a buffer size */
+            H5Tclose(mt);
+            H5Tclose(ft);
+            H5Aclose(a);
+            return kd_errf(err, "%s: attribute '%s' is a fixed-length string of %zu bytes, expected 1 to 65536", file,
+                           name, sz);
+        }
         H5Tset_size(mt, sz + 1);
         H5Tset_strpad(mt, H5T_STR_NULLTERM);
         s = calloc(1, sz + 1);
