@@ -3,7 +3,8 @@
  * (tests/fuzz) cannot show by themselves: the HDF5 probe child
  * (data/kd_dump_probe.c) turns a crash, an abort or a hang while reading
  * into one error naming the file and the object being read, passes a
- * refusal through unchanged, and costs little on a good file.
+ * refusal through unchanged, and costs little on a good file; `kd teacher
+ * info` on files that crash or hang libhdf5 exits with that error.
  */
 #include "kd_test.h"
 
@@ -112,7 +113,26 @@ static void test_probe_dump(void **state) {
     assert_non_null(strstr(err.msg, path));
 }
 
+/* The CLI on files that crash or hang Debian's libhdf5 (kept from the fuzz campaign): a clear error, exit 1. */
+static void test_cli_on_libhdf5_crashers(void **state) {
+    (void)state;
+    const char *src = kd_test_env("KD_SOURCE_DIR"), *kd = kd_test_env("KD_BIN");
+    char out[700];
+    snprintf(out, sizeof out, "%s/cli.err", kd_test_tmpdir());
+    static const char *files[][2] = {
+        {"dump/h5-segv-in-H5HG_read-attr-format", "crashed (signal 11, Segmentation fault) while reading attribute 'format'"},
+        {"dump/h5-hang-attr-format", "did not finish reading attribute 'format' within 2 s"},
+    };
+    for (int i = 0; i < 2; i++) {
+        int rc = kd_test_sh("KD_HDF5_PROBE_TIMEOUT=2 '%s' teacher info '%s/tests/fuzz/crashers/%s' 2>'%s'", kd, src,
+                            files[i][0], out);
+        assert_int_equal(rc, 1);
+        assert_int_equal(kd_test_sh("grep -q \"%s\" '%s'", files[i][1], out), 0);
+    }
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_cli_on_libhdf5_crashers),
     cmocka_unit_test(test_probe),
     cmocka_unit_test(test_probe_dump),
 };
