@@ -5,6 +5,7 @@
 # whose first frame outside the sanitizer runtime is not inside libhdf5 would be
 # a bug of kd that the probe hid, and is printed.
 import re, sys
+total_bad = 0
 for path in sys.argv[1:]:
     lines = open(path, errors='replace').read().split('\n')
     n = bad = 0
@@ -26,3 +27,5 @@ for path in sys.argv[1:]:
                 print(path, '|', head.strip()[:120], '|', frame)
         i += 1
     print(f'{path}: {n} sanitizer reports, {bad} not inside libhdf5', file=sys.stderr)
+    total_bad += bad
+sys.exit(1 if total_bad else 0)
