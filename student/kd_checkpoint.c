@@ -138,11 +138,24 @@ int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err) {
     return kd_checkpoint_read(m, dir, put_f32, m, err);
 }
 
+static int put_nothing(void *ctx, int i, const kd_st_file *f, const kd_st_tensor *t, kd_err *err) {
+    (void)ctx, (void)i, (void)f, (void)t, (void)err;
+    return 0;
+}
+
 int kd_checkpoint_load_flags(kd_model *m, const char *dir, int flags, kd_err *err) {
     char path[4096];
     kd_config cfg;
     memset(m, 0, sizeof *m);
     if (kd_path_join(path, sizeof path, dir, "config.json", err) || kd_config_load(&cfg, path, err)) return -1;
+    /* every tensor's name, dtype and shape is checked (a model without storage) before the
+     * parameters are allocated: a hostile config.json must not make kd allocate gigabytes
+     * for a model.safetensors that does not hold them */
+    kd_model shell;
+    if (kd_model_new_shell(&shell, &cfg, err)) return kd_err_prefix(err, "%s", path);
+    int bad = kd_checkpoint_read(&shell, dir, put_nothing, NULL, err);
+    kd_model_free(&shell);
+    if (bad) return -1;
     if (kd_model_new_flags(m, &cfg, flags, err)) return kd_err_prefix(err, "%s", path);
     if (kd_checkpoint_load_weights(m, dir, err) ||
         (kd_path_join(path, sizeof path, dir, "model.safetensors", err) || kd_model_check_finite(m, path, err))) {

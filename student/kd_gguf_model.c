@@ -146,6 +146,33 @@ static int gguf_name(const char *hf, char *out, size_t n) {
     return -1;
 }
 
+/* Every parameter's tensor present with its shape and a type kd dequantizes, checked on a
+ * model without storage before anything is allocated (the file must hold what the
+ * metadata promises). */
+static int check_tensors(const kd_gguf *g, const kd_config *c, kd_err *err) {
+    kd_model shell;
+    if (kd_model_new_shell(&shell, c, err)) return kd_err_prefix(err, "%s", kd_gguf_name(g));
+    int rc = 0;
+    for (int i = 0; i < shell.n_params && !rc; i++) {
+        const kd_tensor *p = shell.params[i];
+        char name[96];
+        const kd_gguf_tensor *t;
+        int64_t cols = p->ndim == 2 ? p->shape[1] : p->shape[0], rows = p->ndim == 2 ? p->shape[0] : 1;
+        if (gguf_name(p->name, name, sizeof name))
+            rc = kd_errf(err, "%s: no GGUF name for '%s'", kd_gguf_name(g), p->name);
+        else if (!(t = kd_gguf_find_tensor(g, name)))
+            rc = kd_errf(err, "%s: tensor '%s' is missing", kd_gguf_name(g), name);
+        else if (t->ne[0] != cols || t->ne[1] * t->ne[2] * t->ne[3] != rows)
+            rc = kd_errf(err, "%s: tensor '%s' has ne [%lld, %lld], expected [%lld, %lld]", kd_gguf_name(g), name,
+                         (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
+        else if (!kd_quant_supported(t->type))
+            rc = kd_errf(err, "%s: tensor '%s' has type %s, which kd cannot dequantize", kd_gguf_name(g), name,
+                         kd_ggml_type_name(t->type));
+    }
+    kd_model_free(&shell);
+    return rc;
+}
+
 int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer **tok, int flags, kd_err *err) {
     memset(m, 0, sizeof *m);
     if (tok) *tok = NULL;
@@ -153,7 +180,7 @@ int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer 
     if (!g) return -1;
     int rc = -1, have_model = 0;
     kd_config c;
-    if (kd_gguf_config(g, &c, err)) goto done;
+    if (kd_gguf_config(g, &c, err) || check_tensors(g, &c, err)) goto done;
     if (kd_model_new_flags(m, &c, flags, err)) {
         kd_err_prefix(err, "%s", path);
         goto done;
