@@ -10,6 +10,7 @@
  */
 #include "data/kd_dump.h"
 #include "data/kd_dump_impl.h"
+#include "data/kd_dump_probe.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/kd_cpu.h"
 #include "core/kd_fp16.h"
 #include "data/kd_dump_codec.h"
 
@@ -48,9 +50,9 @@ static void init_once(void) {
     H5Tset_size(kdd_g_f16, 2);
     H5Tset_ebias(kdd_g_f16, 15);
     H5Tlock(kdd_g_f16);
-#if defined(__x86_64__)
-    g_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-#endif
+    kd_cpu_info cpu;   /* (clang's __builtin_cpu_supports knows no "f16c") */
+    kd_cpu_detect(&cpu);
+    g_f16c = cpu.f16c && cpu.avx;
 }
 
 void kdd_enter(kdd_guard *g) {
@@ -151,6 +153,7 @@ int kdd_dtype_of(hid_t t, char *name, size_t n, int *bytes, int *is_signed) {
 /* Opens attribute `name` of obj holding one element of class c1 or c2; 0 = absent (when optional). */
 static hid_t attr_open(hid_t obj, const char *file, const char *name, H5T_class_t c1, H5T_class_t c2,
                        const char *expected, int required, kd_err *err) {
+    kdd_stage("attribute '%s'", name);
     if (H5Aexists(obj, name) <= 0) {
         if (required) kd_errf(err, "%s: attribute '%s' is missing, expected %s", file, name, expected);
         return required ? -1 : 0;
@@ -211,6 +214,13 @@ int kdd_attr_string(hid_t obj, const char *file, const char *name, int required,
         if (s) H5free_memory(s);
     } else {
         size_t sz = H5Tget_size(ft);
+        if (sz == 0 || sz > 65536) {   /* checked before allocating: a hostile size is not a buffer size */
+            H5Tclose(mt);
+            H5Tclose(ft);
+            H5Aclose(a);
+            return kd_errf(err, "%s: attribute '%s' is a fixed-length string of %zu bytes, expected 1 to 65536", file,
+                           name, sz);
+        }
         H5Tset_size(mt, sz + 1);
         H5Tset_strpad(mt, H5T_STR_NULLTERM);
         s = calloc(1, sz + 1);
@@ -281,6 +291,7 @@ void kdd_free(kd_dump *d) {
 static int open_dataset(kd_dump *d, int i, int required, int rank, const int64_t *tail, const char *expected_dt,
                         kd_err *err) {
     const char *f = d->path, *nm = kdd_dname(d, i);
+    kdd_stage("dataset '%s'", nm);
     if (H5Lexists(d->file, nm, H5P_DEFAULT) <= 0) {
         if (required) return kd_errf(err, "%s: dataset '%s' is missing", f, nm);
         return 0;
@@ -354,6 +365,7 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
      * write error is reported, and closing a dataset has nothing left to write (HDF5
      * 1.10 leaves a dataset half-closed when that last flush fails, and crashes in its
      * exit handler) */
+    kdd_stage("the file's superblock");
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (rdwr) {
         H5Pset_cache(fapl, 0, 0, 0, 1.0);
@@ -479,10 +491,39 @@ fail:
     return NULL;
 }
 
+/* What kd_dump_open and the first reads do, in a probe child (kd_dump_probe.h): the
+ * metadata, the tokenizer group and the first position of every dataset. Only the
+ * open's refusal is returned: the tokenizer and the data are read for their risk of
+ * crashing libhdf5; their own errors are the caller's when it reads them. */
+static int probe_dump(const char *path, kd_err *err) {
+    kd_dump *d = kdd_open_locked(path, 0, 0, err);
+    if (!d) return -1;
+    const kd_dump_meta *m = &d->meta;
+    kd_err ignored;
+    if (m->has_tokenizer) {
+        kd_dump_tokenizer t;
+        memset(&t, 0, sizeof t);
+        kdd_read_tokenizer(d->file, d->path, m->vocab_size, &t, &ignored);
+        kd_dump_tokenizer_free(&t);
+    }
+    if (m->n_seq > 0) {
+        int64_t cols = m->k ? m->k : m->vocab_size;
+        void *buf = malloc((size_t)(m->seq_len + 1 > cols ? m->seq_len + 1 : cols) * 4);
+        for (int i = 0; buf && i < D_COUNT; i++) {
+            if (d->ds[i] < 0) continue;
+            if (i == D_TOKENS || i == D_MASK) kdd_read_2d(d, i, 0, 1, buf, &ignored);
+            else kdd_read_3d(d, i, 0, 1, 0, 1, buf, cols, &ignored);
+        }
+        free(buf);
+    }
+    kdd_free(d);
+    return 0;
+}
+
 kd_dump *kd_dump_open(const char *path, kd_err *err) {
     kdd_guard g;
     kdd_enter(&g);
-    kd_dump *d = kdd_open_locked(path, 0, 0, err);
+    kd_dump *d = kdd_probe(path, "kd teacher dump", probe_dump, err) ? NULL : kdd_open_locked(path, 0, 0, err);
     kdd_leave(&g);
     return d;
 }
@@ -520,6 +561,7 @@ int kdd_io_block(kd_dump *d, int i, int write, int64_t s0, int64_t ns, int64_t p
     hsize_t count[3] = {(hsize_t)ns, (hsize_t)(rank == 2 ? cols : np), (hsize_t)cols};
     hsize_t total = count[0] * count[1] * (rank == 3 ? count[2] : 1);
     if (total == 0) return 0;
+    kdd_stage("the data of dataset '%s'", kdd_dname(d, i));
     /* the memory space has the selection's shape: with another shape HDF5 maps every element to its chunk */
     hid_t fs = H5Dget_space(d->ds[i]), ms = H5Screate_simple(rank, count, NULL);
     herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
@@ -638,6 +680,7 @@ static int read_1d(hid_t grp, const char *file, const char *name, int required, 
                    void **out, int64_t *n, kd_err *err) {
     *out = NULL;
     *n = 0;
+    kdd_stage("dataset 'tokenizer/%s'", name);
     if (H5Lexists(grp, name, H5P_DEFAULT) <= 0)
         return required ? kd_errf(err, "%s: dataset 'tokenizer/%s' is missing", file, name) : 0;
     hid_t ds = H5Dopen2(grp, name, H5P_DEFAULT);
@@ -675,6 +718,7 @@ static int check_offsets(const char *file, const char *name, const int64_t *off,
 }
 
 int kdd_read_tokenizer(hid_t file, const char *f, int64_t max_n, kd_dump_tokenizer *t, kd_err *err) {
+    kdd_stage("group 'tokenizer'");
     if (H5Lexists(file, "tokenizer", H5P_DEFAULT) <= 0) return kd_errf(err, "%s: group 'tokenizer' is missing", f);
     hid_t g = H5Gopen2(file, "tokenizer", H5P_DEFAULT);
     if (g < 0) return kdd_h5_fail(err, "%s: 'tokenizer' is not a group", f);

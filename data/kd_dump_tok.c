@@ -16,6 +16,7 @@
 #include "data/kd_tokenizer_hf.h"
 #include "data/kd_tokenizer_load.h"
 #include "data/kd_dump_impl.h"
+#include "data/kd_dump_probe.h"
 
 /* Offsets [n+1] over a blob → NUL-terminated copies (pieces or merges). */
 static char **split_blob(const uint8_t *bytes, const int64_t *off, int32_t n, size_t **lens) {
@@ -182,29 +183,41 @@ int kd_tokenizer_save_h5(const kd_tokenizer *tok, const char *path, kd_err *err)
     return rc;
 }
 
+/* The root attributes and the tokenizer group of tokenizer.h5 (HDF5 lock held). */
+static int load_h5_locked(const char *path, kd_dump_tokenizer *dt, kd_err *err) {
+    char fmt[64] = "";
+    int64_t version = 0;
+    int rc = -1;
+    kdd_stage("the file's superblock");
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return kdd_h5_fail(err, "%s: cannot open as HDF5 (truncated or not HDF5?)", path);
+    if (!kdd_attr_string(f, path, "format", 1, fmt, sizeof fmt, err) &&
+        !kdd_attr_int(f, path, "version", 1, 0, INT32_MAX, &version, err)) {
+        if (strcmp(fmt, KD_TOKENIZER_H5_FORMAT))
+            kd_errf(err, "%s: attribute 'format' = '%s', expected '%s'", path, fmt, KD_TOKENIZER_H5_FORMAT);
+        else if (version != 1)
+            kd_errf(err, "%s: attribute 'version' = %lld, expected 1", path, (long long)version);
+        else
+            rc = kdd_read_tokenizer(f, path, KD_TOK_MAX_VOCAB, dt, err);
+    }
+    H5Fclose(f);
+    return rc;
+}
+
+static int probe_h5(const char *path, kd_err *err) {
+    kd_dump_tokenizer dt;
+    memset(&dt, 0, sizeof dt);
+    int rc = load_h5_locked(path, &dt, err);
+    kd_dump_tokenizer_free(&dt);
+    return rc;
+}
+
 kd_tokenizer *kd_tokenizer_load_h5(const char *path, kd_err *err) {
     kd_dump_tokenizer dt;
     memset(&dt, 0, sizeof dt);
-    char fmt[64] = "";
-    int64_t version = 0;
     kdd_guard g;
     kdd_enter(&g);
-    int rc = -1;
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        kdd_h5_fail(err, "%s: cannot open as HDF5", path);
-    } else {
-        if (!kdd_attr_string(f, path, "format", 1, fmt, sizeof fmt, err) &&
-            !kdd_attr_int(f, path, "version", 1, 0, INT32_MAX, &version, err)) {
-            if (strcmp(fmt, KD_TOKENIZER_H5_FORMAT))
-                kd_errf(err, "%s: attribute 'format' = '%s', expected '%s'", path, fmt, KD_TOKENIZER_H5_FORMAT);
-            else if (version != 1)
-                kd_errf(err, "%s: attribute 'version' = %lld, expected 1", path, (long long)version);
-            else
-                rc = kdd_read_tokenizer(f, path, KD_TOK_MAX_VOCAB, &dt, err);
-        }
-        H5Fclose(f);
-    }
+    int rc = kdd_probe(path, "kd tokenizer.h5", probe_h5, err) ? -1 : load_h5_locked(path, &dt, err);
     kdd_leave(&g);
     kd_tokenizer *tok = rc ? NULL : kd_tokenizer_from_dump(&dt, path, err);
     kd_dump_tokenizer_free(&dt);

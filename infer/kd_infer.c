@@ -189,24 +189,6 @@ kd_infer *kd_infer_from_model(const kd_model *m, const kd_infer_opts *o, kd_err 
 
 /* ---- GGUF ----------------------------------------------------------------------------- */
 
-static int gguf_u32(const kd_gguf *g, const char *key, int required, uint32_t def, uint32_t *out, kd_err *err) {
-    if (kd_gguf_find_key(g, key) < 0) {
-        if (required) return kd_errf(err, "%s: key '%s' is missing", kd_gguf_name(g), key);
-        *out = def;
-        return 0;
-    }
-    return kd_gguf_get_u32(g, key, out, err);
-}
-
-static int gguf_f32(const kd_gguf *g, const char *key, int required, float def, float *out, kd_err *err) {
-    if (kd_gguf_find_key(g, key) < 0) {
-        if (required) return kd_errf(err, "%s: key '%s' is missing", kd_gguf_name(g), key);
-        *out = def;
-        return 0;
-    }
-    return kd_gguf_get_f32(g, key, out, err);
-}
-
 /* A 2-D tensor {cols, rows}; absent optional tensors leave m->data NULL. */
 static int gguf_mat(kd_infer *e, const char *name, int64_t cols, int64_t rows, int optional, kd_qmat *m,
                     kd_err *err) {
@@ -231,12 +213,16 @@ static int gguf_vec(kd_infer *e, const char *name, int64_t n, const float **out,
     if (t->n_dims != 1 || t->ne[0] != n)
         return kd_errf(err, "%s: tensor '%s' has %u dims and %lld elements, expected {%lld}", kd_gguf_name(e->gguf),
                        name, t->n_dims, (long long)t->ne[0], (long long)n);
-    if (t->type == KD_GGML_TYPE_F32 && ((uintptr_t)t->data & 3) == 0) {
-        *out = t->data;
-        return 0;
+    const float *w = t->data;
+    if (!(t->type == KD_GGML_TYPE_F32 && ((uintptr_t)t->data & 3) == 0)) {
+        float *copy = own(e, (size_t)n * sizeof(float), err);
+        if (!copy || kd_dequantize_rows(t->type, t->data, copy, 1, n, err)) return -1;
+        w = copy;
     }
-    float *w = own(e, (size_t)n * sizeof(float), err);
-    if (!w || kd_dequantize_rows(t->type, t->data, w, 1, n, err)) return -1;
+    int64_t bad = kd_first_nonfinite(w, n);   /* a norm weight multiplies every hidden state */
+    if (bad >= 0)
+        return kd_errf(err, "%s: tensor '%s': element %lld is %g, expected finite weights", kd_gguf_name(e->gguf), name,
+                       (long long)bad, (double)w[bad]);
     *out = w;
     return 0;
 }
@@ -244,57 +230,24 @@ static int gguf_vec(kd_infer *e, const char *name, int64_t n, const float **out,
 static int setup_gguf(kd_infer *e, const char *path, kd_err *err) {
     if (!(e->gguf = kd_gguf_open(path, err))) return -1;
     const kd_gguf *g = e->gguf;
-    const char *name = kd_gguf_name(g), *arch;
-    if (kd_gguf_get_str(g, "general.architecture", &arch, NULL, err)) return -1;
-    if (strcmp(arch, "llama"))
-        return kd_errf(err, "%s: architecture '%s' is not supported (kd runs \"llama\" models)", name, arch);
-    uint32_t ctx, C, L, F, H, Hkv, D, rot;
-    float eps, theta;
-    if (gguf_u32(g, "llama.context_length", 1, 0, &ctx, err) || gguf_u32(g, "llama.embedding_length", 1, 0, &C, err) ||
-        gguf_u32(g, "llama.block_count", 1, 0, &L, err) || gguf_u32(g, "llama.feed_forward_length", 1, 0, &F, err) ||
-        gguf_u32(g, "llama.attention.head_count", 1, 0, &H, err) ||
-        gguf_u32(g, "llama.attention.head_count_kv", 0, H, &Hkv, err) ||
-        gguf_f32(g, "llama.attention.layer_norm_rms_epsilon", 1, 0, &eps, err) ||
-        gguf_f32(g, "llama.rope.freq_base", 0, 10000.0f, &theta, err))
-        return -1;
-    if (H == 0 || Hkv == 0 || H % Hkv || C % H)
-        return kd_errf(err, "%s: %u heads, %u kv heads, embedding %u: inconsistent", name, H, Hkv, C);
-    if (gguf_u32(g, "llama.attention.key_length", 0, C / H, &D, err) ||
-        gguf_u32(g, "llama.rope.dimension_count", 0, D, &rot, err))
-        return -1;
-    if (rot != D || D % 2) return kd_errf(err, "%s: rope dimension %u, head dim %u: kd needs them equal and even", name, rot, D);
-    const kd_gguf_tensor *te;
-    if (kd_gguf_get_tensor(g, "token_embd.weight", &te, err)) return -1;
+    const char *name = kd_gguf_name(g);
     kd_config *c = &e->cfg;
-    kd_config_defaults(c);
-    c->hidden_size = C;
-    c->intermediate_size = F;
-    c->num_hidden_layers = L;
-    c->num_attention_heads = H;
-    c->num_key_value_heads = Hkv;
-    c->head_dim = D;
-    c->vocab_size = te->ne[1];
-    c->max_position_embeddings = ctx;
-    c->rope_theta = theta;
-    if (kd_gguf_read_rope(g, c, err)) return -1;   /* scaling type, factor, rope_freqs (Llama 3) */
-    c->rms_norm_eps = eps;
-    c->sliding_window = 0;
-    c->tie_word_embeddings = kd_gguf_find_tensor(g, "output.weight") == NULL;
-    if (kd_config_validate(c, name, err)) return -1;
+    if (kd_gguf_config(g, c, err)) return -1;   /* every hyper-parameter checked against ranges and tensor shapes */
+    const int64_t C = c->hidden_size, F = c->intermediate_size, L = c->num_hidden_layers;
     e->source = "gguf";
     e->rope_conv = KD_ROPE_PAIRS;
-    const int64_t V = c->vocab_size, HD = (int64_t)H * D, KVD = (int64_t)Hkv * D;
-    e->layers = calloc(L, sizeof *e->layers);
+    const int64_t V = c->vocab_size, HD = c->num_attention_heads * c->head_dim, KVD = c->num_key_value_heads * c->head_dim;
+    e->layers = calloc((size_t)L, sizeof *e->layers);
     if (!e->layers) return kd_errf(err, "out of memory");
     if (gguf_mat(e, "token_embd.weight", C, V, 0, &e->embed, err) ||
         gguf_mat(e, "output.weight", C, V, 1, &e->head, err) || gguf_vec(e, "output_norm.weight", C, &e->norm, err))
         return -1;
     if (!e->head.data) e->head = e->embed;
     int64_t expected = 2 + !c->tie_word_embeddings + (kd_gguf_find_tensor(g, "rope_freqs.weight") != NULL);
-    for (uint32_t l = 0; l < L; l++, expected += 9) {
+    for (int64_t l = 0; l < L; l++, expected += 9) {
         kd_infer_layer *ly = &e->layers[l];
         char tn[KD_GGUF_MAX_NAME + 16];
-#define N(suffix) (snprintf(tn, sizeof tn, "blk.%u.%s", l, suffix), tn)
+#define N(suffix) (snprintf(tn, sizeof tn, "blk.%lld.%s", (long long)l, suffix), tn)
         if (gguf_vec(e, N("attn_norm.weight"), C, &ly->attn_norm, err) ||
             gguf_vec(e, N("ffn_norm.weight"), C, &ly->ffn_norm, err) ||
             gguf_mat(e, N("attn_q.weight"), C, HD, 0, &ly->wq, err) ||
@@ -671,6 +624,7 @@ int32_t kd_sample(kd_sampler *s, const float *logits) {
     const float inv_t = 1.0f / s->temperature;
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++) sum += (c[i].p = expf((c[i].p - m) * inv_t));
+    if (!(sum > 0.0) || !isfinite(sum)) return (int32_t)kd_argmax(logits, V);   /* NaN/Inf logits: no distribution */
     for (int64_t i = 0; i < n; i++) c[i].p = (float)(c[i].p / sum);
     double total = 1.0;
     if (s->top_p < 1.0f) {
@@ -710,6 +664,13 @@ int kd_infer_generate(kd_infer *e, const int32_t *prompt, int64_t n_prompt, int6
     if (!logits) return kd_errf(err, "out of memory");
     int rc = kd_infer_eval(e, prompt, n_prompt, logits, 0, NULL, err);
     for (int64_t i = 0; rc == 0 && i < max_new; i++) {
+        for (int64_t v = 0; v < e->V; v++)
+            if (!isfinite(logits[v])) {
+                rc = kd_errf(err, "the model's logits are not finite (%g for token %lld): NaN or infinite weights?",
+                             (double)logits[v], (long long)v);
+                break;
+            }
+        if (rc) break;
         int32_t t = kd_sample(s, logits);
         if (t == e->eos) break;
         if (out) out[i] = t;

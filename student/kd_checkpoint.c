@@ -117,9 +117,9 @@ int kd_checkpoint_read(const kd_model *m, const char *dir, kd_checkpoint_put_fn 
         cJSON_Delete(idx);
         if (bad) goto done;
     }
-    for (int i = 0; i < m->n_params; i++)
+    for (int i = 0; i < m->n_params; i++)   /* path: model.safetensors, or the index of the shards */
         if (!found[i]) {
-            kd_errf(err, "%s: tensor '%s' is missing", dir, m->params[i]->name);
+            kd_errf(err, "%s: tensor '%s' is missing (config.json's Llama needs it)", path, m->params[i]->name);
             goto done;
         }
     rc = 0;
@@ -138,13 +138,27 @@ int kd_checkpoint_load_weights(kd_model *m, const char *dir, kd_err *err) {
     return kd_checkpoint_read(m, dir, put_f32, m, err);
 }
 
+static int put_nothing(void *ctx, int i, const kd_st_file *f, const kd_st_tensor *t, kd_err *err) {
+    (void)ctx, (void)i, (void)f, (void)t, (void)err;
+    return 0;
+}
+
 int kd_checkpoint_load_flags(kd_model *m, const char *dir, int flags, kd_err *err) {
     char path[4096];
     kd_config cfg;
     memset(m, 0, sizeof *m);
     if (kd_path_join(path, sizeof path, dir, "config.json", err) || kd_config_load(&cfg, path, err)) return -1;
-    if (kd_model_new_flags(m, &cfg, flags, err)) return -1;
-    if (kd_checkpoint_load_weights(m, dir, err)) {
+    /* every tensor's name, dtype and shape is checked (a model without storage) before the
+     * parameters are allocated: a hostile config.json must not make kd allocate gigabytes
+     * for a model.safetensors that does not hold them */
+    kd_model shell;
+    if (kd_model_new_shell(&shell, &cfg, err)) return kd_err_prefix(err, "%s", path);
+    int bad = kd_checkpoint_read(&shell, dir, put_nothing, NULL, err);
+    kd_model_free(&shell);
+    if (bad) return -1;
+    if (kd_model_new_flags(m, &cfg, flags, err)) return kd_err_prefix(err, "%s", path);
+    if (kd_checkpoint_load_weights(m, dir, err) ||
+        (kd_path_join(path, sizeof path, dir, "model.safetensors", err) || kd_model_check_finite(m, path, err))) {
         kd_model_free(m);
         return -1;
     }

@@ -14,7 +14,7 @@
 #include "core/kd_json.h"
 
 #define KD_PI 3.14159265358979323846
-#define MAX_DIM ((int64_t)1 << 20)        /* 1M channels/vocab: far beyond any <10B student */
+#define MAX_DIM KD_CONFIG_MAX_DIM
 
 void kd_config_defaults(kd_config *c) {
     *c = (kd_config){0};
@@ -339,9 +339,29 @@ int kd_config_load(kd_config *c, const char *path, kd_err *err) {
 }
 
 int kd_config_validate(const kd_config *c, const char *name, kd_err *err) {
-    if (c->hidden_size <= 0 || c->intermediate_size <= 0 || c->num_hidden_layers <= 0 ||
-        c->num_attention_heads <= 0 || c->num_key_value_heads <= 0 || c->vocab_size <= 0 || c->head_dim <= 0)
-        return kd_errf(err, "%s: sizes must be positive", name);
+    const struct { const char *key; int64_t v, lo, hi; } r[] = {
+        {"hidden_size", c->hidden_size, 1, KD_CONFIG_MAX_DIM},
+        {"intermediate_size", c->intermediate_size, 1, 4 * KD_CONFIG_MAX_DIM},
+        {"num_hidden_layers", c->num_hidden_layers, 1, KD_CONFIG_MAX_LAYERS},
+        {"num_attention_heads", c->num_attention_heads, 1, KD_CONFIG_MAX_HEADS},
+        {"num_key_value_heads", c->num_key_value_heads, 1, KD_CONFIG_MAX_HEADS},
+        {"head_dim", c->head_dim, 1, KD_CONFIG_MAX_HEAD_DIM},
+        {"vocab_size", c->vocab_size, 1, KD_CONFIG_MAX_DIM},
+        {"max_position_embeddings", c->max_position_embeddings, 1, KD_CONFIG_MAX_CTX},
+        {"sliding_window", c->sliding_window, 0, KD_CONFIG_MAX_CTX},
+        {"bos_token_id", c->bos_token_id, -1, INT32_MAX},
+        {"eos_token_id", c->eos_token_id, -1, INT32_MAX},
+    };
+    for (size_t i = 0; i < sizeof r / sizeof *r; i++)
+        if (r[i].v < r[i].lo || r[i].v > r[i].hi)
+            return kd_errf(err, "%s: %s = %lld, expected an integer in [%lld, %lld]", name, r[i].key, (long long)r[i].v,
+                           (long long)r[i].lo, (long long)r[i].hi);
+    if (!(c->rms_norm_eps >= KD_CONFIG_MIN_EPS && c->rms_norm_eps <= KD_CONFIG_MAX_EPS))
+        return kd_errf(err, "%s: rms_norm_eps = %g, expected a number in [%g, %g]", name, c->rms_norm_eps,
+                       KD_CONFIG_MIN_EPS, KD_CONFIG_MAX_EPS);
+    if (!(c->rope_theta >= KD_CONFIG_MIN_THETA && c->rope_theta <= KD_CONFIG_MAX_THETA))
+        return kd_errf(err, "%s: rope_theta = %g, expected a number in [%g, %g]", name, c->rope_theta,
+                       KD_CONFIG_MIN_THETA, KD_CONFIG_MAX_THETA);
     if (c->num_attention_heads % c->num_key_value_heads)
         return kd_errf(err, "%s: num_key_value_heads %lld does not divide num_attention_heads %lld", name,
                        (long long)c->num_key_value_heads, (long long)c->num_attention_heads);

@@ -41,6 +41,19 @@ typedef struct kd_config {
     int64_t bos_token_id, eos_token_id;
 } kd_config;
 
+/* Sane ranges, enforced by kd_config_validate for every source (config.json,
+ * GGUF metadata, llama2.c headers): far beyond any student kd trains, small
+ * enough that no size computed from them overflows. */
+#define KD_CONFIG_MAX_DIM ((int64_t)1 << 20)        /* hidden size, vocabulary */
+#define KD_CONFIG_MAX_LAYERS 1024
+#define KD_CONFIG_MAX_HEADS 4096
+#define KD_CONFIG_MAX_HEAD_DIM 4096
+#define KD_CONFIG_MAX_CTX ((int64_t)1 << 24)        /* max_position_embeddings, sliding_window */
+#define KD_CONFIG_MIN_EPS 1e-12
+#define KD_CONFIG_MAX_EPS 1.0
+#define KD_CONFIG_MIN_THETA 1.0
+#define KD_CONFIG_MAX_THETA 1e12
+
 /* Defaults for optional keys (Llama 2 conventions). */
 void kd_config_defaults(kd_config *c);
 /* Read config.json; invalid values, unknown keys and keys naming features kd

@@ -15,10 +15,19 @@
 #include "student/kd_llama2c.h"
 #include "format/kd_quant.h"
 
-static int get_u32(const kd_gguf *g, const char *key, int required, int64_t *out, kd_err *err) {
-    if (kd_gguf_find_key(g, key) < 0) return required ? kd_errf(err, "%s: key '%s' is missing", kd_gguf_name(g), key) : 0;
+/* An optional (def ≥ 0) or required (def < 0) UINT32 key in [lo, hi]. */
+static int get_u32(const kd_gguf *g, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out, kd_err *err) {
+    if (kd_gguf_find_key(g, key) < 0) {
+        if (def < 0) return kd_errf(err, "%s: key '%s' is missing, expected an integer in [%lld, %lld]", kd_gguf_name(g),
+                                    key, (long long)lo, (long long)hi);
+        *out = def;
+        return 0;
+    }
     uint32_t v;
     if (kd_gguf_get_u32(g, key, &v, err)) return -1;
+    if (v < lo || v > hi)
+        return kd_errf(err, "%s: key '%s' = %u, expected an integer in [%lld, %lld]", kd_gguf_name(g), key, v,
+                       (long long)lo, (long long)hi);
     *out = v;
     return 0;
 }
@@ -47,7 +56,7 @@ int kd_gguf_read_rope(const kd_gguf *g, kd_config *c, kd_err *err) {
         if (f != 0 && !strcmp(type, "linear")) factor = f;
     }
     int64_t orig = 0;
-    if (get_u32(g, "llama.rope.scaling.original_context_length", 0, &orig, err)) return -1;
+    if (get_u32(g, "llama.rope.scaling.original_context_length", 0, 0, INT32_MAX, &orig, err)) return -1;
     int64_t half = c->head_dim / 2;
     float *div = malloc((size_t)(half + 1) * sizeof *div);
     if (!div) return kd_errf(err, "out of memory");
@@ -79,6 +88,95 @@ done:
     return rc;
 }
 
+/* An optional (has_def) or required FLOAT32 key, finite and in [lo, hi]. */
+static int get_f32(const kd_gguf *g, const char *key, int has_def, double def, double lo, double hi, double *out,
+                   kd_err *err) {
+    if (kd_gguf_find_key(g, key) < 0) {
+        if (!has_def) return kd_errf(err, "%s: key '%s' is missing, expected a number in [%g, %g]", kd_gguf_name(g),
+                                     key, lo, hi);
+        *out = def;
+        return 0;
+    }
+    float f;
+    if (kd_gguf_get_f32(g, key, &f, err)) return -1;
+    if (!(f >= lo && f <= hi))
+        return kd_errf(err, "%s: key '%s' = %g, expected a number in [%g, %g]", kd_gguf_name(g), key, (double)f, lo, hi);
+    *out = f;
+    return 0;
+}
+
+int kd_gguf_config(const kd_gguf *g, kd_config *c, kd_err *err) {
+    const char *f = kd_gguf_name(g), *arch;
+    size_t alen;
+    kd_config_defaults(c);
+    if (kd_gguf_get_str(g, "general.architecture", &arch, &alen, err)) return -1;
+    if (alen != 5 || memcmp(arch, "llama", 5))
+        return kd_errf(err, "%s: key 'general.architecture' = \"%.*s\", expected \"llama\" (kd loads llama models)", f,
+                       (int)(alen > 64 ? 64 : alen), arch);
+    int64_t rot = 0;
+    if (get_u32(g, "llama.embedding_length", -1, 1, KD_CONFIG_MAX_DIM, &c->hidden_size, err) ||
+        get_u32(g, "llama.feed_forward_length", -1, 1, 4 * KD_CONFIG_MAX_DIM, &c->intermediate_size, err) ||
+        get_u32(g, "llama.block_count", -1, 1, KD_CONFIG_MAX_LAYERS, &c->num_hidden_layers, err) ||
+        get_u32(g, "llama.attention.head_count", -1, 1, KD_CONFIG_MAX_HEADS, &c->num_attention_heads, err) ||
+        get_u32(g, "llama.context_length", -1, 1, KD_CONFIG_MAX_CTX, &c->max_position_embeddings, err) ||
+        get_u32(g, "llama.attention.head_count_kv", c->num_attention_heads, 1, c->num_attention_heads,
+                &c->num_key_value_heads, err))
+        return -1;
+    if (c->num_attention_heads % c->num_key_value_heads)
+        return kd_errf(err, "%s: key 'llama.attention.head_count_kv' = %lld does not divide 'llama.attention.head_count' "
+                       "= %lld", f, (long long)c->num_key_value_heads, (long long)c->num_attention_heads);
+    if (kd_gguf_find_key(g, "llama.attention.key_length") < 0 && c->hidden_size % c->num_attention_heads)
+        return kd_errf(err, "%s: key 'llama.attention.head_count' = %lld does not divide 'llama.embedding_length' = %lld "
+                       "(and 'llama.attention.key_length' is absent)", f, (long long)c->num_attention_heads,
+                       (long long)c->hidden_size);
+    if (get_u32(g, "llama.attention.key_length", c->hidden_size / c->num_attention_heads, 2, KD_CONFIG_MAX_HEAD_DIM,
+                &c->head_dim, err) ||
+        get_u32(g, "llama.rope.dimension_count", c->head_dim, 1, KD_CONFIG_MAX_HEAD_DIM, &rot, err) ||
+        get_f32(g, "llama.attention.layer_norm_rms_epsilon", 0, 0, KD_CONFIG_MIN_EPS, KD_CONFIG_MAX_EPS,
+                &c->rms_norm_eps, err) ||
+        get_f32(g, "llama.rope.freq_base", 1, 10000.0, KD_CONFIG_MIN_THETA, KD_CONFIG_MAX_THETA, &c->rope_theta, err))
+        return -1;
+    if (c->head_dim % 2)
+        return kd_errf(err, "%s: head dimension %lld ('llama.attention.key_length' or embedding / heads) is odd, expected "
+                       "an even number (RoPE rotates pairs)", f, (long long)c->head_dim);
+    if (rot != c->head_dim)
+        return kd_errf(err, "%s: key 'llama.rope.dimension_count' = %lld, expected the head dimension %lld (partial RoPE "
+                       "is not supported)", f, (long long)rot, (long long)c->head_dim);
+    if (kd_gguf_read_rope(g, c, err)) return -1;   /* the scaling type, factor and rope_freqs */
+    const kd_gguf_tensor *embd = kd_gguf_find_tensor(g, "token_embd.weight");
+    if (!embd) return kd_errf(err, "%s: tensor 'token_embd.weight' is missing", f);
+    if (embd->n_dims != 2 || embd->ne[0] != c->hidden_size || embd->ne[1] < 1 || embd->ne[1] > KD_CONFIG_MAX_DIM)
+        return kd_errf(err, "%s: tensor 'token_embd.weight' has %u dims {%lld, %lld}, expected {%lld ('llama.embedding_"
+                       "length'), n_vocab in [1, %lld]}", f, embd->n_dims, (long long)embd->ne[0], (long long)embd->ne[1],
+                       (long long)c->hidden_size, (long long)KD_CONFIG_MAX_DIM);
+    c->vocab_size = embd->ne[1];
+    int64_t nv;
+    if (get_u32(g, "llama.vocab_size", c->vocab_size, 1, KD_CONFIG_MAX_DIM, &nv, err)) return -1;
+    if (nv != c->vocab_size)
+        return kd_errf(err, "%s: key 'llama.vocab_size' = %lld, but tensor 'token_embd.weight' has %lld rows", f,
+                       (long long)nv, (long long)c->vocab_size);
+    if (kd_gguf_find_key(g, "tokenizer.ggml.tokens") >= 0) {
+        kd_gguf_arr a;
+        if (kd_gguf_get_arr(g, "tokenizer.ggml.tokens", -1, -1, &a, err)) return -1;
+        if (a.n > (uint64_t)c->vocab_size)
+            return kd_errf(err, "%s: key 'tokenizer.ggml.tokens' has %llu pieces, expected at most the %lld rows of "
+                           "'token_embd.weight' (the model's vocabulary)", f, (unsigned long long)a.n,
+                           (long long)c->vocab_size);
+    }
+    c->tie_word_embeddings = kd_gguf_find_tensor(g, "output.weight") == NULL;
+    static const char *ids[2] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"};
+    int64_t *dst[2] = {&c->bos_token_id, &c->eos_token_id};
+    for (int i = 0; i < 2; i++) {
+        if (kd_gguf_find_key(g, ids[i]) < 0) {
+            if (*dst[i] >= c->vocab_size) *dst[i] = 0;   /* the defaults 1 / 2 do not fit a tiny vocabulary */
+            continue;
+        }
+        if (get_u32(g, ids[i], 0, 0, c->vocab_size - 1, dst[i], err)) return -1;
+    }
+    if (kd_config_validate(c, f, err)) return -1;
+    return 0;
+}
+
 int kd_gguf_tensor_name(const char *hf, char *out, size_t n, int64_t *layer) {
     static const char *map[][2] = {
         {"input_layernorm.weight", "attn_norm"}, {"self_attn.q_proj.weight", "attn_q"},
@@ -102,55 +200,41 @@ int kd_gguf_tensor_name(const char *hf, char *out, size_t n, int64_t *layer) {
     return -1;
 }
 
+/* Every parameter's tensor present with its shape and a type kd dequantizes, checked on a
+ * model without storage before anything is allocated (the file must hold what the
+ * metadata promises). */
+static int check_tensors(const kd_gguf *g, const kd_config *c, kd_err *err) {
+    kd_model shell;
+    if (kd_model_new_shell(&shell, c, err)) return kd_err_prefix(err, "%s", kd_gguf_name(g));
+    int rc = 0;
+    for (int i = 0; i < shell.n_params && !rc; i++) {
+        const kd_tensor *p = shell.params[i];
+        char name[96];
+        const kd_gguf_tensor *t;
+        int64_t cols = p->ndim == 2 ? p->shape[1] : p->shape[0], rows = p->ndim == 2 ? p->shape[0] : 1;
+        if (kd_gguf_tensor_name(p->name, name, sizeof name, NULL))
+            rc = kd_errf(err, "%s: no GGUF name for '%s'", kd_gguf_name(g), p->name);
+        else if (!(t = kd_gguf_find_tensor(g, name)))
+            rc = kd_errf(err, "%s: tensor '%s' is missing", kd_gguf_name(g), name);
+        else if (t->ne[0] != cols || t->ne[1] * t->ne[2] * t->ne[3] != rows)
+            rc = kd_errf(err, "%s: tensor '%s' has ne [%lld, %lld], expected [%lld, %lld]", kd_gguf_name(g), name,
+                         (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
+        else if (!kd_quant_supported(t->type))
+            rc = kd_errf(err, "%s: tensor '%s' has type %s, which kd cannot dequantize", kd_gguf_name(g), name,
+                         kd_ggml_type_name(t->type));
+    }
+    kd_model_free(&shell);
+    return rc;
+}
+
 int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer **tok, int flags, kd_err *err) {
     memset(m, 0, sizeof *m);
     if (tok) *tok = NULL;
     kd_gguf *g = kd_gguf_open(path, err);
     if (!g) return -1;
     int rc = -1, have_model = 0;
-    const char *arch;
-    size_t alen;
-    if (kd_gguf_get_str(g, "general.architecture", &arch, &alen, err)) goto done;
-    if (alen != 5 || memcmp(arch, "llama", 5)) {
-        kd_errf(err, "%s: general.architecture is '%.*s', kd loads \"llama\" models", path, (int)alen, arch);
-        goto done;
-    }
     kd_config c;
-    kd_config_defaults(&c);
-    int64_t rot = 0;
-    if (get_u32(g, "llama.embedding_length", 1, &c.hidden_size, err) ||
-        get_u32(g, "llama.feed_forward_length", 1, &c.intermediate_size, err) ||
-        get_u32(g, "llama.block_count", 1, &c.num_hidden_layers, err) ||
-        get_u32(g, "llama.attention.head_count", 1, &c.num_attention_heads, err) ||
-        get_u32(g, "llama.context_length", 1, &c.max_position_embeddings, err))
-        goto done;
-    c.num_key_value_heads = c.num_attention_heads;
-    c.head_dim = c.hidden_size / c.num_attention_heads;
-    if (get_u32(g, "llama.attention.head_count_kv", 0, &c.num_key_value_heads, err) ||
-        get_u32(g, "llama.attention.key_length", 0, &c.head_dim, err) ||
-        get_u32(g, "llama.rope.dimension_count", 0, &rot, err))
-        goto done;
-    if (rot && rot != c.head_dim) {
-        kd_errf(err, "%s: llama.rope.dimension_count %lld differs from the head dimension %lld (partial RoPE is not "
-                "supported)", path, (long long)rot, (long long)c.head_dim);
-        goto done;
-    }
-    float f;
-    if (kd_gguf_read_rope(g, &c, err)) goto done;
-    if (kd_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f, err)) goto done;
-    c.rms_norm_eps = f;
-    const kd_gguf_tensor *embd = kd_gguf_find_tensor(g, "token_embd.weight");
-    if (!embd) {
-        kd_errf(err, "%s: tensor 'token_embd.weight' is missing", path);
-        goto done;
-    }
-    c.vocab_size = embd->ne[1];
-    c.tie_word_embeddings = kd_gguf_find_tensor(g, "output.weight") == NULL;
-    int64_t id;
-    if (!get_u32(g, "tokenizer.ggml.bos_token_id", 0, &id, NULL) && kd_gguf_find_key(g, "tokenizer.ggml.bos_token_id") >= 0)
-        c.bos_token_id = id;
-    if (!get_u32(g, "tokenizer.ggml.eos_token_id", 0, &id, NULL) && kd_gguf_find_key(g, "tokenizer.ggml.eos_token_id") >= 0)
-        c.eos_token_id = id;
+    if (kd_gguf_config(g, &c, err) || check_tensors(g, &c, err)) goto done;
     /* every tensor must be one kd computes with: biases or other extras would be silently dropped */
     for (int64_t i = 0; i < kd_gguf_n_tensors(g); i++) {
         const char *tn = kd_gguf_tensor_at(g, i)->name;
@@ -198,6 +282,12 @@ int kd_model_load_gguf_flags(kd_model *m, const char *path, struct kd_tokenizer 
         kd_gguf_release(g, t);   /* the file's pages of t are no longer needed */
         if (bad) {
             kd_err_prefix(err, "%s: tensor '%s'", path, name);
+            goto done;
+        }
+        int64_t nonfinite = kd_first_nonfinite(p->data, rows * cols);
+        if (nonfinite >= 0) {
+            kd_errf(err, "%s: tensor '%s': element %lld is %g, expected finite weights", path, name,
+                    (long long)nonfinite, (double)p->data[nonfinite]);
             goto done;
         }
         if (strstr(p->name, "q_proj")) kd_rope_permute_rows(p->data, c.num_attention_heads, c.head_dim, cols, 1);

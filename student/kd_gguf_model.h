@@ -21,6 +21,12 @@ struct kd_gguf;
  * llama.rope.scaling.original_context_length when present). */
 int kd_gguf_read_rope(const struct kd_gguf *g, kd_config *c, kd_err *err);
 
+/* The kd_config of a parsed llama GGUF: every hyper-parameter checked against
+ * its range (kd_config.h) and against the tensors' shapes (token_embd.weight
+ * gives the vocabulary; the tokenizer may not be larger) before anything is
+ * allocated; messages name the file and the key. */
+int kd_gguf_config(const struct kd_gguf *g, kd_config *c, kd_err *err);
+
 /* Load path into a new model; with tok non-NULL, also its tokenizer (NULL if the file has none). */
 int kd_model_load_gguf(kd_model *m, const char *path, struct kd_tokenizer **tok, kd_err *err);
 /* The same with kd_model_new_flags flags (KD_MODEL_NO_GRAD: no gradient buffers). */

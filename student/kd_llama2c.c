@@ -43,7 +43,8 @@ int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err)
         "the vocabulary size, nonzero with |vocab_size| ≤ 1048576 (negative: an unshared output head)",
         "the context length, in [1, 1048576]"};
     for (int i = 0; i < 7; i++) {
-        int bad = i == 5 ? h[i] == 0 || h[i] < -(1 << 20) || h[i] > (1 << 20) : h[i] <= 0 || h[i] > (1 << 20);
+        int64_t v = i == 5 ? llabs((int64_t)h[i]) : h[i];   /* (int64_t: abs(INT32_MIN) overflows) */
+        int bad = v <= 0 || v > (1 << 20);
         if (i == 4) bad = h[4] <= 0 || h[4] > h[3] || h[3] % h[4] != 0;
         if (i == 4 && bad) {
             kd_errf(err, "%s: header field n_kv_heads = %d, expected a divisor of n_heads = %d (1 ≤ n_kv_heads ≤ %d; "
@@ -62,7 +63,7 @@ int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err)
     c.num_hidden_layers = h[2];
     c.num_attention_heads = h[3];
     c.num_key_value_heads = h[4];
-    c.vocab_size = abs(h[5]);
+    c.vocab_size = llabs((int64_t)h[5]);
     c.max_position_embeddings = h[6];
     c.tie_word_embeddings = h[5] > 0;
     c.head_dim = c.hidden_size / c.num_attention_heads;
@@ -100,6 +101,10 @@ int kd_llama2c_load_flags(kd_model *m, const char *path, int flags, kd_err *err)
     p += (size_t)(T * D) * sizeof(float);        /* freq_cis_real, freq_cis_imag: recomputed */
     if (m->lm_head) TAKE(m->lm_head->data, V * C);
 #undef TAKE
+    if (kd_model_check_finite(m, path, err)) {
+        kd_model_free(m);
+        goto done;
+    }
     for (int64_t l = 0; l < L; l++) {
         kd_rope_permute_rows(m->layers[l].wq->data, c.num_attention_heads, D, C, 1);
         kd_rope_permute_rows(m->layers[l].wk->data, c.num_key_value_heads, D, C, 1);

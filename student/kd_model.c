@@ -164,3 +164,23 @@ kd_tensor *kd_model_hidden(kd_graph *g, kd_model *m, const int32_t *tokens, int6
 kd_tensor *kd_model_logits(kd_graph *g, kd_model *m, const int32_t *tokens, int64_t B, int64_t T) {
     return kd_linear(g, kd_model_hidden(g, m, tokens, B, T), kd_model_head(m));
 }
+
+int64_t kd_first_nonfinite(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
+}
+
+int kd_model_check_finite(const kd_model *m, const char *file, kd_err *err) {
+    for (int i = 0; i < m->n_params; i++) {
+        const kd_tensor *p = m->params[i];
+        if (!p->data) continue;
+        int64_t n = 1;
+        for (int d = 0; d < p->ndim; d++) n *= p->shape[d];
+        int64_t j = kd_first_nonfinite(p->data, n);
+        if (j >= 0)
+            return kd_errf(err, "%s: tensor '%s': element %lld is %g, expected finite weights", file, p->name,
+                           (long long)j, (double)p->data[j]);
+    }
+    return 0;
+}

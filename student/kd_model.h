@@ -77,6 +77,10 @@ uint64_t kd_model_init_seed(uint64_t seed, int i);
 float kd_model_init_std(const kd_model *m, const kd_tensor *p);
 /* Look a parameter up by checkpoint name. */
 kd_tensor *kd_model_param(const kd_model *m, const char *name);
+/* Index of the first NaN or ±Inf of x[0..n), −1 when all are finite. */
+int64_t kd_first_nonfinite(const float *x, int64_t n);
+/* 0 when every parameter is finite; else an error naming file, the parameter and the element. */
+int kd_model_check_finite(const kd_model *m, const char *file, kd_err *err);
 /* The LM head matrix (the embedding when tied). */
 kd_tensor *kd_model_head(const kd_model *m);
 void kd_model_zero_grad(kd_model *m);

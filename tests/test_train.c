@@ -269,6 +269,10 @@ static void test_bad_configs(void **state) {
     expect_fail("--set seq_len=64", "seq_len 64");
     expect_fail("--set train_data=/nonexistent.h5", "/nonexistent.h5");
     expect_fail("--set student=/nonexistent", "/nonexistent");
+    /* absurd sizes are refused before the first step (issue 17: a mutated run.json ran for minutes or aborted) */
+    expect_fail("--set batch_size=1048576", "batch_size 1048576 × seq_len 32 needs about");   /* the memory check */
+    expect_fail("--set batch_size=4096", "'batch_size' = 4096, but the training split");        /* fits, but no data */
+    expect_fail("--set steps=0 --set tokens=1125899906842624", "expected at most 1099511627776 steps");
     /* a student whose vocabulary differs from the dump's */
     char cfg[700];
     snprintf(cfg, sizeof cfg, "%s/v1000.json", g_dir);

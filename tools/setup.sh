@@ -21,6 +21,8 @@ RUN_PKGS=(fortunes gnuplot-nox)
 # Tests and tools: PyTorch/numpy/h5py references, h5dump.
 TEST_PKGS=(python3 python3-torch python3-numpy python3-h5py hdf5-tools
   python3-venv              # test_export: a venv with llama.cpp's gguf-py reader
+  clang libclang-rt-14-dev libomp-14-dev   # tools/fuzz.sh: libFuzzer targets (tests/fuzz), clang's OpenMP
+  time                      # tools/fuzz.sh campaign: CPU time per target
 )
 
 want=("${BUILD_PKGS[@]}")

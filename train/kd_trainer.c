@@ -137,6 +137,35 @@ static int load_student(run *r, kd_err *err) {
     return 0;
 }
 
+/* Sizes that cannot give a useful run, refused before the first step (issue: a
+ * mutated run.json made kd train work for minutes or abort on an arena allocation). */
+static int check_sizes(run *r, const kd_dump_meta *meta, kd_err *err) {
+    const kd_run_config *rc = r->rc;
+    const int64_t n_train = kd_loader_n_sequences(r->train), max_steps = (int64_t)1 << 40;
+    if (rc->batch_size > n_train)
+        return kd_errf(err, "run config: 'batch_size' = %lld, but the training split of %s%s holds %lld sequences (every "
+                       "batch would be mostly padding): expected at most %lld", (long long)rc->batch_size,
+                       rc->train_data[0], rc->n_train_data > 1 ? " ..." : "", (long long)n_train, (long long)n_train);
+    if (r->total_steps > max_steps)
+        return kd_errf(err, "run config: 'tokens' = %lld means %lld steps of %lld tokens, expected at most %lld steps",
+                       (long long)rc->tokens, (long long)r->total_steps, (long long)r->tokens_per_step,
+                       (long long)max_steps);
+    kd_plan_opts po = {.batch = rc->batch_size / r->dist->world, .seq = meta->seq_len, .threads = omp_get_max_threads(),
+                       .lm_chunk = rc->lm_chunk, .topk = meta->k, .ranks = r->shard.world, .lean = r->is_lean,
+                       .lean_weights_fp32 = !strcmp(rc->lean_weights, "fp32"), .lean_m_fp32 = !strcmp(rc->lean_m, "fp32"),
+                       .lean_v_full = !strcmp(rc->lean_v, "full"), .lean_clip_exact = !strcmp(rc->lean_clip, "exact")};
+    kd_plan p;
+    kd_plan_compute(&r->m.cfg, &po, &p);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    const double ram = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+    if (ram > 0 && (double)p.train_peak > ram)
+        return kd_errf(err, "run config: 'batch_size' = %lld with %d positions per sequence needs about %.1f GiB per "
+                       "process for a training step (kd plan), more than this machine's %.1f GiB: expected a smaller "
+                       "batch_size (or memory_mode \"lean\")", (long long)rc->batch_size, meta->seq_len,
+                       (double)p.train_peak / (1 << 30), ram / (1 << 30));
+    return 0;
+}
+
 static int open_loaders(run *r, kd_err *err) {
     const kd_run_config *rc = r->rc;
     if (rc->batch_size % r->dist->world)
@@ -195,6 +224,7 @@ static int open_loaders(run *r, kd_err *err) {
                        rc->train_data[0], meta->k);
     r->tokens_per_step = rc->batch_size * rc->grad_accum * meta->seq_len;
     r->total_steps = rc->steps ? rc->steps : (rc->tokens + r->tokens_per_step - 1) / r->tokens_per_step;
+    if (check_sizes(r, meta, err)) return -1;
     /* the tokenizer the student inherits: the student checkpoint's, else the dump's */
     if (!r->tok) {
         const char *p = rc->train_data[0];
