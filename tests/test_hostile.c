@@ -120,7 +120,9 @@ static void test_cli_on_libhdf5_crashers(void **state) {
     char out[700];
     snprintf(out, sizeof out, "%s/cli.err", kd_test_tmpdir());
     static const char *files[][2] = {
-        {"dump/h5-segv-in-H5HG_read-attr-format", "crashed (signal 11, Segmentation fault) while reading attribute 'format'"},
+        /* a SEGV in libhdf5; under AddressSanitizer the child stops earlier, on a memcpy overlap
+         * inside libhdf5, and exits with status 1: either way the same error names the object */
+        {"dump/h5-segv-in-H5HG_read-attr-format", "while reading attribute 'format'"},
         {"dump/h5-hang-attr-format", "did not finish reading attribute 'format' within 2 s"},
     };
     for (int i = 0; i < 2; i++) {
@@ -128,6 +130,7 @@ static void test_cli_on_libhdf5_crashers(void **state) {
                             files[i][0], out);
         assert_int_equal(rc, 1);
         assert_int_equal(kd_test_sh("grep -q \"%s\" '%s'", files[i][1], out), 0);
+        assert_int_equal(kd_test_sh("grep -q 'not a valid kd teacher dump: the HDF5 library' '%s'", out), 0);
     }
 }
 
