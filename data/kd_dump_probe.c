@@ -125,6 +125,11 @@ int kdd_probe(const char *path, const char *what, int (*fn)(const char *path, kd
     if (timed_out) kill(pid, SIGKILL);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    /* LLVM's OpenMP runtime (clang builds) registers a forked child in a /dev/shm file that only
+     * the child's exit handlers remove, which _exit and a crash skip */
+    char shm[80];
+    snprintf(shm, sizeof shm, "/dev/shm/__KMP_REGISTERED_LIB_%d_%d", (int)pid, (int)getuid());
+    unlink(shm);
     if (timed_out)
         return kd_errf(err, "%s: not a valid %s: the HDF5 library did not finish reading %s within %g s (a damaged "
                        "file; KD_HDF5_PROBE_TIMEOUT sets the limit)", path, what, stage, limit);

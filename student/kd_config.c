@@ -6,6 +6,7 @@
 
 #include <cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +69,10 @@ static int get_token_id(const cJSON *root, const char *key, const char *name, in
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) return 0;
     if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble != (double)(int64_t)v->valuedouble)
-        return kd_errf(err, "%s: '%s' must be a non-negative integer token id", name, key);
+    /* range first: converting a double beyond int64 is undefined behaviour */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= INT32_MAX) ||
+        v->valuedouble != floor(v->valuedouble))
+        return kd_errf(err, "%s: '%s' must be a non-negative integer token id (at most %d)", name, key, INT32_MAX);
     *out = (int64_t)v->valuedouble;
     return 0;
 }

@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=(gguf checkpoint dump tokenizer llama2c run_config)
-dir=build-fuzz
+dir=${KD_FUZZ_BUILD:-build-fuzz}   # KD_FUZZ_BUILD: another build directory
 # One allocation over 2 GiB fails (NULL) instead of stopping libFuzzer: kd must refuse the input; in an
 # HDF5 probe child (data/kd_dump_probe.c) libhdf5's own huge allocations then fail there. The process as
 # a whole is still limited by -rss_limit_mb; -malloc_limit_mb is set out of the way (libFuzzer's malloc
