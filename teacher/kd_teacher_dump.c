@@ -519,14 +519,20 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
             }
             if (o->n_text && !only) {   /* the teacher's distribution at every position */
                 for (int64_t i = 0; i < n; i++) memcpy(inputs + i * T, seqs + i * T1, (size_t)T * sizeof *inputs);
-                kd_graph_reset(&g);
-                kd_tensor *lg = kd_model_logits(&g, &m, inputs, n, T);
-                if (k) {
+                /* one sequence per forward: a sequence's values then do not depend on the
+                 * batch it lands in (on AVX2 OpenBLAS kernels the rows of a product are not
+                 * independent of its height), so a resume that starts mid-batch writes the
+                 * same bits as an uninterrupted run */
+                for (int64_t i = 0; i < n; i++) {
+                    kd_graph_reset(&g);
+                    kd_tensor *lg = kd_model_logits(&g, &m, inputs + i * T, 1, T);
+                    if (k) {
 #pragma omp parallel for
-                    for (int64_t r = 0; r < n * T; r++)
-                        kd_topk_logprobs(lg->data + r * V, V, k, ids + r * k, lp + r * k);
-                } else {
-                    memcpy(lp, lg->data, (size_t)(n * T * V) * sizeof *lp);
+                        for (int64_t r = 0; r < T; r++)
+                            kd_topk_logprobs(lg->data + r * V, V, k, ids + (i * T + r) * k, lp + (i * T + r) * k);
+                    } else {
+                        memcpy(lp + i * T * V, lg->data, (size_t)(T * V) * sizeof *lp);
+                    }
                 }
                 kd_graph_reset(&g);
             }
