@@ -367,10 +367,8 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
      * exit handler) */
     kdd_stage("the file's superblock");
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (rdwr) {
-        H5Pset_cache(fapl, 0, 0, 0, 1.0);
-        H5Pset_file_locking(fapl, 0, 1);   /* the writer holds its own flock on the file (kd_dump_write.c) */
-    }
+    if (rdwr) H5Pset_cache(fapl, 0, 0, 0, 1.0);
+    if (partial) H5Pset_file_locking(fapl, 0, 1);   /* the writer holds its own flock on the file (kd_dump_write.c) */
     d->file = H5Fopen(path, rdwr ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (d->file < 0) {

@@ -109,6 +109,9 @@ int kd_dump_tokenizer_compare(const kd_dump_tokenizer *a, const char *a_name, co
  *     failed or interrupted write left half-written is never continued;
  *   - before each append the bytes it needs are reserved on the device
  *     (fallocate): a full disk fails the append before anything is written;
+ *   - a file cut short in the middle of an HDF5 write (its superblock's end of
+ *     allocation differs from its size) is not extended in place: its verified
+ *     sequences are copied into a new file that replaces it (kd_dump_salvage.c);
  *   - the writer caches no chunks, so a write error surfaces in the append that
  *     made it; the writer then refuses further appends, rolls back to the last
  *     complete append, and close/release leave PATH.partial for a resume. */

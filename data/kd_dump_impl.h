@@ -93,4 +93,11 @@ uint64_t kdd_pack_storage(const kd_dump *d);
 /* Tolerances of the Σp check for decoded values: relative eps (returned) and absolute *eps_abs. */
 double kdd_pack_check_eps(const kd_dump_meta *m, double *eps_abs);
 
+/* Recovery of a writer's file cut short (kd_dump_salvage.c). kdd_flush_complete: *complete = 1
+ * when the superblock's end of allocation matches the file's size (HDF5's last flush or close
+ * completed), else 0; fd is open on path. kdd_salvage: copy src's attributes, tokenizer and
+ * first n sequences (every resizable dataset's rows, raw) into a new file dst, n_seq = n. */
+int kdd_flush_complete(int fd, const char *path, int *complete, kd_err *err);
+int kdd_salvage(kd_dump *src, const char *dst, int64_t n, kd_err *err);
+
 #endif

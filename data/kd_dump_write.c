@@ -249,6 +249,7 @@ static int finish_open(kd_dump_writer *w, kd_err *err) {
 
 static int64_t sums_len(kd_dump_writer *w) {
     hsize_t dim = 0;
+    if (w->sums < 0) return 0;
     hid_t sp = H5Dget_space(w->sums);
     H5Sget_simple_extent_dims(sp, &dim, NULL);
     H5Sclose(sp);
@@ -268,6 +269,23 @@ static int write_sums(kd_dump_writer *w, int64_t s0, int64_t n, const uint64_t *
     return rc < 0 ? kdd_h5_fail(err, "%s: dataset '" SUMS "': cannot write sequences [%" PRId64 ", %" PRId64 ")",
                                 w->partial, s0, s0 + n)
                   : 0;
+}
+
+/* Rename fresh over PATH.partial (whose lock this writer holds) and move the lock to it
+ * (a process that took it in between wins; this one refuses). */
+static int adopt(kd_dump_writer *w, const char *fresh, kd_err *err) {
+    if (rename(fresh, w->partial) != 0)
+        return kd_errf(err, "%s: cannot rename to %s: %s", fresh, w->partial, strerror(errno));
+    int fd = open(w->partial, O_RDWR | O_CLOEXEC);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (fd >= 0) close(fd);
+        close(w->lock_fd);
+        w->lock_fd = -1;   /* not this writer's file any more: abort leaves it */
+        return kd_errf(err, "%s: another process took it over while it was created", w->partial);
+    }
+    close(w->lock_fd);
+    w->lock_fd = fd;
+    return 0;
 }
 
 kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, const kd_dump_tokenizer *tok,
@@ -325,21 +343,7 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
         goto out;
     }
     f = -1;
-    if (rename(fresh, w->partial) != 0) {
-        kd_errf(err, "%s: cannot rename to %s: %s", fresh, w->partial, strerror(errno));
-        goto out;
-    }
-    /* the lock moves to the new file (a process that took it in between wins; this one refuses) */
-    int fd = open(w->partial, O_RDWR | O_CLOEXEC);
-    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        if (fd >= 0) close(fd);
-        kd_errf(err, "%s: another process took it over while it was created", w->partial);
-        close(w->lock_fd);
-        w->lock_fd = -1;   /* not this writer's file any more: abort leaves it */
-        goto out;
-    }
-    close(w->lock_fd);
-    w->lock_fd = fd;
+    if (adopt(w, fresh, err)) goto out;
     rc = finish_open(w, err);
 out:
     if (f >= 0) H5Fclose(f);
@@ -385,8 +389,9 @@ static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, con
 /* Recompute the checksum of every sequence the file holds and compare it with
  * seq_checksum; a sequence without a stored checksum (a file from before them,
  * or an append cut short) is validated instead and gets one. The file is cut
- * to the sequences before the first that fails. Called with the HDF5 lock held. */
-static int verify(kd_dump_writer *w, kd_err *err) {
+ * to the sequences before the first that fails; dry: the file is only read, and
+ * meta.n_seq set to that count. Called with the HDF5 lock held. */
+static int verify(kd_dump_writer *w, int dry, kd_err *err) {
     kd_dump *d = w->d;
     const kd_dump_meta *m = &d->meta;
     const int64_t T = m->seq_len, k = m->k, cols = k ? k : m->vocab_size, N = m->n_seq, L0 = sums_len(w);
@@ -451,14 +456,15 @@ static int verify(kd_dump_writer *w, kd_err *err) {
         }
         /* checksums for the validated sequences without one */
         int64_t upto = (good < s0 + ns ? good : s0 + ns) - s0;
-        if (upto > nh && write_sums(w, s0 + nh, upto - nh, got + nh, err)) rc = -1;
+        if (!dry && upto > nh && write_sums(w, s0 + nh, upto - nh, got + nh, err)) rc = -1;
     }
     if (!rc && good < N) {
         snprintf(w->note, sizeof w->note, "%s: sequence %" PRId64 " of %" PRId64 " failed verification: %.700s; "
                  "dropped it and the %" PRId64 " after it, resuming after the %" PRId64 " verified sequences",
                  w->partial, good, N, why, N - good - 1, good);
     }
-    if (!rc) rc = set_n_seq(w, good, err);
+    if (!rc && dry) d->meta.n_seq = good;
+    else if (!rc) rc = set_n_seq(w, good, err);
 out:
     free(tok);
     free(ids);
@@ -467,6 +473,37 @@ out:
     free(have);
     free(got);
     return rc ? -1 : 0;
+}
+
+/* PATH.partial was cut short in the middle of an HDF5 write (kdd_flush_complete): its
+ * metadata may be half written, and HDF5 may read it but fail to extend it. Its verified
+ * sequences are copied into a new file, which replaces it. */
+static int salvage(kd_dump_writer *w, kd_err *err) {
+    char fresh[4300];
+    snprintf(fresh, sizeof fresh, "%s.new", w->partial);
+    unlink(fresh);
+    w->d = kdd_open_locked(w->partial, 0, 1, err);
+    if (!w->d) return -1;
+    int64_t N = w->d->meta.n_seq;
+    w->stamp = w->d->meta.k ? calloc((size_t)w->d->meta.vocab_size, 4) : NULL;
+    if (w->d->meta.k && !w->stamp) return kd_errf(err, "%s: out of memory", w->partial);
+    w->sums = H5Lexists(w->d->file, SUMS, H5P_DEFAULT) > 0 ? H5Dopen2(w->d->file, SUMS, H5P_DEFAULT) : -1;
+    int rc = verify(w, 1, err) || kdd_salvage(w->d, fresh, w->d->meta.n_seq, err);
+    int64_t good = w->d->meta.n_seq;
+    free(w->stamp);
+    w->stamp = NULL;
+    if (writer_close_h5(w, rc ? NULL : err)) rc = -1;   /* read-only: closing writes nothing */
+    if (!rc) rc = adopt(w, fresh, err);
+    if (rc) {
+        unlink(fresh);
+        return kd_err_prefix(err, "%s was cut short in the middle of an HDF5 write and its sequences cannot be "
+                             "copied into a new file", w->partial);
+    }
+    size_t l = strlen(w->note);
+    snprintf(w->note + l, sizeof w->note - l, "%s%s: cut short in the middle of an HDF5 write (a kill during an "
+             "append or a flush): its %" PRId64 " verified sequences%s were copied into a new file, which the dump "
+             "continues", l ? "; " : "", w->partial, good, good < N ? "" : " (all it holds)");
+    return 0;
 }
 
 kd_dump_writer *kd_dump_writer_resume(const char *path, kd_err *err) {
@@ -487,7 +524,9 @@ kd_dump_writer *kd_dump_writer_resume(const char *path, kd_err *err) {
     }
     kdd_guard g;
     kdd_enter(&g);
-    int opened = 0, rc = finish_open(w, err) || !(opened = 1) || verify(w, err);
+    int complete = 1, opened = 0;
+    int rc = kdd_flush_complete(w->lock_fd, w->partial, &complete, err) || (!complete && salvage(w, err)) ||
+             finish_open(w, err) || !(opened = 1) || verify(w, 0, err);
     if (rc) writer_close_h5(w, NULL);
     kdd_leave(&g);
     if (!rc) return w;
