@@ -40,6 +40,8 @@ void kd_infer_close(kd_infer *e) {
     if (!e) return;
     for (int i = 0; i < e->n_owned; i++) kd_free(e->owned[i]);
     free(e->owned);
+    for (int64_t i = 0; e->panels && i < 7 * e->L + 1; i++) kd_panel_free(&e->panels[i]);
+    free(e->panels);
     free(e->layers);
     kd_free(e->act);
     kd_free(e->k_cache);
@@ -86,6 +88,19 @@ static int finish(kd_infer *e, const kd_infer_opts *o, kd_err *err) {
             for (int i = 0; i < 7; i++)
                 if (to_f32(e, ms[i], err)) return -1;
         }
+    }
+    if (o && o->panels && !o->ggml_rounding) {
+        if (!(e->panels = calloc((size_t)(7 * e->L + 1), sizeof *e->panels))) return kd_errf(err, "out of memory");
+        for (int64_t l = 0; l < e->L; l++) {
+            kd_infer_layer *ly = &e->layers[l];
+            kd_qmat *ms[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+            for (int i = 0; i < 7; i++) {
+                if (kd_panel_make(&e->panels[7 * l + i], ms[i], err)) return -1;
+                ms[i]->panel = &e->panels[7 * l + i];
+            }
+        }
+        if (kd_panel_make(&e->panels[7 * e->L], &e->head, err)) return -1;
+        e->head.panel = &e->panels[7 * e->L];
     }
     int64_t ctx = o && o->n_ctx > 0 ? o->n_ctx : c->max_position_embeddings;
     if (!(o && o->n_ctx > 0) && ctx > KD_INFER_MAX_CTX_DEFAULT) ctx = KD_INFER_MAX_CTX_DEFAULT;
@@ -348,13 +363,7 @@ static void attend(kd_infer *e, int64_t l, int64_t n, int64_t p0, int seqs) {
             float *S = e->scores + (int64_t)omp_get_thread_num() * e->n_ctx * H;   /* [H, n_ctx] */
             const float *K = e->k_cache + cache_at(e, i, l, lo), *Vc = e->v_cache + cache_at(e, i, l, lo);
             kd_attn_scores(K, KVD, e->q + i * H * D, H, G, D, np - lo, scale, S, e->n_ctx);
-            for (int64_t h = 0; h < H; h++) {
-                float *Sh = S + h * e->n_ctx, m = -INFINITY, sum = 0.0f;
-                for (int64_t s = 0; s < np - lo; s++) m = Sh[s] > m ? Sh[s] : m;
-                for (int64_t s = 0; s < np - lo; s++) sum += (Sh[s] = expf(Sh[s] - m));
-                const float inv = 1.0f / sum;
-                for (int64_t s = 0; s < np - lo; s++) Sh[s] *= inv;
-            }
+            kd_softmax_rows(S, e->n_ctx, H, np - lo);
             kd_attn_values(Vc, KVD, S, e->n_ctx, H, G, D, np - lo, e->att + i * H * D);
         }
         return;
@@ -392,6 +401,7 @@ static void linear(kd_infer *e, const kd_qmat *W, const float *x, int64_t n, flo
         x = e->xr;
     }
     if (n == 1) kd_qmatvec(W, x, y);
+    else if (W->panel && n <= KD_PANEL_MAX_N) kd_panel_matmul(W->panel, x, n, y, W->rows, e->n_threads);
     else kd_qmatmul(W, x, n, y, W->rows, e->mm_scratch, e->n_threads);
 }
 

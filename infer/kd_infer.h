@@ -42,6 +42,7 @@
 #include "student/kd_config.h"
 #include "format/kd_gguf.h"
 #include "infer/kd_matvec.h"
+#include "infer/kd_panel.h"
 #include "student/kd_model.h"
 
 #define KD_INFER_MAX_CTX_DEFAULT 4096   /* default cache size cap (the model's context when smaller) */
@@ -61,6 +62,9 @@ typedef struct kd_infer_opts {
                                integer kernels: faster, and llama.cpp's results up to summation
                                order. 0 (default): activations stay F32, the exact model. */
     int64_t n_seq;          /* sequences the cache holds (0: 1); n_batch is raised to at least n_seq */
+    int panels;             /* 1: keep an F32 panel of every weight matrix (kd_panel.h: as many bytes
+                               as the F32 weights again) for steps of 2..KD_PANEL_MAX_N rows, e.g. the
+                               lockstep steps of n_seq sequences (exact mode only) */
 } kd_infer_opts;
 
 void kd_infer_opts_init(kd_infer_opts *o);
@@ -100,6 +104,7 @@ typedef struct kd_infer {
     int own_model;
     void **owned;
     int n_owned;
+    kd_panel *panels;           /* opts.panels: [7·L + 1] (the head last), else NULL */
     float *act;                 /* activations for n_batch rows */
     float *x, *h, *q, *k, *v, *att, *g, *u, *scores, *mm_scratch, *xr;
     void *xq;                   /* ggml_rounding: quantized activations */

@@ -15,6 +15,7 @@
 #include "infer/kd_matvec.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ kd_isa kd_isa_get(void) {
 int kd_qmat_init(kd_qmat *m, int32_t type, int64_t rows, int64_t cols, const void *data, kd_err *err) {
     if (rows < 0 || cols <= 0) return kd_errf(err, "matrix of %lld x %lld", (long long)rows, (long long)cols);
     if (kd_quant_check(type, cols, err)) return -1;
-    *m = (kd_qmat){type, rows, cols, kd_quant_row_size(type, cols), data};
+    *m = (kd_qmat){type, rows, cols, kd_quant_row_size(type, cols), data, NULL};
     return 0;
 }
 
@@ -547,6 +548,137 @@ void kd_attn_values(const float *V, int64_t stride, const float *P, int64_t lds,
     else
         for (int64_t s = 0; s < n; s++)
             for (int64_t h = 0; h < H; h++) kd_axpy(D, P[h * lds + s], V + s * stride + (h / G) * D, out + h * D);
+}
+
+/* ---- softmax of attention scores ------------------------------------------------------------
+ * exp(x) for x ≤ 0 as Cephes' expf: x = n·ln2 + r (ln2 in two parts), a degree-7
+ * polynomial for e^r, 2^n put in the exponent bits (x is clamped at −87, where e^x is
+ * below 2^−125 and a softmax term no longer counts). The AVX-512 and AVX2 versions do
+ * the same operations, so they give the same bits; within 2 ulp of expf. */
+#define EXP_LO (-87.0f)
+#define EXP_C1 0.693359375f
+#define EXP_C2 (-2.12194440e-4f)
+
+T512 static inline __m512 exp_neg_512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(EXP_LO));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C1), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C2), r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+T256 static inline __m256 exp_neg_256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(EXP_LO));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C1), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C2), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* One row: max, then exp(x − max) and their sum in 16 lanes (a fixed lane order), then the scaling. */
+T512 static void softmax_512(float *x, int64_t n) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + i));
+    float m = _mm512_reduce_max_ps(mv);
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 sv = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512 e = exp_neg_512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+        _mm512_storeu_ps(x + i, e);
+        sv = _mm512_add_ps(sv, e);
+    }
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = _mm512_maskz_mov_ps(k, exp_neg_512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm)));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        sv = _mm512_add_ps(sv, e);
+    }
+    float lanes[16], sum = 0.0f;
+    _mm512_storeu_ps(lanes, sv);
+    for (int j = 0; j < 16; j++) sum += lanes[j];
+    const __m512 inv = _mm512_set1_ps(1.0f / sum);
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= 1.0f / sum;
+}
+
+T256 static void softmax_256(float *x, int64_t n) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    float lanes[16];
+    _mm256_storeu_ps(lanes, mv);
+    float m = lanes[0];
+    for (int j = 1; j < 8; j++) m = lanes[j] > m ? lanes[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    const __m256 vm = _mm256_set1_ps(m);
+    /* the AVX-512 lane order: two 8-lane sums stand for lanes 0–7 and 8–15 of each 16 */
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m256 e0 = exp_neg_256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        const __m256 e1 = exp_neg_256(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm));
+        _mm256_storeu_ps(x + i, e0);
+        _mm256_storeu_ps(x + i + 8, e1);
+        s0 = _mm256_add_ps(s0, e0);
+        s1 = _mm256_add_ps(s1, e1);
+    }
+    if (i < n) {   /* the tail through a zero-padded block of 16 */
+        float t[16] = {0};
+        const int64_t r = n - i;
+        memcpy(t, x + i, (size_t)r * sizeof(float));
+        const __m256 e0 = exp_neg_256(_mm256_sub_ps(_mm256_loadu_ps(t), vm));
+        const __m256 e1 = exp_neg_256(_mm256_sub_ps(_mm256_loadu_ps(t + 8), vm));
+        _mm256_storeu_ps(t, e0);
+        _mm256_storeu_ps(t + 8, e1);
+        for (int j = (int)r; j < 16; j++) t[j] = 0.0f;
+        memcpy(x + i, t, (size_t)r * sizeof(float));
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(t));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(t + 8));
+    }
+    _mm256_storeu_ps(lanes, s0);
+    _mm256_storeu_ps(lanes + 8, s1);
+    float sum = 0.0f;
+    for (int j = 0; j < 16; j++) sum += lanes[j];
+    const __m256 inv = _mm256_set1_ps(1.0f / sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= 1.0f / sum;
+}
+
+void kd_softmax_rows(float *S, int64_t lds, int64_t rows, int64_t n) {
+    const kd_isa isa = kd_isa_get();
+    for (int64_t h = 0; h < rows; h++) {
+        float *x = S + h * lds;
+        if (isa >= KD_ISA_AVX512) {
+            softmax_512(x, n);
+        } else if (isa == KD_ISA_AVX2) {
+            softmax_256(x, n);
+        } else {
+            float m = -INFINITY, sum = 0.0f;
+            for (int64_t s = 0; s < n; s++) m = x[s] > m ? x[s] : m;
+            for (int64_t s = 0; s < n; s++) sum += (x[s] = expf(x[s] - m));
+            const float inv = 1.0f / sum;
+            for (int64_t s = 0; s < n; s++) x[s] *= inv;
+        }
+    }
 }
 
 void kd_dot_rows(const float *K, int64_t stride, const float *q, int64_t D, int64_t n, float scale, float *out) {

@@ -56,6 +56,8 @@ typedef struct kd_qmat {
     int64_t rows, cols;
     size_t row_bytes;      /* kd_quant_row_size(type, cols) */
     const void *data;      /* rows · row_bytes bytes, any alignment */
+    const struct kd_panel *panel;   /* NULL, or the same weights laid out for products with a
+                                       few activation rows (kd_panel.h), which kd_infer uses */
 } kd_qmat;
 
 /* A kd_qmat over data (checks the type and the row length against the block). */
@@ -100,6 +102,10 @@ void kd_attn_scores(const float *K, int64_t stride, const float *q, int64_t H, i
                     float scale, float *S, int64_t lds);
 void kd_attn_values(const float *V, int64_t stride, const float *P, int64_t lds, int64_t H, int64_t G, int64_t D,
                     int64_t n, float *out);
+
+/* Softmax in place of rows h < rows of S (S[h·lds + s], s < n): with AVX-512 and AVX2 a
+ * polynomial exp (the same bits on both, within 2 ulp of expf), else expf. */
+void kd_softmax_rows(float *S, int64_t lds, int64_t rows, int64_t n);
 
 /* y[r] = W[r]·x for every row of W (OpenMP over rows). */
 void kd_qmatvec(const kd_qmat *W, const float *x, float *y);

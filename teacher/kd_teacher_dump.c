@@ -92,6 +92,7 @@ static int is_val(uint64_t i, double frac);
 /* ---- sampling from the teacher ---------------------------------------------------------- */
 
 #define KD_GEN_POOL_BYTES ((int64_t)1 << 30)   /* most bytes of KV caches + distributions sampled together */
+#define KD_GEN_PANEL_BYTES ((int64_t)4 << 30)   /* largest teacher (F32 bytes) whose weights get panels */
 #define KD_GEN_SEQS 64   /* sequences sampled together (when the cache allows): each decode step reads
                             the weights once for all of them (16 left the products mostly packing weights) */
 
@@ -445,6 +446,14 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
         kd_infer_opts_init(&io);
         io.n_ctx = T;
         io.n_seq = S;
+        /* an interleaved copy of the weights for the steps of S rows (kd_panel.h): at S ≤ 64 an sgemm
+         * spends most of its time packing the weights anew on every call */
+        const kd_config *mc = &m.cfg;
+        const int64_t HD = (int64_t)mc->num_attention_heads * mc->head_dim,
+                      KVD = (int64_t)mc->num_key_value_heads * mc->head_dim, C = mc->hidden_size;
+        const int64_t wbytes = 4 * (mc->num_hidden_layers * (2 * HD * C + 2 * KVD * C + 3 * mc->intermediate_size * C) +
+                                    V * C);
+        io.panels = S > 1 && S <= KD_PANEL_MAX_N && wbytes <= KD_GEN_PANEL_BYTES;
         if (!(pool.e = kd_infer_from_model(&m, &io, err))) {
             kd_err_prefix(err, "teacher engine");
             goto done;

@@ -157,6 +157,34 @@ static void test_kernels(void **state) {
     kd_rng_seed(&r, 42);
     const kd_isa best = kd_isa_best();
     fprintf(stderr, "kernel paths: scalar..%s\n", kd_isa_name(best));
+    /* attention's softmax (kd_softmax_rows): the SIMD paths give the same bits; all within 2e-6 of double */
+    {
+        const int64_t lens[] = {1, 7, 16, 33, 100, 1000};
+        float x[1000], y[1000], y0[1000];
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            const int64_t n = lens[li];
+            kd_test_fill_normal(&r, x, n, 6.0f);
+            x[n / 2] = -200.0f;   /* underflows */
+            double m = -INFINITY, sum = 0;
+            for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+            for (int64_t i = 0; i < n; i++) sum += exp((double)x[i] - m);
+            for (int isa = KD_ISA_SCALAR; isa <= (int)best; isa++) {
+                kd_isa_set((kd_isa)isa);
+                memcpy(y, x, (size_t)n * sizeof *y);
+                kd_softmax_rows(y, n, 1, n);
+                if (isa == KD_ISA_AVX2) memcpy(y0, y, (size_t)n * sizeof *y);
+                if (isa > KD_ISA_AVX2) assert_memory_equal(y, y0, (size_t)n * sizeof *y);
+                for (int64_t i = 0; i < n; i++) {
+                    const double want = exp((double)x[i] - m) / sum;
+                    if (!(fabs(y[i] - want) <= 2e-6 * want + 1e-37))
+                        fprintf(stderr, "softmax %s n %lld [%lld]: %.9g vs %.9g\n", kd_isa_name((kd_isa)isa),
+                                (long long)n, (long long)i, y[i], want);
+                    assert_true(fabs(y[i] - want) <= 2e-6 * want + 1e-37);
+                }
+            }
+            kd_isa_set(best);
+        }
+    }
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
             const int32_t type = types[ti];
@@ -210,6 +238,25 @@ static void test_kernels(void **state) {
                 }
             }
             kd_isa_set(best);
+            /* weight panels (kd_panel.h): within the same bound, and the same bits on every path */
+            {
+                kd_panel P;
+                assert_int_equal(kd_panel_make(&P, &W, NULL), 0);
+                float *y0 = malloc((size_t)(nx * rows) * sizeof *y0);
+                for (int64_t n = 2; n <= nx; n += nx - 2) {   /* 2; 9: a group of 8 and a tail */
+                    for (int isa = KD_ISA_SCALAR; isa <= (int)best; isa++) {
+                        kd_isa_set((kd_isa)isa);
+                        memset(y, 0xff, (size_t)(nx * rows) * sizeof *y);
+                        kd_panel_matmul(&P, x, n, y, rows, nt);
+                        if (isa == KD_ISA_SCALAR) memcpy(y0, y, (size_t)(n * rows) * sizeof *y);
+                        assert_memory_equal(y, y0, (size_t)(n * rows) * sizeof *y);
+                        for (int64_t i = 0; i < n * rows; i++) assert_true(fabs((double)y[i] - ref[i]) <= 1e-5 * mag[i]);
+                    }
+                    kd_isa_set(best);
+                }
+                free(y0);
+                kd_panel_free(&P);
+            }
             /* llama.cpp's numerics: activations rounded for the type, integer block dots */
             if (kd_q8_supported(type)) {
                 float *xr = malloc((size_t)cols * sizeof *xr), *y8 = malloc((size_t)rows * sizeof *y8);
@@ -333,7 +380,7 @@ static void test_parity_gqa_swa(void **state) {
 
 /* n_seq sequences of n tokens stepped together through kd_infer_eval_seqs against
  * kd_model_logits on the batch [n_seq, n]; each sequence its own tokens. */
-static void check_parity_seqs(const char *ck, int64_t S, int64_t n) {
+static void check_parity_seqs(const char *ck, int64_t S, int64_t n, int panels) {
     kd_err err;
     kd_model m;
     assert_int_equal(kd_checkpoint_load(&m, ck, &err), 0);
@@ -341,8 +388,10 @@ static void check_parity_seqs(const char *ck, int64_t S, int64_t n) {
     kd_infer_opts_init(&o);
     o.n_ctx = n;
     o.n_seq = S;
+    o.panels = panels;
     kd_infer *e = kd_infer_from_model(&m, &o, &err);
     assert_non_null(e);
+    assert_true(panels ? e->layers[0].wq.panel && e->head.panel : !e->layers[0].wq.panel);
     const int64_t V = e->V;
     int32_t *t = malloc((size_t)(S * n) * sizeof *t), cur[8];
     for (int64_t s = 0; s < S; s++)
@@ -358,7 +407,8 @@ static void check_parity_seqs(const char *ck, int64_t S, int64_t n) {
         for (int64_t s = 0; s < S; s++) memcpy(out + (s * n + i) * V, step + s * V, (size_t)V * sizeof *out);
     }
     double r = rel_err(out, ref->data, S * n * V);
-    fprintf(stderr, "parity %-18s %lld sequences in lockstep: %.2e relative\n", strrchr(ck, '/') + 1, (long long)S, r);
+    fprintf(stderr, "parity %-18s %lld sequences in lockstep%s: %.2e relative\n", strrchr(ck, '/') + 1, (long long)S,
+            panels ? " (weight panels)" : "", r);
     assert_true(r <= 1e-4);
     /* the cache is full; more sequences than the engine holds are refused */
     assert_int_equal(kd_infer_eval_seqs(e, cur, S, step, &err), -1);
@@ -374,9 +424,11 @@ static void check_parity_seqs(const char *ck, int64_t S, int64_t n) {
 
 static void test_parity_seqs(void **state) {
     (void)state;
-    check_parity_seqs(g_aid, 5, 100);
-    check_parity_seqs(g_aid, 3, 100);
-    check_parity_seqs(g_swa, 5, 160);   /* GQA, 2.5 windows of 64 */
+    check_parity_seqs(g_aid, 5, 100, 0);
+    check_parity_seqs(g_aid, 3, 100, 0);
+    check_parity_seqs(g_swa, 5, 160, 0);   /* GQA, 2.5 windows of 64 */
+    check_parity_seqs(g_aid, 5, 100, 1);
+    check_parity_seqs(g_swa, 3, 160, 1);
 }
 
 /* ---- quantized weights: the kernels are exact ---------------------------------------- */
