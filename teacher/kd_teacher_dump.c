@@ -498,6 +498,7 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     meta.pack_knee = o->pack_knee;
     meta.sampled = !only && o->sample > 0;
     meta.n_samples = meta.sampled ? (int32_t)o->sample : 0;
+    if (meta.sampled) meta.value_dtype = KD_DUMP_F32;   /* counts; what a reader of a sampled dump reports */
     if (!(wt = open_writer(out, &meta, &dt, &bad, err))) goto done;
     if (o->val_out && o->val_fraction > 0 && !(wv = open_writer(o->val_out, &meta, &dt, &bad, err))) goto done;
     started = 1;
