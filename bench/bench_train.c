@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
     lo.temperature = 2.0f;
     lo.mode = KD_TEACHER_TOPK_TAIL;
     lo.grad_into_params = 0;   /* as kd train */
-    kd_loss_batch lb = {lab, NULL, ids, lp, K};
+    kd_loss_batch lb = {lab, NULL, ids, lp, K, 0};
     kd_step_batch sb = {tok, B, T, lb};
     kd_stepper st = kd_stepper_fp32(&m, &opt, &ao, NULL);
     kd_graph g;

@@ -217,7 +217,7 @@ static int eval_dump(kd_infer *e, const char *path, int64_t max_tokens, eval_acc
             goto done;
         }
         kd_loss_batch lb = {.labels = labels, .teacher_logits = b->logits, .topk_ids = b->topk_ids,
-                            .topk_logprobs = b->topk_logprobs, .k = b->k};
+                            .topk_logprobs = b->topk_logprobs, .k = b->k, .sampled = b->sampled};
         if (kd_eval_batch(&acc->sums, hidden, head, T, C, V, &lb, err)) {
             kd_err_prefix(err, "%s: sequence %lld", path, (long long)s);
             goto done;
@@ -305,6 +305,10 @@ int kd_cmd_eval(int argc, char **argv) {
                "  kl      mean forward KL(teacher || model) at temperature 1: against the dump's\n"
                "          top-k with a tail bucket for the rest of the vocabulary, or its full logits\n"
                "  top1    fraction of positions where the model's argmax is the teacher's\n"
+               "on a dump of sampled classes (kd teacher dump --sample) instead of kl and top1\n"
+               "  xent    mean -sum p^ log model over the drawn ids, p^ = count / N: an unbiased\n"
+               "          estimate of the cross-entropy H(teacher, model) = KL + H(teacher)\n"
+               "          (KL against p^ would be biased; docs/dump-format.md, \"Sampled dumps\")\n"
                "The same evaluation as kd train's eval lines and final_eval.json (train/kd_eval.h):\n"
                "kd eval --model RUN/final --data VAL.h5 gives RUN/final_eval.json back.\n\n");
         kd_opts_help(opts);
@@ -343,7 +347,7 @@ int kd_cmd_eval(int argc, char **argv) {
     if (data) {
         r = kd_eval_result_of(&acc.sums);
     } else {
-        r = (kd_eval_result){.ce = acc.ce / (double)acc.n, .kl = NAN, .top1 = NAN, .tokens = acc.n};
+        r = (kd_eval_result){.ce = acc.ce / (double)acc.n, .kl = NAN, .top1 = NAN, .xent = NAN, .tokens = acc.n};
         r.ppl = exp(r.ce);
     }
     /* {"model", then the keys of final_eval.json}: one line */

@@ -110,7 +110,7 @@ static int measure(const kd_config *cfg, const kd_plan_opts *o, int64_t *peak, k
     lso.mode = KD_TEACHER_TOPK_TAIL;
     kd_graph g;
     int rc = fake_batch_new(&f, N, cfg->vocab_size, K, err) || kd_graph_init(&g, 0, err) ? -1 : 0;
-    kd_step_batch b = {f.tok, o->batch, o->seq, {f.lab, NULL, f.ids, f.lp, (int32_t)K}};
+    kd_step_batch b = {f.tok, o->batch, o->seq, {f.lab, NULL, f.ids, f.lp, (int32_t)K, 0}};
     for (int step = 0; !rc && step < 2; step++) {
         kd_step_result res;
         rc = kd_step_run(&s, &g, 1, next_same, &b, &lso, 1e-4f, 1.0, NULL, &res, err);

@@ -94,6 +94,9 @@ static int teacher_info(int argc, char **argv) {
     else if (m->packed)
         printf("distribution top-%d, layout " KD_DUMP_LAYOUT_PACKED ": log-prob grid step %g nats, knee %g; ids "
                "Rice-coded by frequency rank\n", m->k, m->pack_step, m->pack_knee);
+    else if (m->sampled)
+        printf("distribution sampled: %d draws per position at T = 1, distinct ids with counts: sample_ids %s, "
+               "sample_counts uint8\n", m->n_samples, m->ids_dtype);
     else if (m->k) printf("distribution top-%d: topk_ids %s, topk_logprobs %s\n", m->k, m->ids_dtype, m->values_dtype);
     else printf("distribution full logits: logits %s\n", m->values_dtype);
     printf("tokens       %s; loss_mask %s\n", m->tokens_dtype, m->has_loss_mask ? "uint8" : "absent (all positions)");
@@ -103,11 +106,11 @@ static int teacher_info(int argc, char **argv) {
     int rc = 0;
     if (estimate) {
         double plain = m->tokens_only ? 5.0
-                       : m->k ? 5.0 + m->k * ((m->vocab_size <= 65536 ? 2.0 : 4.0) + 2.0)
+                       : m->k ? 5.0 + m->k * ((m->vocab_size <= 65536 ? 2.0 : 4.0) + (m->sampled ? 1.0 : 2.0))
                               : 5.0 + 2.0 * (double)m->vocab_size;
-        printf("estimate     %" PRId64 " tokens: plain (float16) %.3g GB (%.1f bytes/token)\n", estimate,
-               plain * (double)estimate / 1e9, plain);
-        if (m->k && !m->tokens_only) {
+        printf("estimate     %" PRId64 " tokens: plain (%s) %.3g GB (%.1f bytes/token)\n", estimate,
+               m->sampled ? "sampled, uint8 counts" : "float16", plain * (double)estimate / 1e9, plain);
+        if (m->k && !m->tokens_only && !m->sampled) {
             double bpt = 0;
             if (m->packed) bpt = tokens ? (double)bytes / (double)tokens : 0;
             else if (kd_dump_pack_measure(d, 64, 0, 0, &bpt, &err)) {
@@ -118,6 +121,12 @@ static int teacher_info(int argc, char **argv) {
             printf("estimate     %" PRId64 " tokens: packed (" KD_DUMP_LAYOUT_PACKED ") %.3g GB (%.1f bytes/token, %s)\n",
                    estimate, bpt * (double)estimate / 1e9, bpt, m->packed ? "this dump's rate" : "measured on its first sequences");
         }
+    }
+    if (compare && m->sampled) {
+        fprintf(stderr, "kd teacher info: --compare: %s holds sampled classes (counts of random draws), not a "
+                "decoding of a top-k: there is no decode error to measure\n", path);
+        kd_dump_close(d);
+        return 1;
     }
     if (compare) {
         kd_dump *o = kd_dump_open(compare, &err);
@@ -150,10 +159,15 @@ static int teacher_info(int argc, char **argv) {
             rc = 1;
         } else {
             printf("check        ok: %" PRId64 " positions (%" PRId64 " masked)", rep.n_positions, rep.n_masked);
-            if (m->k) printf(", top-k mass mean %.4f min %.4f", rep.mean_topk_mass, rep.min_topk_mass);
-            if (!m->tokens_only) printf(", mean top-1 p %.4f", rep.mean_top1_prob);
+            if (m->sampled) printf(", counts add up to %d at every position, mean largest share %.4f", m->n_samples,
+                                   rep.mean_top1_prob);
+            else if (m->k) printf(", top-k mass mean %.4f min %.4f", rep.mean_topk_mass, rep.min_topk_mass);
+            if (!m->tokens_only && !m->sampled) printf(", mean top-1 p %.4f", rep.mean_top1_prob);
             printf("\n");
-            if (m->k) {   /* what kd_mode to train with (docs/training.md) */
+            if (m->sampled)
+                printf("sampled      train with kd_mode sampled (temperature 1): the KD term is unbiased for the "
+                       "full KL's gradient\n");
+            else if (m->k) {   /* what kd_mode to train with (docs/training.md) */
                 const double tail = 1.0 - rep.mean_topk_mass;
                 printf("top-k mass   mean %.4f (min %.4f): the top-%d holds %.1f%% of the teacher's probability, the "
                        "tail %.1f%%; %s\n", rep.mean_topk_mass, rep.min_topk_mass, m->k, 100.0 * rep.mean_topk_mass,
@@ -276,6 +290,13 @@ static int teacher_dump(int argc, char **argv) {
                  "teacher's vocabulary and 4096)",
          .lo = 1, .hi = 1 << 20, .given = &topk_given},
         {"--full", KD_OPT_FLAG, &full, NULL, .help = "store the full logits instead of the top K"},
+        {"--sample", KD_OPT_INT, &o.sample, "N",
+         .help = "instead of the top K: draw N classes per position i.i.d. from\n"
+                 "the teacher's distribution (T = 1) and store the distinct ids\n"
+                 "with their counts (distribution \"sampled\", RS-KD; train with\n"
+                 "kd_mode sampled: unbiased in expectation). Draws are seeded by\n"
+                 "--seed, the sequence and the position",
+         .lo = 1, .hi = 255, .def = ""},
         {"--compress", KD_OPT_FLAG, &o.packed, NULL,
          .help = "write the compressed top-k layout \"topk-packed-v1\" (about 3x\n"
                  "smaller; docs/dump-format.md): log-probs on a grid of STEP nats\n"
@@ -306,7 +327,7 @@ static int teacher_dump(int argc, char **argv) {
         {0}};
     if (kd_cli_wants_help(argc, argv)) {
         printf("usage: kd teacher dump --teacher MODEL (--text FILE... | --generate N) --seq-len T\n"
-               "                       [--topk K | --full] --out DUMP.h5 [options]\n"
+               "                       [--topk K | --full | --sample N] --out DUMP.h5 [options]\n"
                "       kd teacher dump --tokens-only --tokenizer TOK --text FILE... --seq-len T\n"
                "                       --out DUMP.h5 [options]\n\n"
                "Runs a teacher kd can load (a checkpoint directory or a llama2.c .bin) and writes\n"
@@ -328,7 +349,12 @@ static int teacher_dump(int argc, char **argv) {
     o.dtype = DTYPE_OF[dtype];
     int n_text = text_list.n;
     const char *teacher_only = full ? "--full" : dtype_given ? "--dtype" : topk_given ? "--topk"
-                               : o.packed ? "--compress" : NULL;
+                               : o.packed ? "--compress" : o.sample ? "--sample" : NULL;
+    if (o.sample && (full || topk_given || o.packed || dtype_given)) {
+        fprintf(stderr, "kd teacher dump: --sample stores sampled ids with counts: it excludes %s\n",
+                full ? "--full" : topk_given ? "--topk" : o.packed ? "--compress" : "--dtype");
+        return 2;
+    }
     if (full) o.topk = 0;
     if ((o.pack_step || o.pack_knee) && !o.packed) {
         fprintf(stderr, "kd teacher dump: --compress-step and --compress-knee go with --compress\n");

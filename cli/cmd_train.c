@@ -41,6 +41,9 @@ static void train_progress(void *ctx, const kd_train_progress *p) {
         if (isfinite(e->kl))
             fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f kl %.4f top1 %.3f (%lld tokens)\n", tty ? "\n" : "",
                     (long long)p->step, e->ce, e->ppl, e->kl, e->top1, (long long)e->tokens);
+        else if (isfinite(e->xent))
+            fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f xent %.4f (%lld tokens)\n", tty ? "\n" : "",
+                    (long long)p->step, e->ce, e->ppl, e->xent, (long long)e->tokens);
         else
             fprintf(stderr, "%seval step %lld: ce %.4f ppl %.2f (%lld tokens)\n", tty ? "\n" : "", (long long)p->step,
                     e->ce, e->ppl, (long long)e->tokens);
@@ -78,7 +81,10 @@ static void usage(const kd_opt *opts) {
            "                 bucket; topk_zero drops the tail and renormalises the top-k: choose it\n"
            "                 only when `kd teacher info` shows a mean top-k mass of 0.98 or more\n"
            "                 (or to reproduce DistillKit), else it costs cross-entropy\n"
-           "  divergence     forward | reverse (not with topk_zero)             (forward)\n"
+           "                 sampled: for dumps of sampled classes (kd teacher dump --sample; RS-KD):\n"
+           "                 KL(p^ || student) with p^ = count / N, unbiased in expectation for the\n"
+           "                 full KL's gradient; needs temperature 1 and the forward divergence\n"
+           "  divergence     forward | reverse (not with topk_zero or sampled)  (forward)\n"
            "  batch_size (8) sequences per optimizer step, over all ranks\n"
            "  seq_len (0)    must be 0 or the dump's positions per sequence\n"
            "  grad_accum (1) micro-batches per step   steps (100)   tokens (0: use steps)\n"

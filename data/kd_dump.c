@@ -261,10 +261,15 @@ int kdd_attr_write_str(hid_t obj, const char *name, const char *v) {
 
 /* ---- the open dump ----------------------------------------------------------------- */
 
-static const char *const g_dnames[2][D_COUNT] = {{"tokens", "loss_mask", "topk_ids", "topk_logprobs"},
-                                                 {"tokens", "loss_mask", "topk_ids", "logits"}};
+static const char *const g_dnames[3][D_COUNT] = {{"tokens", "loss_mask", "topk_ids", "topk_logprobs"},
+                                                 {"tokens", "loss_mask", "topk_ids", "logits"},
+                                                 {"tokens", "loss_mask", "sample_ids", "sample_counts"}};
 
-const char *kdd_dname(const kd_dump *d, int i) { return g_dnames[d->meta.k == 0][i]; }
+const char *kdd_dname(const kd_dump *d, int i) { return g_dnames[d->meta.sampled ? 2 : d->meta.k == 0][i]; }
+
+float kd_dump_sample_lp(int count, int n) {
+    return count > 0 && n > 0 ? logf((float)count / (float)n) : -INFINITY;
+}
 
 void *kdd_scratch(kd_dump *d, size_t bytes, kd_err *err) {
     if (bytes <= d->scratch_cap) return d->scratch;
@@ -317,6 +322,7 @@ static int open_dataset(kd_dump *d, int i, int required, int rank, const int64_t
     } else {
         int ok;
         if (i == D_MASK) ok = dt == DT_INT && bytes == 1;
+        else if (i == D_VALUES && d->meta.sampled) ok = dt == DT_INT && bytes == 1 && !sg;
         else if (i == D_VALUES) ok = dt == DT_F16 || dt == DT_F32;
         else ok = dt == DT_INT && (bytes >= 4 || (bytes == 2 && (sg ? 32768 : 65536) >= d->meta.vocab_size));
         if (!ok)
@@ -324,10 +330,12 @@ static int open_dataset(kd_dump *d, int i, int required, int rank, const int64_t
                          dt == DT_INT && bytes == 2 ? " (too narrow for the vocabulary)" : "");
         d->dt[i] = dt;
         d->raw16[i] = (dt == DT_F16) || (dt == DT_INT && bytes == 2 && !sg);
+        if (i == D_VALUES && d->meta.sampled) d->raw16[i] = 0;
         d->dims0[i] = (int64_t)dims[0];
         char *dst = i == D_TOKENS ? d->meta.tokens_dtype : i == D_IDS ? d->meta.ids_dtype : i == D_VALUES ? d->meta.values_dtype : NULL;
         if (dst) snprintf(dst, sizeof d->meta.ids_dtype, "%s", tn);
         if (i == D_VALUES) d->meta.value_dtype = dt == DT_F16 ? KD_DUMP_F16 : KD_DUMP_F32;
+        if (i == D_VALUES && d->meta.sampled) d->meta.value_dtype = KD_DUMP_F32;   /* as a reader returns them */
     }
     for (int j = 0, nf = rc ? 0 : H5Pget_nfilters(dcpl); j < nf; j++) {
         unsigned flags, cd[8];
@@ -411,22 +419,45 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
         goto fail;
     }
     /* the kind of dump: attribute 'distribution' when present, else inferred from k */
-    if (dist[0] && strcmp(dist, "topk") && strcmp(dist, "logits") && strcmp(dist, "none")) {
-        kd_errf(err, "%s: attribute 'distribution' = \"%s\", expected \"topk\", \"logits\" or \"none\" (tokens only)",
-                path, dist);
+    if (dist[0] && strcmp(dist, "topk") && strcmp(dist, "logits") && strcmp(dist, "none") && strcmp(dist, "sampled")) {
+        kd_errf(err, "%s: attribute 'distribution' = \"%s\", expected \"topk\", \"logits\", \"sampled\" or \"none\" "
+                "(tokens only)", path, dist);
         goto fail;
     }
-    if (dist[0] && (!strcmp(dist, "topk") ? k == 0 : k != 0)) {
+    const int sampled = !strcmp(dist, "sampled");
+    if (dist[0] && (!strcmp(dist, "topk") || sampled ? k == 0 : k != 0)) {
         kd_errf(err, "%s: attribute 'k' = %" PRId64 ", but attribute 'distribution' = \"%s\" needs %s", path, k, dist,
-                !strcmp(dist, "topk") ? "k ≥ 1" : !strcmp(dist, "none") ? "k = 0 (a dump of tokens only)" : "k = 0");
+                !strcmp(dist, "topk") || sampled ? "k ≥ 1" : !strcmp(dist, "none") ? "k = 0 (a dump of tokens only)" : "k = 0");
         goto fail;
+    }
+    if (sampled) {
+        int64_t ns = 0;
+        if (kdd_attr_int(d->file, path, "n_samples", 1, 1, KD_DUMP_MAX_SAMPLES, &ns, err)) goto fail;
+        if (ns != k) {
+            kd_errf(err, "%s: attribute 'n_samples' = %" PRId64 " but attribute 'k' = %" PRId64 ", expected equal (a "
+                    "sampled dump has one slot per draw)", path, ns, k);
+            goto fail;
+        }
+        if (packed) {
+            kd_errf(err, "%s: attribute 'layout' = \"%s\" with attribute 'distribution' = \"sampled\": the packed "
+                    "layout stores a top-k only", path, layout);
+            goto fail;
+        }
+        m->sampled = 1;
+        m->n_samples = (int32_t)ns;
     }
     m->vocab_size = v;
     m->k = (int32_t)k;
     m->seq_len = (int32_t)T;
     m->tokens_only = !strcmp(dist, "none");
     static const char *const teacher_ds[] = {"topk_ids", "topk_logprobs", "logits"};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 3 && sampled; i++)
+        if (H5Lexists(d->file, teacher_ds[i], H5P_DEFAULT) > 0) {
+            kd_errf(err, "%s: dataset '%s' present although attribute 'distribution' = \"sampled\" says the dump "
+                    "holds sampled ids ('sample_ids', 'sample_counts')", path, teacher_ds[i]);
+            goto fail;
+        }
+    for (int i = 0; i < 3 && !sampled; i++) {
         int exists = H5Lexists(d->file, teacher_ds[i], H5P_DEFAULT) > 0,
             wanted = !m->tokens_only && (i == 2) == (k == 0) && !(packed && k > 0);
         if (packed && k > 0 && exists) {   /* the packed datasets replace all three */
@@ -463,7 +494,7 @@ kd_dump *kdd_open_locked(const char *path, int rdwr, int partial, kd_err *err) {
     m->has_loss_mask = r;
     if (!m->tokens_only && !(packed && k > 0)) {
         if (k > 0 && open_dataset(d, D_IDS, 1, 3, t3, id_exp, err) < 0) goto fail;
-        if (open_dataset(d, D_VALUES, 1, 3, t3, "float16 or float32", err) < 0) goto fail;
+        if (open_dataset(d, D_VALUES, 1, 3, t3, sampled ? "uint8" : "float16 or float32", err) < 0) goto fail;
     }
     m->n_seq = d->dims0[D_TOKENS];
     for (int i = 0; i < D_COUNT; i++) {
@@ -582,14 +613,14 @@ int kdd_read_3d(kd_dump *d, int i, int64_t s0, int64_t ns, int64_t p0, int64_t n
     if (d->pack) return kdd_pack_read(d, s0, ns, p0, np, NULL, i == D_IDS ? out : NULL, i == D_VALUES ? out : NULL, err);
     int64_t cols = d->meta.k ? d->meta.k : d->meta.vocab_size, T = d->meta.seq_len;
     int64_t rc = cols < width ? cols : width;   /* columns read */
-    int isf = i == D_VALUES, raw = d->raw16[i];
-    size_t es = raw ? 2 : 4;
+    int isf = i == D_VALUES, raw = d->raw16[i], cnt = isf && d->meta.sampled;
+    size_t es = cnt ? 1 : raw ? 2 : 4;
     /* blocks of whole sequences when they fit the kdd_scratch limit, else of positions */
     int64_t per_seq = np * cols * (int64_t)es;
     int64_t sb = per_seq > 0 && per_seq <= SCRATCH_MAX ? (int64_t)SCRATCH_MAX / per_seq : 1;
     int64_t pb = per_seq > (int64_t)SCRATCH_MAX ? (int64_t)SCRATCH_MAX / (cols * (int64_t)es) + 1 : np;
     if (sb > ns) sb = ns;
-    int direct = !raw && rc == width && rc == cols;
+    int direct = !raw && !cnt && rc == width && rc == cols;
     (void)T;
     for (int64_t s = s0; s < s0 + ns; s += sb) {
         int64_t sn = s + sb <= s0 + ns ? sb : s0 + ns - s;
@@ -597,7 +628,7 @@ int kdd_read_3d(kd_dump *d, int i, int64_t s0, int64_t ns, int64_t p0, int64_t n
             int64_t pn = p + pb <= p0 + np ? pb : p0 + np - p;
             size_t nrow = (size_t)(sn * pn);
             char *dst = (char *)out + (size_t)(((s - s0) * np + (p - p0)) * width) * 4;
-            hid_t mt = isf ? (raw ? kdd_g_f16 : H5T_NATIVE_FLOAT) : (raw ? H5T_NATIVE_UINT16 : H5T_NATIVE_INT32);
+            hid_t mt = cnt ? H5T_NATIVE_UINT8 : isf ? (raw ? kdd_g_f16 : H5T_NATIVE_FLOAT) : (raw ? H5T_NATIVE_UINT16 : H5T_NATIVE_INT32);
             if (direct) {
                 if (kdd_io_block(d, i, 0, s, sn, p, pn, cols, mt, dst, err)) return -1;
                 continue;
@@ -606,7 +637,11 @@ int kdd_read_3d(kd_dump *d, int i, int64_t s0, int64_t ns, int64_t p0, int64_t n
             if (!buf || kdd_io_block(d, i, 0, s, sn, p, pn, cols, mt, buf, err)) return -1;
             for (size_t r = 0; r < nrow; r++) {
                 const char *src = (const char *)buf + r * (size_t)cols * es;
-                if (isf) {
+                if (cnt) {   /* sampled: counts → log(count / N) */
+                    float *o = (float *)dst + r * (size_t)width;
+                    for (int64_t c = 0; c < rc; c++) o[c] = kd_dump_sample_lp(((const uint8_t *)src)[c], d->meta.n_samples);
+                    for (int64_t c = rc; c < width; c++) o[c] = -INFINITY;
+                } else if (isf) {
                     float *o = (float *)dst + r * (size_t)width;
                     if (raw) f16_to_f32((const uint16_t *)src, o, (size_t)rc);
                     else memcpy(o, src, (size_t)rc * 4);

@@ -65,7 +65,19 @@ typedef struct kd_dump_meta {
      * dumps only) and the quantization of the log-probs for the writer (0 = the defaults); the reader fills them. */
     int packed;
     double pack_step, pack_knee;
+    /* Sampled classes (distribution "sampled", docs/dump-format.md "Sampled dumps"): per position the
+     * distinct ids of n_samples i.i.d. draws from the teacher's distribution (at T = 1) with their counts,
+     * in k = n_samples slots. Readers return log(count / n_samples) as the log-prob (kd_dump_sample_lp),
+     * −inf in unused slots. The writer takes such log-probs (rounded to the nearest count). */
+    int sampled;
+    int32_t n_samples;         /* N, 1..KD_DUMP_MAX_SAMPLES; k == N */
 } kd_dump_meta;
+
+#define KD_DUMP_MAX_SAMPLES 255   /* counts are stored as uint8 */
+
+/* The log-prob a reader returns for a sampled slot with this count: log(count / n), −inf for count 0.
+ * Writers of sampled dumps pass these values (kd's writer rounds to the nearest count). */
+float kd_dump_sample_lp(int count, int n);
 
 /* The teacher's tokenizer as raw arrays (group "tokenizer"). Pieces and merges
  * are byte strings stored concatenated: piece i is piece_bytes[piece_offsets[i]

@@ -58,6 +58,29 @@ int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, in
     return 0;
 }
 
+/* A sampled position (distribution "sampled"): a top-k (distinct ids, sorted values, unused slots −inf
+ * last) whose every finite value is exactly log(c / N) for a count c in [1, N] (kd_dump_sample_lp),
+ * the counts adding up to N. Returns as kdd_check_topk. */
+int kdd_check_sampled(const int32_t *ids, const float *lp, int k, int64_t vocab, int n_samples, int masked,
+                      uint32_t *stamp, uint32_t *mark, kdd_pos_stats *st, int64_t *slot, char *what, size_t n) {
+    int bad = kdd_check_topk(ids, lp, k, vocab, masked, 1.0 / 16777216, 0, stamp, mark, st, slot, what, n);
+    if (bad || masked) return bad;
+    int64_t total = 0;
+    for (int j = 0; j < k && lp[j] != -INFINITY; j++) {
+        long c = lrint((double)n_samples * exp((double)lp[j]));
+        *slot = j;
+        if (c < 1 || c > n_samples || kd_dump_sample_lp((int)c, n_samples) != lp[j])
+            return snprintf(what, n, "log-prob %.9g is not log(c / %d) for a count c in [1, %d]", lp[j], n_samples,
+                            n_samples), 2;
+        total += c;
+    }
+    if (total != n_samples) {
+        *slot = -1;
+        return snprintf(what, n, "the counts add up to %" PRId64 ", expected n_samples = %d", total, n_samples), 2;
+    }
+    return 0;
+}
+
 int kdd_check_logits(const float *z, int64_t vocab, int64_t *slot, char *what, size_t n) {
     int64_t finite = 0;
     for (int64_t j = 0; j < vocab; j++) {
@@ -189,8 +212,10 @@ static int check_locked(kd_dump *d, kd_dump_report *rep, kd_err *err) {
                     int bad;
                     if (k) {
                         size_t o = (size_t)((t - p0) * k);
-                        bad = kdd_check_topk(ids + o, val + o, (int)k, V, masked, eps, eps_abs, stamp, &mark, &st, &slot, what,
-                                             sizeof what);
+                        bad = m->sampled ? kdd_check_sampled(ids + o, val + o, (int)k, V, m->n_samples, masked, stamp,
+                                                             &mark, &st, &slot, what, sizeof what)
+                                         : kdd_check_topk(ids + o, val + o, (int)k, V, masked, eps, eps_abs, stamp, &mark,
+                                                          &st, &slot, what, sizeof what);
                         if (bad)
                             rc = report_bad(d, rep, bad == 1 ? D_IDS : D_VALUES, s, t, slot,
                                             slot < 0 ? st.mass : bad == 1 ? ids[o + (size_t)slot] : val[o + (size_t)slot],
@@ -252,6 +277,7 @@ int kd_dump_check_position(const kd_dump_meta *m, const int32_t *ids, const floa
                            uint32_t *stamp, uint32_t *mark, int64_t *slot, char *what, size_t n) {
     if (m->k == 0) return kdd_check_logits(values, width, slot, what, n);
     kdd_pos_stats st;
+    if (m->sampled) return kdd_check_sampled(ids, values, m->k, m->vocab_size, m->n_samples, 0, stamp, mark, &st, slot, what, n);
     double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216, eps_abs = 0;
     if (m->packed) eps = kdd_pack_check_eps(m, &eps_abs);   /* decoded values: the layout's error bound */
     return kdd_check_topk(ids, values, m->k, m->vocab_size, 0, eps, eps_abs, stamp, mark, &st, slot, what, n);

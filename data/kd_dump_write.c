@@ -70,8 +70,17 @@ uint64_t kd_dump_seq_checksum(int64_t T, int64_t k, int64_t cols, const int32_t 
 }
 
 /* A resizable dataset [0, tail...] chunked one sequence (or a block of its positions) per chunk. */
+static int create_ds_f(hid_t file, const char *path, const char *name, hid_t type, int rank, const int64_t *tail,
+                       int deflate, kd_err *err);
 static int create_ds(hid_t file, const char *path, const char *name, hid_t type, int rank, const int64_t *tail,
                      kd_err *err) {
+    return create_ds_f(file, path, name, type, rank, tail, 0, err);
+}
+
+/* deflate: HDF5's shuffle + deflate (level 1) filters, when this libhdf5 has deflate (the sampled
+ * datasets: their unused slots are zeros, which deflate removes; docs/dump-format.md "Sampled dumps"). */
+static int create_ds_f(hid_t file, const char *path, const char *name, hid_t type, int rank, const int64_t *tail,
+                       int deflate, kd_err *err) {
     hsize_t dims[3] = {0}, maxd[3] = {H5S_UNLIMITED}, chunk[3] = {1};
     size_t es = H5Tget_size(type);
     for (int i = 1; i < rank; i++) dims[i] = maxd[i] = chunk[i] = (hsize_t)tail[i - 1];
@@ -79,7 +88,18 @@ static int create_ds(hid_t file, const char *path, const char *name, hid_t type,
         hsize_t rows = CHUNK_MAX / (chunk[2] * es);
         chunk[1] = rows < 1 ? 1 : rows < chunk[1] ? rows : chunk[1];
     }
-    return kdd_create_chunked(file, path, name, type, rank, dims, maxd, chunk, err);
+    if (!deflate || H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
+        return kdd_create_chunked(file, path, name, type, rank, dims, maxd, chunk, err);
+    hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, rank, chunk);
+    H5Pset_shuffle(dcpl);
+    H5Pset_deflate(dcpl, 1);
+    hid_t ds = H5Dcreate2(file, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Sclose(sp);
+    H5Pclose(dcpl);
+    if (ds < 0) return kdd_h5_fail(err, "%s: cannot create dataset '%s'", path, name);
+    H5Dclose(ds);
+    return 0;
 }
 
 int kdd_create_chunked(hid_t file, const char *path, const char *name, hid_t type, int rank, const hsize_t *dims,
@@ -206,8 +226,13 @@ static int check_meta(const char *path, const kd_dump_meta *m, const kd_dump_tok
     if (m->temperature != 1.0)
         return kd_errf(err, "%s: temperature %g, expected 1 (version 1 stores temperature-1 distributions)", path,
                        m->temperature);
-    if (!m->tokens_only && m->value_dtype != KD_DUMP_F16 && m->value_dtype != KD_DUMP_F32)
+    if (!m->tokens_only && !m->sampled && m->value_dtype != KD_DUMP_F16 && m->value_dtype != KD_DUMP_F32)
         return kd_errf(err, "%s: value_dtype %d, expected KD_DUMP_F16 or KD_DUMP_F32", path, (int)m->value_dtype);
+    if (m->sampled && (m->tokens_only || m->packed || m->n_samples < 1 || m->n_samples > KD_DUMP_MAX_SAMPLES ||
+                       m->k != m->n_samples))
+        return kd_errf(err, "%s: a sampled dump needs n_samples in [1, %d] and k = n_samples (k %d, n_samples %d%s)",
+                       path, KD_DUMP_MAX_SAMPLES, m->k, m->n_samples,
+                       m->tokens_only ? ", tokens only" : m->packed ? ", packed layout" : "");
     if (m->packed && (m->k < 1 || m->tokens_only))
         return kd_errf(err, "%s: the packed layout (" KD_DUMP_LAYOUT_PACKED ") stores a top-k: k %d%s, expected k ≥ 1",
                        path, m->k, m->tokens_only ? " (tokens only)" : "");
@@ -291,6 +316,7 @@ static int adopt(kd_dump_writer *w, const char *fresh, kd_err *err) {
 kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, const kd_dump_tokenizer *tok,
                                       kd_err *err) {
     kd_dump_meta mm = *m;
+    if (mm.sampled) mm.value_dtype = KD_DUMP_F32;   /* counts; readers return float32 log-probs */
     if (mm.packed) {
         if (mm.pack_step == 0) mm.pack_step = KD_PACK_STEP_DEFAULT;
         if (mm.pack_knee == 0) mm.pack_knee = KD_PACK_KNEE_DEFAULT;
@@ -325,7 +351,8 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
         kdd_attr_write_i64(f, "vocab_size", m->vocab_size) || kdd_attr_write_i64(f, "k", m->k) ||
         kdd_attr_write_i64(f, "seq_len", m->seq_len) || kdd_attr_write_i64(f, "n_seq", 0) ||
         kdd_attr_write_str(f, "teacher", m->teacher) || kdd_attr_write_f64(f, "temperature", m->temperature) ||
-        kdd_attr_write_str(f, "distribution", m->tokens_only ? "none" : m->k ? "topk" : "logits")) {
+        kdd_attr_write_str(f, "distribution", m->tokens_only ? "none" : m->sampled ? "sampled" : m->k ? "topk" : "logits") ||
+        (m->sampled && kdd_attr_write_i64(f, "n_samples", m->n_samples))) {
         kdd_h5_fail(err, "%s: cannot write the root attributes", w->partial);
         goto out;
     }
@@ -333,8 +360,11 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
         (m->has_loss_mask && create_ds(f, w->partial, "loss_mask", H5T_STD_U8LE, 2, t0, err)) ||
         (m->packed && kdd_pack_create(f, w->partial, m, err)) ||
         (m->k && !m->packed &&
-         create_ds(f, w->partial, "topk_ids", m->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE, 3, t3, err)) ||
-        (!m->tokens_only && !m->packed && create_ds(f, w->partial, m->k ? "topk_logprobs" : "logits", vt, 3, t3, err)) ||
+         create_ds_f(f, w->partial, m->sampled ? "sample_ids" : "topk_ids",
+                     m->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE, 3, t3, m->sampled, err)) ||
+        (!m->tokens_only && !m->packed &&
+         create_ds_f(f, w->partial, m->sampled ? "sample_counts" : m->k ? "topk_logprobs" : "logits",
+                     m->sampled ? H5T_STD_U8LE : vt, 3, t3, m->sampled, err)) ||
         create_sums(f, w->partial, err) || (tok && kdd_write_tokenizer(f, w->partial, tok, err)))
         goto out;
     if (H5Fclose(f) < 0) {
@@ -562,7 +592,10 @@ static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, con
     for (int64_t p = 0; !m->tokens_only && p < n * T; p++) {
         int masked = mask && !mask[p], bad = 0;
         kdd_pos_stats st;
-        if (k) {
+        if (k && m->sampled) {
+            bad = kdd_check_sampled(ids + p * k, val + p * k, (int)k, V, m->n_samples, masked, w->stamp, &w->mark, &st,
+                                    &slot, what, sizeof what);
+        } else if (k) {
             bad = kdd_check_topk(ids + p * k, val + p * k, (int)k, V, masked, 1.0 / 16777216, 0, w->stamp, &w->mark, &st,
                                  &slot, what, sizeof what);
         } else if (!masked) {
@@ -576,10 +609,31 @@ static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, con
         }
         if (bad)
             return kd_errf(err, "%s: %sdataset '%s': sequence %" PRId64 "%s, position %" PRId64
-                           ", slot %" PRId64 ": %s", w->partial, ctx, bad == 1 ? "topk_ids" : kdd_dname(w->d, D_VALUES),
+                           ", slot %" PRId64 ": %s", w->partial, ctx, kdd_dname(w->d, bad == 1 ? D_IDS : D_VALUES),
                            base + p / T, of, p % T, slot, what);
     }
     return 0;
+}
+
+/* Sampled dumps: the caller's log-probs [n, T, k] rounded to the values a reader returns,
+ * kd_dump_sample_lp(c, N) with c = round(N·exp(v)), when v is within 1e-3 counts of such a value
+ * (else v unchanged, which the check then refuses); −inf at masked positions (stored as count 0). */
+static float *sample_canon(const kd_dump_meta *m, int64_t n, const uint8_t *mask, const float *v) {
+    const int64_t T = m->seq_len, k = m->k, N = m->n_samples;
+    float *c = malloc((size_t)(n * T * k) * sizeof *c);
+    if (!c) return NULL;
+    for (int64_t p = 0; p < n * T; p++)
+        for (int64_t j = 0; j < k; j++) {
+            float x = v[p * k + j], *o = &c[p * k + j];
+            if (mask && !mask[p]) {
+                *o = -INFINITY;
+                continue;
+            }
+            double e = (double)N * exp((double)x);
+            long r = isfinite(x) ? lrint(e) : 0;
+            *o = isfinite(x) && r >= 1 && r <= N && fabs(e - (double)r) <= 1e-3 ? kd_dump_sample_lp((int)r, (int)N) : x;
+        }
+    return c;
 }
 
 /* Write src ([ns, T, cols] int32 or float32) at sequence s0 of dataset i, narrowing to uint16/float16 if stored so. */
@@ -587,14 +641,23 @@ static int write_3d(kd_dump *d, int i, int64_t s0, int64_t ns, const void *src, 
     int64_t T = d->meta.seq_len, pb = (int64_t)WRITE_BLOCK / (cols * 2);
     if (pb < 1) pb = 1;
     if (pb > T) pb = T;
-    int isf = i == D_VALUES;
-    hid_t mt = isf ? (d->raw16[i] ? kdd_f16() : H5T_NATIVE_FLOAT) : (d->raw16[i] ? H5T_NATIVE_UINT16 : H5T_NATIVE_INT32);
+    int isf = i == D_VALUES, cnt = isf && d->meta.sampled, N = d->meta.n_samples;
+    hid_t mt = cnt ? H5T_NATIVE_UINT8
+                   : isf ? (d->raw16[i] ? kdd_f16() : H5T_NATIVE_FLOAT) : (d->raw16[i] ? H5T_NATIVE_UINT16 : H5T_NATIVE_INT32);
     for (int64_t s = 0; s < ns; s++)
         for (int64_t p = 0; p < T; p += pb) {
             int64_t np = p + pb <= T ? pb : T - p;
             size_t n = (size_t)(np * cols), at = (size_t)((s * T + p) * cols);
             const void *mem = isf ? (const void *)((const float *)src + at) : (const void *)((const int32_t *)src + at);
-            if (d->raw16[i]) {
+            if (cnt) {   /* canonical log(c / N) (see sample_canon) → c */
+                uint8_t *b = kdd_scratch(d, n, err);
+                if (!b) return -1;
+                for (size_t j = 0; j < n; j++) {
+                    float x = ((const float *)src)[at + j];
+                    b[j] = x == -INFINITY ? 0 : (uint8_t)lrint((double)N * exp((double)x));
+                }
+                mem = b;
+            } else if (d->raw16[i]) {
                 uint16_t *b = kdd_scratch(d, n * 2, err);
                 if (!b) return -1;
                 for (size_t j = 0; j < n; j++)
@@ -621,8 +684,17 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
     if (w->failed)
         return kd_errf(err, "%s: append: an earlier write to this file failed; close the writer (the file keeps the "
                        "%" PRId64 " sequences before it) and resume", w->partial, m->n_seq);
-    if (check_append(w, n, tokens, loss_mask, ids, values, -1, err)) return -1;
-    if (n == 0) return 0;
+    float *canon = NULL;
+    if (m->sampled && n > 0) {   /* the values as a reader returns them: log(c / N), −inf at masked positions */
+        canon = sample_canon(m, n, loss_mask, values);
+        if (!canon) return kd_errf(err, "%s: append: out of memory", w->partial);
+        values = canon;
+    }
+    int rc0 = check_append(w, n, tokens, loss_mask, ids, values, -1, err);
+    if (rc0 || n == 0) {
+        free(canon);
+        return rc0;
+    }
     int64_t T = m->seq_len, old = m->n_seq, cols = m->k ? m->k : m->vocab_size;
     /* the checksums of what the file will hold (float16 values as they read back) */
     uint64_t *h = malloc((size_t)n * 8);
@@ -630,6 +702,7 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
     if (!h || (m->value_dtype == KD_DUMP_F16 && !m->tokens_only && !v16)) {
         free(h);
         free(v16);
+        free(canon);
         return kd_errf(err, "%s: append: out of memory", w->partial);
     }
     for (int64_t s = 0; s < n; s++) {
@@ -644,7 +717,7 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
     free(v16);
     /* reserve the bytes this append needs (data, checksums, index and metadata with a margin): a
      * full device fails here, before HDF5 has written anything */
-    int64_t idb = m->vocab_size <= 65536 ? 2 : 4, vb = m->value_dtype == KD_DUMP_F16 ? 2 : 4;
+    int64_t idb = m->vocab_size <= 65536 ? 2 : 4, vb = m->sampled ? 1 : m->value_dtype == KD_DUMP_F16 ? 2 : 4;
     int64_t need = n * ((T + 1) * 4 + T + 8 + (m->tokens_only ? 0 : T * cols * vb + (m->k ? T * m->k * idb : 0)));
     need += need / 8 + ((int64_t)64 << 10);
     struct stat st;
@@ -652,6 +725,7 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
         (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)) {
         int e = errno;
         free(h);
+        free(canon);
         return kd_errf(err, "%s: %s: the next %" PRId64 " sequences need %.1f MB; nothing of them was written and the "
                        "%" PRId64 " sequences before them are intact", w->partial, strerror(e), n,
                        (double)need / 1e6, old);
@@ -691,6 +765,7 @@ int kd_dump_writer_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, c
     }
     kdd_leave(&g);
     free(h);
+    free(canon);
     return rc ? -1 : 0;
 }
 

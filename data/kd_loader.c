@@ -321,6 +321,11 @@ static int open_dumps(kd_loader *L, kd_err *err) {
                          "does not mix the two (train on text with alpha 0 from tokens-only dumps, distill from "
                          "teacher dumps)", only, with, wm->k ? "top-k" : "full logits");
             break;
+        } else if (m->sampled != L->meta.sampled) {
+            const char *smp = m->sampled ? o->paths[i] : o->paths[0], *oth = m->sampled ? o->paths[0] : o->paths[i];
+            rc = kd_errf(err, "%s holds sampled classes (distribution \"sampled\") but %s holds a top-k or logits: "
+                         "one loader does not mix the two (they train with different kd_mode)", smp, oth);
+            break;
         } else if (m->seq_len != L->meta.seq_len || m->k != L->meta.k || m->vocab_size != L->meta.vocab_size) {
             rc = kd_errf(err, "%s: seq_len %d, k %d, vocab_size %" PRId64 " differ from %s (%d, %d, %" PRId64 ")",
                          o->paths[i], m->seq_len, m->k, m->vocab_size, o->paths[0], L->meta.seq_len, L->meta.k,
@@ -373,6 +378,7 @@ static int alloc_batch(kd_loader *L, kd_batch *b, kd_err *err) {
     b->T = (int)T;
     b->k = (int)k;
     b->tokens_only = L->tokens_only;
+    b->sampled = L->meta.sampled;
     b->V = L->Vout;
     b->tokens = kd_alloc(B * T * 4, err);
     b->labels = kd_alloc(B * T * 4, err);
@@ -452,6 +458,7 @@ kd_loader *kd_loader_new(const kd_loader_opts *o, kd_err *err) {
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) h = fnv(h, fields[i]);
     for (int i = 0; i < L->n_dumps; i++) h = fnv(h, (uint64_t)kd_dump_get_meta(L->dumps[i])->n_seq);
     if (L->tokens_only) h = fnv(h, 0x6e6f6e65);   /* "none": only here, so older cursors stay valid */
+    if (L->meta.sampled) h = fnv(h, 0x73616d70);  /* "samp": likewise */
     L->hash = h;
     /* buffers and the ring */
     L->n_slots = o->prefetch > 0 ? o->prefetch + 1 : 1;

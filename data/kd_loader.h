@@ -90,6 +90,7 @@ void kd_loader_opts_init(kd_loader_opts *o);
 typedef struct kd_batch {
     int B, T, k;           /* k = 0: full logits, or tokens only */
     int tokens_only;       /* no teacher data: topk_ids, topk_logprobs and logits are NULL */
+    int sampled;           /* the top-k are sampled classes (distribution "sampled"): log p̂ = log(count / N) */
     int64_t V;             /* row width of logits (student_vocab, or the dumps' vocab_size) */
     int64_t epoch, index;  /* the batch's place: batch `index` of epoch `epoch` on this rank */
     int n_rows;            /* rows holding sequences; the rest are padding */

@@ -7,6 +7,7 @@
 #include "teacher/kd_teacher_dump.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,71 @@ void kd_topk_logprobs(const float *logits, int64_t V, int64_t k, int32_t *ids, f
     float lse = kd_logsumexp(logits, V);
     for (int64_t i = 0; i < k; i++) lp[i] = i < n ? logits[ids[i]] - lse : -INFINITY;
     for (int64_t i = n; i < k; i++) ids[i] = 0;
+}
+
+uint64_t kd_sample_stream(uint64_t seed, int64_t seq, int64_t t) {
+    uint64_t h = seed ^ 0x73616d706c656421ULL;   /* "sampled!" */
+    const uint64_t parts[2] = {(uint64_t)seq, (uint64_t)t};
+    for (int i = 0; i < 2; i++) {   /* splitmix64 steps over the parts */
+        h += parts[i] + 0x9e3779b97f4a7c15ULL;
+        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+        h ^= h >> 31;
+    }
+    return h;
+}
+
+void kd_sample_classes(const float *logits, int64_t V, int64_t n, uint64_t stream, double *cum, int32_t *ids,
+                       float *lp) {
+    float m = logits[0];
+    for (int64_t v = 1; v < V; v++) m = logits[v] > m ? logits[v] : m;
+    double acc = 0;
+    for (int64_t v = 0; v < V; v++) cum[v] = acc += exp((double)(logits[v] - m));
+    kd_rng r;
+    kd_rng_seed(&r, stream);
+    int32_t draw[KD_DUMP_MAX_SAMPLES];
+    for (int64_t i = 0; i < n; i++) {   /* inverse CDF: the first v with cum[v] > u·Σ */
+        double u = (double)(kd_rng_u64(&r) >> 11) * (1.0 / 9007199254740992.0) * acc;
+        int64_t lo = 0, hi = V - 1;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (cum[mid] > u) hi = mid;
+            else lo = mid + 1;
+        }
+        int32_t x = (int32_t)lo;
+        int64_t j = i;   /* insertion: draw[] ascending */
+        while (j > 0 && draw[j - 1] > x) {
+            draw[j] = draw[j - 1];
+            j--;
+        }
+        draw[j] = x;
+    }
+    int64_t d = 0;
+    int cnt[KD_DUMP_MAX_SAMPLES];
+    for (int64_t i = 0; i < n; i++) {   /* distinct ids ascending, with counts */
+        if (d > 0 && ids[d - 1] == draw[i]) {
+            cnt[d - 1]++;
+            continue;
+        }
+        ids[d] = draw[i];
+        cnt[d++] = 1;
+    }
+    for (int64_t i = 1; i < d; i++) {   /* by count descending; stable, so equal counts keep ids ascending */
+        int32_t id = ids[i];
+        int c = cnt[i];
+        int64_t j = i;
+        while (j > 0 && cnt[j - 1] < c) {
+            ids[j] = ids[j - 1];
+            cnt[j] = cnt[j - 1];
+            j--;
+        }
+        ids[j] = id;
+        cnt[j] = c;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        lp[i] = i < d ? kd_dump_sample_lp(cnt[i], (int)n) : -INFINITY;
+        if (i >= d) ids[i] = 0;
+    }
 }
 
 /* ---- text → token stream ------------------------------------------------------------ */
@@ -129,6 +195,7 @@ typedef struct gen_pool {
     float *logits;        /* [n_seq, V] one step */
     int32_t *cur;         /* [n_seq] */
     kd_rng *rngs;         /* [n_seq] */
+    double *cum;          /* [n_seq, V] sampled classes' scratch */
 } gen_pool;
 
 /* Sample the pool's n sequences with the engine, all advancing one token per
@@ -152,7 +219,10 @@ static int generate(gen_pool *p, const kd_teacher_dump_opts *o, int32_t bos, int
         for (int64_t i = 0; i < n; i++) {
             const float *lg = p->logits + i * V;
             float *dst = p->vals + (i * T + t - 1) * nv;
-            if (k) kd_topk_logprobs(lg, V, k, p->ids + (i * T + t - 1) * k, dst);
+            if (o->sample > 0)
+                kd_sample_classes(lg, V, k, kd_sample_stream(o->seed, p->idx[i], t - 1), p->cum + i * V,
+                                  p->ids + (i * T + t - 1) * k, dst);
+            else if (k) kd_topk_logprobs(lg, V, k, p->ids + (i * T + t - 1) * k, dst);
             else memcpy(dst, lg, (size_t)V * sizeof *dst);
             p->seqs[i * T1 + t] = sample_row(lg, V, o->gen_temperature, &p->rngs[i]);
         }
@@ -218,7 +288,10 @@ static kd_dump_writer *open_writer(const char *path, const kd_dump_meta *meta, c
     *resumed = w;   /* on a mismatch the caller closes it and keeps the file */
     const kd_dump_meta *h = kd_dump_writer_meta(w);
     char have[300] = "", want[300] = "";
-    if (h->tokens_only != meta->tokens_only) {
+    if (h->sampled != meta->sampled) {
+        snprintf(have, sizeof have, "%s", h->sampled ? "sampled classes" : "no sampled classes");
+        snprintf(want, sizeof want, "%s", meta->sampled ? "sampled classes (--sample)" : "no sampled classes");
+    } else if (h->tokens_only != meta->tokens_only) {
         snprintf(have, sizeof have, "%s", h->tokens_only ? "tokens only" : "a teacher distribution");
         snprintf(want, sizeof want, "%s", meta->tokens_only ? "tokens only (--tokens-only)" : "a teacher distribution");
     } else if (h->k != meta->k) {
@@ -314,6 +387,11 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     if (o->n_text <= 0 && o->generate <= 0) return kd_errf(err, "give text files (--text FILE...) or --generate N");
     if (o->seq_len < 1) return kd_errf(err, "--seq-len must be at least 1");
     if (o->topk < 0) return kd_errf(err, "--topk must be positive (or --full)");
+    if (o->sample < 0 || o->sample > KD_DUMP_MAX_SAMPLES)
+        return kd_errf(err, "--sample %lld: expected 1 to %d draws per position (counts are stored as uint8)",
+                       (long long)o->sample, KD_DUMP_MAX_SAMPLES);
+    if (o->sample > 0 && (only || o->packed))
+        return kd_errf(err, "--sample does not apply to %s", only ? "--tokens-only" : "--compress (a packed top-k)");
     if (o->packed && (only || o->topk == 0))
         return kd_errf(err, "--compress packs a top-k: it does not apply to %s", only ? "--tokens-only" : "--full");
     if (o->topk > KD_DUMP_MAX_K)
@@ -341,6 +419,7 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     int32_t *seqs = NULL, *inputs = NULL, *ids = NULL;
     uint8_t *mask = NULL;
     float *lp = NULL;
+    double *cum = NULL;   /* --sample with --text: [threads, V] */
     kd_dump_tokenizer dt;
     memset(&dt, 0, sizeof dt);
     kd_graph_init(&g, 0, NULL);
@@ -349,7 +428,11 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     int64_t T = o->seq_len, T1 = T + 1, V = m.cfg.vocab_size;
     if (only) {
         /* no teacher: the tokenizer sets the vocabulary, nothing limits T */
-    } else if (o->topk > V) {
+    } else if (o->sample > V) {
+        kd_errf(err, "--sample %lld exceeds the teacher's vocabulary (%s: %lld logits): a sampled dump has one slot "
+                "per draw and at most V distinct ids", (long long)o->sample, o->teacher, (long long)V);
+        goto done;
+    } else if (!o->sample && o->topk > V) {
         kd_errf(err, "--topk %lld exceeds the teacher's vocabulary (%s: %lld logits); use --topk %lld or less, or "
                 "--full", (long long)o->topk, o->teacher, (long long)V, (long long)V);
         goto done;
@@ -391,7 +474,7 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     }
     if (kd_dump_tokenizer_from(tok, &dt, err)) goto done;
 
-    int64_t k = only ? 0 : o->topk;
+    int64_t k = only ? 0 : o->sample > 0 ? o->sample : o->topk;
     int64_t n_total;
     if (o->n_text) {
         if (text_stream(o, tok, &stream, err)) goto done;
@@ -414,6 +497,9 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     meta.packed = o->packed;
     meta.pack_step = o->pack_step;
     meta.pack_knee = o->pack_knee;
+    meta.sampled = !only && o->sample > 0;
+    meta.n_samples = meta.sampled ? (int32_t)o->sample : 0;
+    if (meta.sampled) meta.value_dtype = KD_DUMP_F32;   /* counts; what a reader of a sampled dump reports */
     if (!(wt = open_writer(out, &meta, &dt, &bad, err))) goto done;
     if (o->val_out && o->val_fraction > 0 && !(wv = open_writer(o->val_out, &meta, &dt, &bad, err))) goto done;
     started = 1;
@@ -428,6 +514,10 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
     int64_t vals_per_seq = k ? T * k : T * V;
     lp = only ? NULL : malloc((size_t)(B * vals_per_seq) * sizeof *lp);
     ids = k ? malloc((size_t)(B * T * k) * sizeof *ids) : NULL;
+    if (o->sample > 0 && o->n_text && !(cum = malloc((size_t)omp_get_max_threads() * (size_t)V * sizeof *cum))) {
+        kd_errf(err, "out of memory for the sampling scratch");
+        goto done;
+    }
     if (!seqs || !inputs || !mask || (!only && !lp) || (k && !ids)) {
         kd_errf(err, "out of memory for a batch of %lld sequences", (long long)B);
         goto done;
@@ -465,6 +555,11 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
         pool.logits = malloc((size_t)(S * V) * sizeof *pool.logits);
         pool.cur = malloc((size_t)S * sizeof *pool.cur);
         pool.rngs = malloc((size_t)S * sizeof *pool.rngs);
+        pool.cum = o->sample > 0 ? malloc((size_t)(S * V) * sizeof *pool.cum) : NULL;
+        if (o->sample > 0 && !pool.cum) {
+            kd_errf(err, "out of memory for %lld sampled sequences", (long long)S);
+            goto done;
+        }
         if (!pool.idx || !pool.seqs || (k && !pool.ids) || !pool.vals || !pool.logits || !pool.cur || !pool.rngs) {
             kd_errf(err, "out of memory for %lld sampled sequences", (long long)S);
             goto done;
@@ -535,7 +630,14 @@ static int dump_run(const kd_teacher_dump_opts *o, const char *out, kd_err *err)
                 for (int64_t i = 0; i < n; i++) {
                     kd_graph_reset(&g);
                     kd_tensor *lg = kd_model_logits(&g, &m, inputs + i * T, 1, T);
-                    if (k) {
+                    if (o->sample > 0) {
+                        const int64_t si = idx[i];
+#pragma omp parallel for
+                        for (int64_t r = 0; r < T; r++)
+                            kd_sample_classes(lg->data + r * V, V, k, kd_sample_stream(o->seed, si, r),
+                                              cum + (size_t)omp_get_thread_num() * (size_t)V, ids + (i * T + r) * k,
+                                              lp + (i * T + r) * k);
+                    } else if (k) {
 #pragma omp parallel for
                         for (int64_t r = 0; r < T; r++)
                             kd_topk_logprobs(lg->data + r * V, V, k, ids + (i * T + r) * k, lp + (i * T + r) * k);
@@ -600,6 +702,8 @@ done:
     free(pool.logits);
     free(pool.cur);
     free(pool.rngs);
+    free(pool.cum);
+    free(cum);
     kd_model_free(&m);
     return status;
 }

@@ -83,6 +83,11 @@ typedef struct kd_teacher_dump_opts {
     uint64_t seed;
     int64_t seq_len;              /* T */
     int64_t topk;                 /* 0: full logits */
+    int64_t sample;               /* > 0: sampled classes (distribution "sampled"): this many i.i.d. draws per
+                                     position from the teacher's distribution at T = 1, stored as the distinct
+                                     ids with their counts (k = sample, ≤ KD_DUMP_MAX_SAMPLES; topk is ignored).
+                                     The draws of position t of sequence i come from their own stream
+                                     (seed, i, t): resuming or --batch do not change them */
     kd_dump_dtype dtype;
     int packed;                   /* write the compressed layout "topk-packed-v1" (top-k only) */
     double pack_step, pack_knee;  /* its log-prob quantization; 0 = the defaults (kd_dump_codec.h) */
@@ -99,6 +104,15 @@ typedef struct kd_teacher_dump_opts {
 
 void kd_teacher_dump_opts_init(kd_teacher_dump_opts *o);
 int kd_teacher_dump(const kd_teacher_dump_opts *o, const char *out, kd_err *err);
+
+/* Sampled classes of one row of logits (distribution "sampled"): n i.i.d. draws from softmax(logits)
+ * (T = 1) with the stream seeded by `stream`; ids/lp (room for n) receive the distinct ids drawn, by
+ * count descending (ties: smaller id first), and kd_dump_sample_lp(count, n); unused slots id 0 and
+ * −inf. cum: scratch of V doubles. */
+void kd_sample_classes(const float *logits, int64_t V, int64_t n, uint64_t stream, double *cum, int32_t *ids,
+                       float *lp);
+/* The stream of position t of sequence i (kd_sample_classes). */
+uint64_t kd_sample_stream(uint64_t seed, int64_t seq, int64_t t);
 
 /* Top-k of one row of logits as log-probabilities at temperature 1, sorted
  * descending (ties: smaller id first). ids/lp have room for k. */

@@ -124,7 +124,7 @@ static void test_h5py_writes(void **state) {
         {"topk_missing", {"dataset 'topk_ids' is missing", "'distribution' = \"topk\""}},
         {"logits_missing", {"dataset 'logits' is missing", "'distribution' = \"logits\""}},
         {"inferred_missing", {"dataset 'logits' is missing", "'k' = 0", "needs attribute 'distribution' = \"none\""}},
-        {"bogus", {"attribute 'distribution' = \"probs\"", "expected \"topk\", \"logits\" or \"none\""}},
+        {"bogus", {"attribute 'distribution' = \"probs\"", "expected \"topk\", \"logits\", \"sampled\" or \"none\""}},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         snprintf(path, sizeof path, "%s/%s.h5", dir, cases[c].file);

@@ -43,7 +43,7 @@
 #define TAIL_EPS 1e-6   /* teacher tail mass (at T = 1) treated as "no tail" (forward) / the floor (reverse) */
 
 /* ---- options -------------------------------------------------------------------- */
-static const char *const g_mode_names[] = {"full", "topk_zero", "topk_tail"};
+static const char *const g_mode_names[] = {"full", "topk_zero", "topk_tail", "sampled"};
 static const char *const g_div_names[] = {"forward", "reverse"};
 
 kd_loss_opts kd_loss_opts_default(void) {
@@ -52,7 +52,7 @@ kd_loss_opts kd_loss_opts_default(void) {
 }
 
 const char *kd_teacher_mode_name(kd_teacher_mode m) {
-    return (unsigned)m < 3 ? g_mode_names[m] : "?";
+    return (unsigned)m < 4 ? g_mode_names[m] : "?";
 }
 
 const char *kd_divergence_name(kd_divergence d) {
@@ -60,12 +60,12 @@ const char *kd_divergence_name(kd_divergence d) {
 }
 
 int kd_teacher_mode_parse(const char *s, kd_teacher_mode *out, kd_err *err) {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (s && !strcmp(s, g_mode_names[i])) {
             *out = (kd_teacher_mode)i;
             return 0;
         }
-    return kd_errf(err, "teacher mode '%s': expected full, topk_zero or topk_tail", s ? s : "(null)");
+    return kd_errf(err, "teacher mode '%s': expected full, topk_zero, topk_tail or sampled", s ? s : "(null)");
 }
 
 int kd_divergence_parse(const char *s, kd_divergence *out, kd_err *err) {
@@ -82,7 +82,7 @@ int kd_loss_opts_check(const kd_loss_opts *o, kd_err *err) {
         return kd_errf(err, "distillation loss: alpha %g outside [0, 1]", o->alpha);
     if (!(o->temperature > 0.0f) || !isfinite(o->temperature))
         return kd_errf(err, "distillation loss: temperature %g must be positive and finite", o->temperature);
-    if ((unsigned)o->mode > KD_TEACHER_TOPK_TAIL)
+    if ((unsigned)o->mode > KD_TEACHER_SAMPLED)
         return kd_errf(err, "distillation loss: unknown teacher mode %d", (int)o->mode);
     if ((unsigned)o->div > KD_DIV_REVERSE)
         return kd_errf(err, "distillation loss: unknown divergence %d", (int)o->div);
@@ -90,6 +90,13 @@ int kd_loss_opts_check(const kd_loss_opts *o, kd_err *err) {
         return kd_errf(err, "distillation loss: reverse KL is undefined with teacher mode topk_zero (the teacher has "
                             "zero mass outside its top-k, so KL(student‖teacher) is infinite); use topk_tail or "
                             "the forward divergence");
+    if (o->mode == KD_TEACHER_SAMPLED && o->div == KD_DIV_REVERSE)
+        return kd_errf(err, "distillation loss: reverse KL is undefined with teacher mode sampled (the sampled "
+                            "target p̂ is zero outside the drawn ids); use the forward divergence");
+    if (o->mode == KD_TEACHER_SAMPLED && o->temperature != 1.0f && o->alpha > 0.0f)
+        return kd_errf(err, "distillation loss: temperature %g with teacher mode sampled: the sampled target "
+                            "p̂ = count / N estimates the teacher at T = 1 only (p̂^(1/T) renormalised is not an "
+                            "unbiased estimate of p^(1/T)); set temperature 1", o->temperature);
     if (o->chunk_rows < 0)
         return kd_errf(err, "distillation loss: chunk_rows %lld is negative", (long long)o->chunk_rows);
     return 0;
@@ -409,8 +416,10 @@ static int teacher_row_bad(const kd_loss_batch *b, const kd_loss_opts *o, int64_
             }
         used++;
     }
-    if (!used && o->mode == KD_TEACHER_TOPK_ZERO) {
-        if (msg) snprintf(msg, n, "teacher top-k at row %lld has no usable slot (topk_zero needs one)", (long long)r);
+    if (!used && (o->mode == KD_TEACHER_TOPK_ZERO || o->mode == KD_TEACHER_SAMPLED)) {
+        if (msg)
+            snprintf(msg, n, "teacher top-k at row %lld has no usable slot (%s needs one)", (long long)r,
+                     kd_teacher_mode_name(o->mode));
         return 1;
     }
     return 0;

@@ -47,6 +47,19 @@
  *                         would make KL(P‖q) infinite). When K covers the whole vocabulary
  *                         there is no tail bucket on either side.
  *
+ *   KD_TEACHER_SAMPLED    sampled classes (RS-KD, a dump of distribution "sampled"): the
+ *                         top-k inputs hold the distinct ids of N i.i.d. draws from the
+ *                         teacher's p (T = 1) with log p̂_i = log(count_i / N). The term is
+ *                         D = Σ_K p̂_i (log p̂_i − log s_i), s = softmax(z) over the FULL
+ *                         vocabulary: the topk_zero computation at T = 1 (p̂ sums to 1, so
+ *                         renormalising changes nothing). Its gradient, s_j − p̂_j, has
+ *                         expectation s_j − p_j (E[p̂] = p): unbiased for the gradient of the
+ *                         full KL(p‖s). The value D is a biased estimate of KL(p‖s) (it is
+ *                         H(p̂, s) − H(p̂), and E[H(p̂)] < H(p)); −Σ p̂ log s alone is unbiased
+ *                         for H(p, s). Only T = 1 and the forward divergence: p̂^{1/T}
+ *                         renormalised is not an unbiased estimate of p^{1/T}/Z, and the
+ *                         reverse KL against a sparse p̂ is infinite; both are refused.
+ *
  * Top-k inputs: slots sorted by log-prob (descending, not required), padded
  * with id −1 and/or log-prob −inf (such slots are ignored). Ids must lie in
  * [0, V) and be distinct within a row. Teacher values of ignored rows are never
@@ -71,6 +84,7 @@ typedef enum kd_teacher_mode {
     KD_TEACHER_FULL = 0,       /* full teacher logits [N, V] */
     KD_TEACHER_TOPK_ZERO = 1,  /* top-k log-probs, zero mass outside the top-k */
     KD_TEACHER_TOPK_TAIL = 2,  /* top-k log-probs plus a tail bucket */
+    KD_TEACHER_SAMPLED = 3,    /* sampled classes: p̂ = count / N over the drawn ids (RS-KD), T = 1 */
 } kd_teacher_mode;
 
 typedef enum kd_divergence {
@@ -94,8 +108,9 @@ typedef struct kd_loss_batch {
     const int32_t *labels;          /* [N]: target ids, or KD_IGNORE_INDEX */
     const float *teacher_logits;    /* [N, V] (KD_TEACHER_FULL) */
     const int32_t *topk_ids;        /* [N, k] (top-k modes) */
-    const float *topk_logprobs;     /* [N, k], log-probs at T = 1 */
+    const float *topk_logprobs;     /* [N, k], log-probs at T = 1 (sampled: log p̂ = log(count / N)) */
     int64_t k;
+    int sampled;                    /* the top-k inputs are sampled classes (a dump of distribution "sampled") */
 } kd_loss_batch;
 
 typedef struct kd_loss_stats {
@@ -112,7 +127,7 @@ kd_loss_opts kd_loss_opts_default(void);
 /* Reject out-of-range values and ill-defined combinations (topk_zero + reverse). */
 int kd_loss_opts_check(const kd_loss_opts *o, kd_err *err);
 
-/* "full" / "topk_zero" / "topk_tail" and "forward" / "reverse" (for configs). */
+/* "full" / "topk_zero" / "topk_tail" / "sampled" and "forward" / "reverse" (for configs). */
 const char *kd_teacher_mode_name(kd_teacher_mode m);
 const char *kd_divergence_name(kd_divergence d);
 int kd_teacher_mode_parse(const char *s, kd_teacher_mode *out, kd_err *err);

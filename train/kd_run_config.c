@@ -67,6 +67,13 @@ static int one_of(const char *name, const char *key, const char *v, const char *
                    c ? ", \"" : "", c ? c : "", c ? "\"" : "");
 }
 
+static int one_of4(const char *name, const char *key, const char *v, const char *a, const char *b, const char *c,
+                   const char *d, kd_err *err) {
+    if (!strcmp(v, d)) return 0;
+    if (!strcmp(v, a) || !strcmp(v, b) || !strcmp(v, c)) return 0;
+    return kd_errf(err, "%s: '%s' is \"%s\", expected one of \"%s\", \"%s\", \"%s\", \"%s\"", name, key, v, a, b, c, d);
+}
+
 int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *name, kd_err *err) {
     memset(c, 0, sizeof *c);
     if (!cJSON_IsObject(root)) return kd_errf(err, "%s: expected a JSON object", name);
@@ -158,7 +165,7 @@ int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *nam
         kd_json_get_string(root, "lean_v", name, 0, c->lean_v, sizeof c->lean_v, err) ||
         kd_json_get_string(root, "lean_clip", name, 0, c->lean_clip, sizeof c->lean_clip, err))
         return -1;
-    if (one_of(name, "kd_mode", c->kd_mode, "full", "topk_zero", "topk_tail", err) ||
+    if (one_of4(name, "kd_mode", c->kd_mode, "full", "topk_zero", "topk_tail", "sampled", err) ||
         one_of(name, "divergence", c->divergence, "forward", "reverse", NULL, err) ||
         one_of(name, "vocab_policy", c->vocab_policy, "strict", "pad", NULL, err) ||
         one_of(name, "memory_mode", c->memory_mode, "fp32", "lean", NULL, err) ||
@@ -182,6 +189,13 @@ int kd_run_config_from_json(kd_run_config *c, const cJSON *root, const char *nam
     if (c->teacher[0] && (c->teacher_topk == 0) != !strcmp(c->kd_mode, "full"))
         return kd_errf(err, "%s: teacher_topk %lld needs kd_mode %s, got \"%s\"", name, (long long)c->teacher_topk,
                        c->teacher_topk ? "\"topk_tail\" or \"topk_zero\"" : "\"full\"", c->kd_mode);
+    if (!strcmp(c->kd_mode, "sampled") && c->alpha > 0 && c->temperature != 1.0)
+        return kd_errf(err, "%s: kd_mode \"sampled\" needs \"temperature\": 1, got %g (the sampled target p̂ = count / N "
+                       "estimates the teacher at T = 1 only; docs/dump-format.md, \"Sampled dumps\")", name,
+                       c->temperature);
+    if (!strcmp(c->kd_mode, "sampled") && c->teacher[0])
+        return kd_errf(err, "%s: kd_mode \"sampled\" reads sampled classes from a dump; with \"teacher\" (online) "
+                       "use topk_tail, topk_zero or full", name);
     if (c->steps == 0 && c->tokens == 0) return kd_errf(err, "%s: set 'steps' or 'tokens' (both are 0)", name);
     if (c->lr_min > c->lr) return kd_errf(err, "%s: 'lr_min' %g is above 'lr' %g", name, c->lr_min, c->lr);
     return 0;

@@ -219,6 +219,12 @@ static int open_loaders(run *r, kd_err *err) {
     } else if (meta->k == 0 && strcmp(rc->kd_mode, "full"))
         return kd_errf(err, "kd_mode \"%s\" needs a top-k dump, but %s holds full logits (use kd_mode \"full\")",
                        rc->kd_mode, rc->train_data[0]);
+    if (!r->is_online && meta->sampled != !strcmp(rc->kd_mode, "sampled"))
+        return kd_errf(err, meta->sampled ? "%s holds sampled classes (distribution \"sampled\"): train it with "
+                                            "\"kd_mode\": \"sampled\" (and temperature 1), not \"%s\""
+                                          : "%s holds no sampled classes: \"kd_mode\": \"%s\" needs a dump written with "
+                                            "kd teacher dump --sample",
+                       rc->train_data[0], rc->kd_mode);
     if (!r->is_online && meta->k > 0 && !strcmp(rc->kd_mode, "full"))
         return kd_errf(err, "kd_mode \"full\" needs full teacher logits, but %s holds top-%d (use topk_tail or topk_zero)",
                        rc->train_data[0], meta->k);
@@ -590,7 +596,7 @@ static int load_trainer_state(run *r, const char *dir, kd_err *err) {
 /* ---- evaluation ---------------------------------------------------------------------- */
 
 static kd_loss_batch loss_batch(const kd_batch *b) {
-    return (kd_loss_batch){b->labels, b->logits, b->topk_ids, b->topk_logprobs, b->k};
+    return (kd_loss_batch){b->labels, b->logits, b->topk_ids, b->topk_logprobs, b->k, b->sampled};
 }
 
 /* The validation set scored by kd_eval_batch (train/kd_eval.h): the metrics do not depend on
