@@ -27,6 +27,7 @@
 
 #include "autograd/kd_ops.h"
 #include "core/kd_file.h"
+#include "core/kd_json.h"
 #include "core/kd_rng.h"
 #include "data/kd_dump.h"
 #include "format/kd_safetensors.h"
@@ -411,7 +412,7 @@ static void test_dump(void **state) {
     assert_true(s.m.sampled && s.m.n_samples == 24 && s.m.k == 24);
     assert_memory_equal(s.tok, f.tok, (size_t)(s.m.n_seq * (s.m.seq_len + 1)) * 4);
     const int64_t P = s.m.n_seq * s.m.seq_len, V = f.m.vocab_size, k = s.m.k;
-    double sum = 0, sum2 = 0;
+    double sum = 0, sum2 = 0, ent = 0;
     int64_t used = 0;
     double *p = malloc((size_t)V * sizeof *p);
     for (int64_t i = 0; i < P; i++) {
@@ -424,11 +425,30 @@ static void test_dump(void **state) {
             if (s.val[i * k + u] != -INFINITY) est += exp(s.val[i * k + u]) * log(p[s.ids[i * k + u]]);
         sum += est - H;
         sum2 += var / k;   /* the variance of est: Var(log p) / N */
+        ent -= H;
         used++;
     }
     free(p);
     assert_true(used > 50);
     if (fabs(sum) > 5 * sqrt(sum2)) fail_msg("sum over positions of (est - E) = %g, standard error %g", sum, sqrt(sum2));
+    /* kd eval of the teacher itself on the sampled dump: xent = -Σ p̂ log p estimates the teacher's
+     * entropy (from the full dump) without bias; kl and top1 are left out */
+    assert_int_equal(kd(NULL, "eval --model teacher --data s.h5"), 0);
+    {
+        char *js = slurp("out.txt");
+        cJSON *o = cJSON_Parse(js);
+        assert_non_null(o);
+        const cJSON *x = cJSON_GetObjectItem(o, "xent"), *t = cJSON_GetObjectItem(o, "tokens");
+        assert_true(cJSON_IsNumber(x) && cJSON_IsNumber(t));
+        assert_null(cJSON_GetObjectItem(o, "kl"));
+        assert_null(cJSON_GetObjectItem(o, "top1"));
+        assert_int_equal((int64_t)t->valuedouble, used);
+        const double want = ent / (double)used, se = sqrt(sum2) / (double)used;
+        fprintf(stderr, "kd eval xent %.5f, teacher entropy %.5f (standard error %.5f)\n", x->valuedouble, want, se);
+        assert_true(fabs(x->valuedouble - want) <= 5 * se + 1e-4);
+        cJSON_Delete(o);
+        free(js);
+    }
     free_all(&s);
     free_all(&f);
 
