@@ -195,9 +195,14 @@ static void checkpoint_seed(const kd_model *m, kd_st_dtype dt, const char *name)
 
 /* ---- dumps ------------------------------------------------------------------------- */
 
-static void dump_seed(const char *name, int32_t k, int tokens_only, kd_dump_dtype vt, const kd_tokenizer *tok) {
+/* layout: 0 plain, 1 packed ("topk-packed-v1"), 2 sampled classes (k draws: counts 2, 1, …, 1, one slot unused) */
+static void dump_seed(const char *name, int32_t k, int tokens_only, kd_dump_dtype vt, const kd_tokenizer *tok,
+                      int layout) {
     const int32_t V = 40, T = 6, N = 3;
     kd_dump_meta meta = {0};
+    meta.packed = layout == 1;
+    meta.sampled = layout == 2;
+    meta.n_samples = layout == 2 ? k : 0;
     meta.vocab_size = V;
     meta.k = tokens_only ? 0 : k;
     meta.seq_len = T;
@@ -238,6 +243,9 @@ static void dump_seed(const char *name, int32_t k, int tokens_only, kd_dump_dtyp
             vals[i * k + j] = lg[best] - mx - logf(s);
             lg[best] = -INFINITY;
         }
+        if (layout == 2)   /* k draws: the first id twice, the next k − 2 once, the last slot unused */
+            for (int j = 0; j < k; j++)
+                vals[i * k + j] = j == k - 1 ? -INFINITY : kd_dump_sample_lp(j == 0 ? 2 : 1, k);
     }
     check(kd_dump_writer_append(w, N, tokens, mask, tokens_only ? NULL : k ? ids : NULL, tokens_only ? NULL : vals,
                                 &g_err), "dump append");
@@ -305,9 +313,11 @@ int main(int argc, char **argv) {
     copy_in("checkpoint", "config-only.json", p);
 
     /* dumps */
-    dump_seed("topk4-f16-spm.h5", 4, 0, KD_DUMP_F16, spm);
-    dump_seed("logits-f32.h5", 0, 0, KD_DUMP_F32, NULL);
-    dump_seed("tokens-only-bpe.h5", 0, 1, KD_DUMP_F16, bpe);
+    dump_seed("topk4-f16-spm.h5", 4, 0, KD_DUMP_F16, spm, 0);
+    dump_seed("logits-f32.h5", 0, 0, KD_DUMP_F32, NULL, 0);
+    dump_seed("tokens-only-bpe.h5", 0, 1, KD_DUMP_F16, bpe, 0);
+    dump_seed("topk4-packed.h5", 4, 0, KD_DUMP_F16, NULL, 1);
+    dump_seed("sampled4.h5", 4, 0, KD_DUMP_F16, NULL, 2);
 
     /* run.json */
     run_seed("minimal.json", "{\"student\": \"configs/student-tiny.json\", \"train_data\": \"train.h5\"}\n", NULL);
