@@ -288,6 +288,7 @@ void kdd_free(kd_dump *d) {
     for (int i = 0; i < D_COUNT; i++) closeh(&d->ds[i]);
     kdd_pack_free(d);
     if (d->file >= 0) H5Fclose(d->file);
+    if (d->tok_state == 1) kd_dump_tokenizer_free(&d->tok_cache);
     free(d->scratch);
     free(d);
 }
@@ -813,14 +814,45 @@ out:
     return rc;
 }
 
+/* A deep copy of src into dst (zeroed first); -1 when out of memory. */
+static int tokenizer_copy(kd_dump_tokenizer *dst, const kd_dump_tokenizer *src) {
+    *dst = *src;
+    dst->piece_bytes = NULL, dst->piece_offsets = NULL, dst->scores = NULL, dst->types = NULL;
+    dst->merge_bytes = NULL, dst->merge_offsets = NULL;
+    const size_t n = (size_t)src->n, nb = src->piece_offsets ? (size_t)src->piece_offsets[n] : 0,
+                 nm = (size_t)src->n_merges, mb = src->merge_offsets ? (size_t)src->merge_offsets[nm] : 0;
+#define DUP(field, count)                                                                                              \
+    if (src->field && !(dst->field = malloc((count) * sizeof *src->field + 1))) return -1;                           \
+    if (src->field) memcpy(dst->field, src->field, (count) * sizeof *src->field);
+    DUP(piece_bytes, nb)
+    DUP(piece_offsets, n + 1)
+    DUP(scores, n)
+    DUP(types, n)
+    DUP(merge_bytes, mb)
+    DUP(merge_offsets, nm + 1)
+#undef DUP
+    return 0;
+}
+
 int kd_dump_read_tokenizer(kd_dump *d, kd_dump_tokenizer *tok, kd_err *err) {
     memset(tok, 0, sizeof *tok);
-    kdd_guard g;
-    kdd_enter(&g);
-    int rc = kdd_read_tokenizer(d->file, d->path, d->meta.vocab_size, tok, err);
-    kdd_leave(&g);
-    if (rc) kd_dump_tokenizer_free(tok);
-    return rc;
+    if (d->tok_state == 0) {   /* the first call reads the group; later ones copy what it gave */
+        kdd_guard g;
+        kdd_enter(&g);
+        int rc = kdd_read_tokenizer(d->file, d->path, d->meta.vocab_size, &d->tok_cache, &d->tok_err);
+        kdd_leave(&g);
+        if (rc) kd_dump_tokenizer_free(&d->tok_cache);
+        d->tok_state = rc ? -1 : 1;
+    }
+    if (d->tok_state < 0) {
+        if (err) *err = d->tok_err;
+        return -1;
+    }
+    if (tokenizer_copy(tok, &d->tok_cache)) {
+        kd_dump_tokenizer_free(tok);
+        return kd_errf(err, "%s: out of memory for the tokenizer", d->path);
+    }
+    return 0;
 }
 
 void kd_dump_tokenizer_free(kd_dump_tokenizer *t) {

@@ -26,6 +26,12 @@ struct kd_dump {
     void *scratch;
     size_t scratch_cap;
     struct kdd_pack *pack; /* the compressed layout "topk-packed-v1" (kd_dump_pack.c); NULL = plain datasets */
+    /* group 'tokenizer' as first read (kd_dump_read_tokenizer): read once per open, since
+     * libhdf5 1.10 can fail on a damaged file's second read of the same variable-length string
+     * (a memcpy overlap in H5HG_read that its first read, and the probe child, passed) */
+    int tok_state;         /* 0 unread, 1 read (tok_cache), -1 refused (tok_err) */
+    kd_dump_tokenizer tok_cache;
+    kd_err tok_err;
 };
 
 /* The HDF5 lock, with HDF5's error printing silenced while it is held. */
