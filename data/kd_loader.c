@@ -106,19 +106,19 @@ static void pad_row(kd_loader *L, kd_batch *b, int row) {
     b->seq[row] = -1;
 }
 
-/* Whether some (uint32_t)ids[i] ≥ limit, i < n: 8 at a time (a plain loop stays scalar at -O2). */
+/* Whether some (uint32_t)ids[i] ≥ limit (≥ 1), i < n: 4 at a time (SSE2's width), signed compares (a plain
+ * loop stays scalar at -O2, and SSE2 has no unsigned compare). */
 static int any_at_least(const int32_t *ids, size_t n, uint32_t limit) {
-    typedef uint32_t v8u __attribute__((vector_size(32)));
-    typedef int32_t v8i __attribute__((vector_size(32)));
-    v8i hit = {0};
+    typedef int32_t v4i __attribute__((vector_size(16)));
+    const int32_t top = limit - 1 > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)(limit - 1);
+    v4i hit = {0};
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        v8u v;
+    for (; i + 4 <= n; i += 4) {
+        v4i v;
         memcpy(&v, ids + i, sizeof v);
-        hit |= v >= limit;
+        hit |= (v < 0) | (v > top);
     }
-    int any = 0;
-    for (int j = 0; j < 8; j++) any |= hit[j];
+    int any = (hit[0] | hit[1]) | (hit[2] | hit[3]);
     for (; i < n; i++) any |= (uint32_t)ids[i] >= limit;
     return any != 0;
 }
