@@ -270,6 +270,19 @@ static inline __attribute__((always_inline)) uint32_t get_rice(const uint8_t *in
 
 size_t kd_pack_pad(const kd_pack_codec *c) { return kd_pack_bound(c, 1) + 16; }
 
+/* The number of trailing one bits of x, or any value ≥ QMAX when there are ≥ QMAX of them. With BMI1,
+ * tzcnt of ~x (64 for x = all ones) saves the OR that makes __builtin_ctzll's argument nonzero. */
+static inline __attribute__((always_inline)) int ones_tzcnt(uint64_t x) {
+    uint64_t r;
+    __asm__("tzcnt %1, %0" : "=r"(r) : "r"(~x) : "cc");
+    return (int)r;
+}
+#if defined(__x86_64__)
+#define ONES(x) (bmi ? ones_tzcnt(x) : __builtin_ctzll(~(x) | (1ull << QMAX)))
+#else
+#define ONES(x) __builtin_ctzll(~(x) | (1ull << QMAX))
+#endif
+
 /* One Rice symbol through a window (the decoder's fast path, see decode_body): the symbol starts at
  * bit p and w holds at least 16 + r valid bits from p (zeros past them). The peek at p is issued
  * first and the next symbol's window is cut from it, so its load overlaps this symbol's decoding.
@@ -278,7 +291,7 @@ size_t kd_pack_pad(const kd_pack_codec *c) { return kd_pack_bound(c, 1) + 16; }
     do {                                                                                       \
         const uint64_t at_ = (p), fresh_ = peek(in, at_); /* ≥ 57 valid bits */                 \
         const uint64_t x_ = (w);                                                               \
-        const int q_ = __builtin_ctzll(~x_ | (1ull << QMAX));                                  \
+        const int q_ = ONES(x_);                                                               \
         if (__builtin_expect(q_ < QMAX, 1)) {                                                  \
             const int n_ = q_ + 1 + (r);                                                       \
             (out) = ((uint32_t)q_ << (r)) | (uint32_t)((x_ >> (q_ + 1)) & ((1u << (r)) - 1));  \
@@ -303,7 +316,8 @@ size_t kd_pack_pad(const kd_pack_codec *c) { return kd_pack_bound(c, 1) + 16; }
  * shifts where the CPU has them (picked at run time); both give the same values. */
 static inline __attribute__((always_inline)) int decode_body(const kd_pack_codec *c, int64_t T, const uint8_t *mask,
                                                             const uint8_t *in, size_t n, int32_t *ids, float *lp,
-                                                            int64_t *bad_t, uint64_t *bits) {
+                                                            int64_t *bad_t, uint64_t *bits, const int bmi) {
+    (void)bmi;
     static const int lo[4] = {0, 1, 4, 16};
     const int k = c->k, kb = ceil_log2(k);
     int r_id[4], r_val[4];
@@ -395,13 +409,13 @@ static inline __attribute__((always_inline)) int decode_body(const kd_pack_codec
 __attribute__((target("bmi,bmi2"))) static int decode_bmi2(const kd_pack_codec *c, int64_t T, const uint8_t *mask,
                                                            const uint8_t *in, size_t n, int32_t *ids, float *lp,
                                                            int64_t *bad_t, uint64_t *bits) {
-    return decode_body(c, T, mask, in, n, ids, lp, bad_t, bits);
+    return decode_body(c, T, mask, in, n, ids, lp, bad_t, bits, 1);
 }
 #endif
 
 static int decode_generic(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const uint8_t *in, size_t n,
                           int32_t *ids, float *lp, int64_t *bad_t, uint64_t *bits) {
-    return decode_body(c, T, mask, in, n, ids, lp, bad_t, bits);
+    return decode_body(c, T, mask, in, n, ids, lp, bad_t, bits, 0);
 }
 
 int kd_pack_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const uint8_t *in, size_t n,
