@@ -382,7 +382,7 @@ int kd_dump_check_position(const kd_dump_meta *m, const int32_t *ids, const floa
     double bounds[3];
     pthread_once(&g_cpu_once, cpu_once);
 #if defined(__x86_64__)
-    int clean = g_avx2 ? fast_avx2(ids, values, m->k, m->vocab_size, stamp, mark, bounds)
+    int clean = g_avx2 && !kd_cpu_generic() ? fast_avx2(ids, values, m->k, m->vocab_size, stamp, mark, bounds)
                        : fast_generic(ids, values, m->k, m->vocab_size, stamp, mark, bounds);
 #else
     int clean = fast_generic(ids, values, m->k, m->vocab_size, stamp, mark, bounds);

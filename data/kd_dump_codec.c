@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/kd_cpu.h"
+
 #define QMAX 16        /* unary length that means "escape" */
 #define Q0_BITS 24     /* escape width of q0 */
 #define DC_BITS 16     /* escape width of a grid-code difference */
@@ -426,7 +428,7 @@ int kd_pack_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const
     int64_t t = 0;
     uint64_t b[4];
 #if defined(__x86_64__)
-    int rc = __builtin_cpu_supports("bmi2") ? decode_bmi2(c, T, mask, in, n, ids, lp, &t, b)
+    int rc = __builtin_cpu_supports("bmi2") && !kd_cpu_generic() ? decode_bmi2(c, T, mask, in, n, ids, lp, &t, b)
                                             : decode_generic(c, T, mask, in, n, ids, lp, &t, b);
 #else
     int rc = decode_generic(c, T, mask, in, n, ids, lp, &t, b);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/kd_cpu.h"
 #include "data/kd_dump.h"
 #include "data/kd_dump_codec.h"
 #include "data/kd_loader.h"
@@ -209,7 +210,8 @@ static void test_decoder_matches_reference(void **state) {
     int32_t *ia = malloc(TMAX * KMAX * 4), *ib = malloc(TMAX * KMAX * 4), *ids = malloc(TMAX * KMAX * 4);
     float *la = malloc(TMAX * KMAX * 4), *lb = malloc(TMAX * KMAX * 4), *lp = malloc(TMAX * KMAX * 4);
     int agree_ok = 0, agree_bad = 0;
-    for (int trial = 0; trial < 3000; trial++) {
+    for (int trial = 0; trial < 6000; trial++) {
+        kd_cpu_set_generic(trial >= 3000);   /* the CPU's decoder, then the plain x86-64 one */
         kd_pack_codec *c = &codecs[kd_rng_below(&r, NV)][kd_rng_below(&r, NK)];
         int k = c->k;
         int64_t T = 1 + (int64_t)kd_rng_below(&r, TMAX);
@@ -271,7 +273,8 @@ static void test_decoder_matches_reference(void **state) {
         }
         free(buf);
     }
-    assert_true(agree_ok > 1000 && agree_bad > 500);   /* both outcomes were exercised */
+    kd_cpu_set_generic(0);
+    assert_true(agree_ok > 2000 && agree_bad > 1000);   /* both outcomes were exercised */
     for (int v = 0; v < NV; v++)
         for (int i = 0; i < NK; i++) kd_pack_free(&codecs[v][i]);
     free(ia);
