@@ -259,7 +259,7 @@ static inline uint64_t peek(const uint8_t *in, uint64_t pos) {
 /* One Rice symbol at *pos; the caller checks *pos against the end afterwards. */
 static inline __attribute__((always_inline)) uint32_t get_rice(const uint8_t *in, uint64_t *pos, int r, int wide) {
     uint64_t x = peek(in, *pos);
-    int q = __builtin_ctzll(~x);
+    int q = __builtin_ctzll(~x | (1ull << QMAX));   /* (x all ones: ctz of 0 is undefined) */
     if (q < QMAX) {
         *pos += (uint64_t)(q + 1 + r);
         return ((uint32_t)q << r) | (uint32_t)((x >> (q + 1)) & ((1u << r) - 1));
