@@ -256,10 +256,25 @@ static inline uint64_t peek(const uint8_t *in, uint64_t pos) {
     return x >> (pos & 7);
 }
 
+/* The number of trailing one bits of x, or any value ≥ QMAX when there are ≥ QMAX of them. With BMI1,
+ * tzcnt of ~x (64 for x = all ones) saves the OR that makes __builtin_ctzll's argument nonzero. */
+#if defined(__x86_64__)
+static inline __attribute__((always_inline)) int ones_tzcnt(uint64_t x) {
+    uint64_t r;
+    __asm__("tzcnt %1, %0" : "=r"(r) : "r"(~x) : "cc");
+    return (int)r;
+}
+#define ONES(x) (bmi ? ones_tzcnt(x) : __builtin_ctzll(~(x) | (1ull << QMAX)))
+#else
+#define ONES(x) __builtin_ctzll(~(x) | (1ull << QMAX))
+#endif
+
 /* One Rice symbol at *pos; the caller checks *pos against the end afterwards. */
-static inline __attribute__((always_inline)) uint32_t get_rice(const uint8_t *in, uint64_t *pos, int r, int wide) {
+static inline __attribute__((always_inline)) uint32_t get_rice(const uint8_t *in, uint64_t *pos, int r, int wide,
+                                                               const int bmi) {
+    (void)bmi;
     uint64_t x = peek(in, *pos);
-    int q = __builtin_ctzll(~x | (1ull << QMAX));   /* (x all ones: ctz of 0 is undefined) */
+    int q = ONES(x);
     if (q < QMAX) {
         *pos += (uint64_t)(q + 1 + r);
         return ((uint32_t)q << r) | (uint32_t)((x >> (q + 1)) & ((1u << r) - 1));
@@ -272,18 +287,6 @@ static inline __attribute__((always_inline)) uint32_t get_rice(const uint8_t *in
 
 size_t kd_pack_pad(const kd_pack_codec *c) { return kd_pack_bound(c, 1) + 16; }
 
-/* The number of trailing one bits of x, or any value ≥ QMAX when there are ≥ QMAX of them. With BMI1,
- * tzcnt of ~x (64 for x = all ones) saves the OR that makes __builtin_ctzll's argument nonzero. */
-static inline __attribute__((always_inline)) int ones_tzcnt(uint64_t x) {
-    uint64_t r;
-    __asm__("tzcnt %1, %0" : "=r"(r) : "r"(~x) : "cc");
-    return (int)r;
-}
-#if defined(__x86_64__)
-#define ONES(x) (bmi ? ones_tzcnt(x) : __builtin_ctzll(~(x) | (1ull << QMAX)))
-#else
-#define ONES(x) __builtin_ctzll(~(x) | (1ull << QMAX))
-#endif
 
 /* One Rice symbol through a window (the decoder's fast path, see decode_body): the symbol starts at
  * bit p and w holds at least 16 + r valid bits from p (zeros past them). The peek at p is issued
@@ -352,9 +355,9 @@ static inline __attribute__((always_inline)) int decode_body(const kd_pack_codec
             pa += 1 + (uint64_t)kb;
             if (nf > k) goto bad;
         }
-        float r0 = -(float)get_rice(in, &pa, r_val[0], Q0_BITS) * step;
+        float r0 = -(float)get_rice(in, &pa, r_val[0], Q0_BITS, bmi) * step;
         l[0] = r0;
-        uint32_t rk = get_rice(in, &pb, r_id[0], idb), rmax = rk;
+        uint32_t rk = get_rice(in, &pb, r_id[0], idb, bmi), rmax = rk;
         uint64_t code = 0;
         id[0] = order[rk < V ? rk : 0];
         for (int b = 1; b < 4; b++) {
@@ -377,7 +380,7 @@ static inline __attribute__((always_inline)) int decode_body(const kd_pack_codec
                 for (; j < j1; j++) {
                     uint32_t dc;
                     RICE_W(dc, pa, wa, rv, DC_BITS);
-                    rk = get_rice(in, &pb, ri, idb);
+                    rk = get_rice(in, &pb, ri, idb, bmi);
                     code += dc;
                     rmax = rk > rmax ? rk : rmax;
                     l[j] = r0 - gap[code < cmax ? code : cmax];
@@ -385,8 +388,8 @@ static inline __attribute__((always_inline)) int decode_body(const kd_pack_codec
                 }
             } else {
                 for (; j < j1; j++) {
-                    code += get_rice(in, &pa, rv, DC_BITS);
-                    rk = get_rice(in, &pb, ri, idb);
+                    code += get_rice(in, &pa, rv, DC_BITS, bmi);
+                    rk = get_rice(in, &pb, ri, idb, bmi);
                     rmax = rk > rmax ? rk : rmax;
                     l[j] = r0 - gap[code < cmax ? code : cmax];
                     id[j] = order[rk < V ? rk : 0];
