@@ -34,6 +34,20 @@ void kd_cpu_detect(kd_cpu_info *cpu) {
     cpu->f16c = (c >> 29) & 1;
 }
 
+static int g_generic = -1;   /* −1: not read from the environment yet */
+
+int kd_cpu_generic(void) {
+    int g = __atomic_load_n(&g_generic, __ATOMIC_RELAXED);
+    if (g < 0) {
+        const char *e = getenv("KD_ISA");
+        g = e && !strcmp(e, "scalar");
+        __atomic_store_n(&g_generic, g, __ATOMIC_RELAXED);
+    }
+    return g;
+}
+
+void kd_cpu_set_generic(int on) { __atomic_store_n(&g_generic, on != 0, __ATOMIC_RELAXED); }
+
 void kd_cpu_describe(const kd_cpu_info *cpu, char *out, size_t n) {
     out[0] = '\0';
     struct { int on; const char *name; } f[] = {

@@ -42,6 +42,12 @@ void kd_blas_select(int argc, char **argv);
 /* One line describing the BLAS choice, for `kd --version` and logs. */
 void kd_blas_describe(char *out, size_t n);
 
+/* 1 when the data layer's CPU-specific paths (the loader's vector check, the packed decoder's BMI
+ * clone) must take their plain x86-64 versions: KD_ISA=scalar in the environment, or
+ * kd_cpu_set_generic(1) (tests compare the paths; both give the same results). */
+int kd_cpu_generic(void);
+void kd_cpu_set_generic(int on);
+
 /* Threads OpenMP (and the OpenMP OpenBLAS) will use. */
 int kd_num_threads(void);
 

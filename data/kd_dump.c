@@ -338,6 +338,13 @@ static int open_dataset(kd_dump *d, int i, int required, int rank, const int64_t
         if (i == D_VALUES) d->meta.value_dtype = dt == DT_F16 ? KD_DUMP_F16 : KD_DUMP_F32;
         if (i == D_VALUES && d->meta.sampled) d->meta.value_dtype = KD_DUMP_F32;   /* as a reader returns them */
     }
+#if H5_VERSION_GE(1, 10, 3) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (!rc && (i == D_TOKENS || i == D_MASK) && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_nfilters(dcpl) == 0) {
+        hsize_t cdims[8] = {0};
+        hid_t want_t = i == D_MASK ? H5T_STD_U8LE : d->raw16[i] ? H5T_STD_U16LE : H5T_STD_I32LE;
+        d->direct[i] = H5Pget_chunk(dcpl, 8, cdims) == 2 && cdims[0] == 1 && cdims[1] == dims[1] && H5Tequal(ty, want_t) > 0;
+    }
+#endif
     for (int j = 0, nf = rc ? 0 : H5Pget_nfilters(dcpl); j < nf; j++) {
         unsigned flags, cd[8];
         size_t ncd = 8;
@@ -658,8 +665,30 @@ int kdd_read_3d(kd_dump *d, int i, int64_t s0, int64_t ns, int64_t p0, int64_t n
     return 0;
 }
 
+/* One sequence of tokens / loss_mask as its chunk's raw bytes (d->direct[i]): 0, or -1 when the chunk
+ * cannot be read so (e.g. never written: the caller's H5Dread then gives the fill value or the error). */
+static int read_chunk(kd_dump *d, int i, int64_t s, void *out) {
+#if H5_VERSION_GE(1, 10, 3)
+    hsize_t off[2] = {(hsize_t)s, 0};
+    uint32_t filters = 0;   /* (an unallocated chunk fails; without filters a chunk is exactly cols elements) */
+    if (H5Dread_chunk(d->ds[i], H5P_DEFAULT, off, &filters, out) < 0 || filters) return -1;
+    return 0;
+#else
+    (void)d, (void)i, (void)s, (void)out;
+    return -1;
+#endif
+}
+
 int kdd_read_2d(kd_dump *d, int i, int64_t s0, int64_t ns, void *out, kd_err *err) {
     int64_t cols = d->meta.seq_len + (i == D_TOKENS);
+    if (ns == 1 && d->direct[i] && s0 < d->dims0[i]) {   /* the loader's reads: one sequence */
+        void *buf = i == D_TOKENS && d->raw16[i] ? kdd_scratch(d, (size_t)cols * 2, err) : out;
+        if (buf && !read_chunk(d, i, s0, buf)) {
+            if (buf != out) u16_to_i32(buf, out, (size_t)cols);
+            return 0;
+        }
+        H5Eclear2(H5E_DEFAULT);
+    }
     if (i == D_MASK) {
         if (d->ds[i] < 0) {
             memset(out, 1, (size_t)(ns * cols));

@@ -7,10 +7,12 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/kd_cpu.h"
 #include "data/kd_dump.h"
 #include "data/kd_dump_impl.h"
 
@@ -273,13 +275,149 @@ int kd_dump_check(kd_dump *d, kd_dump_report *rep, kd_err *err) {
     return rc;
 }
 
+/* ---- the fast path of the loader's check ----------------------------------------------
+ *
+ * kdd_check_topk spends most of its time in exp(). The loader first runs the
+ * branch-free test below: a float exp (|relative error| < FEXP_ERR, asserted
+ * by tests/test_dump.c over [−87, 0]), vector code, and a sum test whose
+ * margins cover that error and the float rounding of the sums. When it proves
+ * the position fine, that is the exact check's verdict too; anything else
+ * (a bad entry, or a sum within the margins of the limit) goes to
+ * kdd_check_topk, which decides and words the message. So the verdicts are
+ * exactly kdd_check_topk's, only faster. */
+
+#define FEXP_ERR 4e-6   /* claimed bound on kdd_fexp's relative error (measured: < 1e-6) */
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+/* out = e^x for x in [−87, 0.01] (callers clamp), in float: 2^n · poly(r), r = x − n·ln 2. A macro, not a
+ * function: vectors of 32 bytes cross no function boundary (their ABI depends on the target). */
+#define FEXP8(out, x)                                                                 \
+    do {                                                                              \
+        const v8f magic_ = (v8f){0} + 12582912.0f; /* 1.5·2^23: rounds to an integer */ \
+        v8f n_ = ((x) * 1.44269504f + magic_) - magic_;                               \
+        v8f r_ = (x) - n_ * 0.693359375f - n_ * -2.12194440e-4f;                      \
+        v8f p_ = (v8f){0} + (1.0f / 720);                                             \
+        p_ = p_ * r_ + (1.0f / 120);                                                  \
+        p_ = p_ * r_ + (1.0f / 24);                                                   \
+        p_ = p_ * r_ + (1.0f / 6);                                                    \
+        p_ = p_ * r_ + 0.5f;                                                          \
+        p_ = p_ * r_ + 1.0f;                                                          \
+        p_ = p_ * r_ + 1.0f;                                                          \
+        v8i e_ = (__builtin_convertvector(n_, v8i) + 127) << 23;                      \
+        (out) = p_ * (v8f)e_;                                                         \
+    } while (0)
+
+/* Lanes of a where m is all ones, of b elsewhere. */
+#define SEL(m, a, b) ((v8f)(((v8i)(m) & (v8i)(a)) | (~(v8i)(m) & (v8i)(b))))
+
+float kdd_fexp(float x) {
+    v8f v = (v8f){0} + x, e;
+    FEXP8(e, v);
+    return e[0];
+}
+
+/* 0 when kdd_check_topk (masked = 0) has to decide (a bad entry, or a duplicate id); else 1 with bounds on
+ * its sums: Σp in [bounds[0], bounds[1]], Σp·|log p| ≥ bounds[2]. */
+static inline __attribute__((always_inline)) int fast_body(const int32_t *ids, const float *lp, int k, int64_t vocab,
+                                                          uint32_t *stamp, uint32_t *mark, double *bounds) {
+    const uint32_t lim = (uint32_t)(vocab < ((int64_t)1 << 31) ? vocab : ((int64_t)1 << 31));
+    float tol = (float)KD_DUMP_SUM_TOL;   /* the largest float ≤ the tolerance */
+    if ((double)tol > KD_DUMP_SUM_TOL) tol = nextafterf(tol, 0);
+    const v8f lo = (v8f){0} - 87.0f, zero = {0};
+    if (k < 1 || lp[0] == -INFINITY) return 0;
+    v8i bad = {0};
+    v8f sum = {0}, bnd = {0};
+    int j = 0;
+    for (; j + 8 <= k; j += 8) {
+        v8u id;
+        v8f x, prev;
+        memcpy(&id, ids + j, sizeof id);
+        memcpy(&x, lp + j, sizeof x);
+        if (j) memcpy(&prev, lp + j - 1, sizeof prev);
+        else
+            for (int i = 0; i < 8; i++) prev[i] = lp[i ? i - 1 : 0];
+        bad |= (v8i)(id >= lim) | ~(x <= tol) | (x > prev);
+        v8i under = x < lo;
+        v8f xc = SEL(under, lo, x), p;
+        FEXP8(p, xc);
+        p = SEL(under, zero, p);
+        sum += p;
+        bnd += p * SEL(xc < zero, -xc, xc);
+    }
+    int any = 0;
+    for (int i = 0; i < 8; i++) any |= bad[i];
+    if (any) return 0;
+    /* the lanes added as a tree (a chain of 16 dependent additions costs more than the vector loop) */
+    double s = (((double)sum[0] + sum[1]) + ((double)sum[2] + sum[3])) + (((double)sum[4] + sum[5]) + ((double)sum[6] + sum[7]));
+    double b = (((double)bnd[0] + bnd[1]) + ((double)bnd[2] + bnd[3])) + (((double)bnd[4] + bnd[5]) + ((double)bnd[6] + bnd[7]));
+    for (; j < k; j++) {   /* the tail, scalar */
+        float x = lp[j];
+        if ((uint32_t)ids[j] >= lim || !(x <= tol) || (j && x > lp[j - 1])) return 0;
+        float xc = x < -87.0f ? -87.0f : x, p = x < -87.0f ? 0 : kdd_fexp(xc);
+        s += p;
+        b += (double)p * fabsf(xc);
+    }
+    if (++*mark == 0) {
+        memset(stamp, 0, (size_t)vocab * sizeof *stamp);
+        *mark = 1;
+    }
+    const uint32_t mk = *mark;   /* (a local: stamp's stores could alias *mark) */
+    int nf = k;
+    while (nf > 0 && lp[nf - 1] == -INFINITY) nf--;   /* the finite entries: a prefix (sorted) */
+    for (j = 0; j < nf; j++) {   /* duplicates among them */
+        uint32_t *st = &stamp[ids[j]];
+        if (*st == mk) return 0;
+        *st = mk;
+    }
+    /* the exact Σp lies in s·(1 ± d) (+ the e^x < 2^-125 zeroed below −87), Σp·|x| above b·(1 − d) */
+    double d = FEXP_ERR + ((double)(k / 8) + 8) * 0x1p-23;
+    bounds[0] = s * (1 - d);
+    bounds[1] = s * (1 + d) + k * 0x1p-125;
+    bounds[2] = b * (1 - d);
+    return 1;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static int fast_avx2(const int32_t *ids, const float *lp, int k, int64_t vocab,
+                                                         uint32_t *stamp, uint32_t *mark, double *bounds) {
+    return fast_body(ids, lp, k, vocab, stamp, mark, bounds);
+}
+#endif
+
+static int fast_generic(const int32_t *ids, const float *lp, int k, int64_t vocab, uint32_t *stamp, uint32_t *mark,
+                        double *bounds) {
+    return fast_body(ids, lp, k, vocab, stamp, mark, bounds);
+}
+
+static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+static int g_avx2;
+static void cpu_once(void) {
+    kd_cpu_info cpu;
+    kd_cpu_detect(&cpu);
+    g_avx2 = cpu.avx2 && cpu.fma;
+}
+
 int kd_dump_check_position(const kd_dump_meta *m, const int32_t *ids, const float *values, int64_t width,
                            uint32_t *stamp, uint32_t *mark, int64_t *slot, char *what, size_t n) {
     if (m->k == 0) return kdd_check_logits(values, width, slot, what, n);
     kdd_pos_stats st;
     if (m->sampled) return kdd_check_sampled(ids, values, m->k, m->vocab_size, m->n_samples, 0, stamp, mark, &st, slot, what, n);
+    double bounds[3];
+    pthread_once(&g_cpu_once, cpu_once);
+#if defined(__x86_64__)
+    int clean = g_avx2 && !kd_cpu_generic() ? fast_avx2(ids, values, m->k, m->vocab_size, stamp, mark, bounds)
+                       : fast_generic(ids, values, m->k, m->vocab_size, stamp, mark, bounds);
+#else
+    int clean = fast_generic(ids, values, m->k, m->vocab_size, stamp, mark, bounds);
+#endif
+    /* Σp ≤ 1 + tolerance passes whatever the dtype's allowance (≥ 0) below: most positions stop here */
+    if (clean && bounds[1] <= (1.0 + KD_DUMP_SUM_TOL) * (1 - 1e-12)) return 0;
     double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216, eps_abs = 0;
     if (m->packed) eps = kdd_pack_check_eps(m, &eps_abs);   /* decoded values: the layout's error bound */
+    if (clean && bounds[1] <= (1.0 + KD_DUMP_SUM_TOL + eps * bounds[2] + eps_abs * bounds[0]) * (1 - 1e-12)) return 0;
     return kdd_check_topk(ids, values, m->k, m->vocab_size, 0, eps, eps_abs, stamp, mark, &st, slot, what, n);
 }
 

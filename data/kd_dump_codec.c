@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/kd_cpu.h"
+
 #define QMAX 16        /* unary length that means "escape" */
 #define Q0_BITS 24     /* escape width of q0 */
 #define DC_BITS 16     /* escape width of a grid-code difference */
@@ -254,10 +256,25 @@ static inline uint64_t peek(const uint8_t *in, uint64_t pos) {
     return x >> (pos & 7);
 }
 
+/* The number of trailing one bits of x, or any value ≥ QMAX when there are ≥ QMAX of them. With BMI1,
+ * tzcnt of ~x (64 for x = all ones) saves the OR that makes __builtin_ctzll's argument nonzero. */
+#if defined(__x86_64__)
+static inline __attribute__((always_inline)) int ones_tzcnt(uint64_t x) {
+    uint64_t r;
+    __asm__("tzcnt %1, %0" : "=r"(r) : "r"(~x) : "cc");
+    return (int)r;
+}
+#define ONES(x) (bmi ? ones_tzcnt(x) : __builtin_ctzll(~(x) | (1ull << QMAX)))
+#else
+#define ONES(x) __builtin_ctzll(~(x) | (1ull << QMAX))
+#endif
+
 /* One Rice symbol at *pos; the caller checks *pos against the end afterwards. */
-static inline uint32_t get_rice(const uint8_t *in, uint64_t *pos, int r, int wide) {
+static inline __attribute__((always_inline)) uint32_t get_rice(const uint8_t *in, uint64_t *pos, int r, int wide,
+                                                               const int bmi) {
+    (void)bmi;
     uint64_t x = peek(in, *pos);
-    int q = __builtin_ctzll(~x);
+    int q = ONES(x);
     if (q < QMAX) {
         *pos += (uint64_t)(q + 1 + r);
         return ((uint32_t)q << r) | (uint32_t)((x >> (q + 1)) & ((1u << r) - 1));
@@ -270,24 +287,57 @@ static inline uint32_t get_rice(const uint8_t *in, uint64_t *pos, int r, int wid
 
 size_t kd_pack_pad(const kd_pack_codec *c) { return kd_pack_bound(c, 1) + 16; }
 
-int kd_pack_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const uint8_t *in, size_t n,
-                   int32_t *ids, float *lp, const char *what, kd_err *err) {
+
+/* One Rice symbol through a window (the decoder's fast path, see decode_body): the symbol starts at
+ * bit p and w holds at least 16 + r valid bits from p (zeros past them). The peek at p is issued
+ * first and the next symbol's window is cut from it, so its load overlaps this symbol's decoding.
+ * An escape (q = 16) is decoded from that fresh peek and leaves a fresh window. */
+#define RICE_W(out, p, w, r, wide)                                                             \
+    do {                                                                                       \
+        const uint64_t at_ = (p), fresh_ = peek(in, at_); /* ≥ 57 valid bits */                 \
+        const uint64_t x_ = (w);                                                               \
+        const int q_ = ONES(x_);                                                               \
+        if (__builtin_expect(q_ < QMAX, 1)) {                                                  \
+            const int n_ = q_ + 1 + (r);                                                       \
+            (out) = ((uint32_t)q_ << (r)) | (uint32_t)((x_ >> (q_ + 1)) & ((1u << (r)) - 1));  \
+            (p) = at_ + (uint64_t)n_;                                                          \
+            (w) = fresh_ >> n_;                                                                \
+        } else {                                                                               \
+            (out) = (uint32_t)((fresh_ >> QMAX) & ((1ull << (wide)) - 1));                     \
+            (p) = at_ + QMAX + (uint64_t)(wide);                                               \
+            (w) = peek(in, (p));                                                               \
+        }                                                                                      \
+    } while (0)
+
+/* The decoder. Its speed is one dependency chain per stream: where a symbol starts depends on the
+ * previous one's length (peek, count the ones, add; ~14 cycles a symbol with a peek per symbol), so
+ * the two streams are decoded side by side, and, in the bands whose Rice parameters are ≤ 12, each
+ * symbol takes its bits from a window cut from the peek its predecessor issued (RICE_W: the load
+ * leaves the chain). A window after a symbol of ≤ 16 + r bits holds ≥ 57 − (16 + r) ≥ 16 + r valid
+ * bits when r ≤ 12: enough for the next symbol; every band starts from a fresh peek. Values and bit
+ * positions are those of a peek per symbol (tests/test_dump_pack.c decodes with one and compares).
+ * The grid code only grows: clamped per entry for the table, checked once per position; a rank out
+ * of range is remembered as the largest one seen. Compiled twice: for any x86-64, and with BMI2's
+ * shifts where the CPU has them (picked at run time); both give the same values. */
+static inline __attribute__((always_inline)) int decode_body(const kd_pack_codec *c, int64_t T, const uint8_t *mask,
+                                                            const uint8_t *in, size_t n, int32_t *ids, float *lp,
+                                                            int64_t *bad_t, uint64_t *bits, const int bmi) {
+    (void)bmi;
     static const int lo[4] = {0, 1, 4, 16};
     const int k = c->k, kb = ceil_log2(k);
-    if (n < 8) return kd_errf(err, "%s: %zu bytes, too short for the header", what, n);
     int r_id[4], r_val[4];
     uint64_t h = peek(in, 0);
     for (int b = 0; b < 4; b++) r_id[b] = (int)(h >> (4 * b)) & 15;
     for (int b = 0; b < 4; b++) r_val[b] = (int)(h >> (16 + 4 * b)) & 15;
     uint64_t len_a = h >> 32;
-    if (len_a > n - 8) return kd_errf(err, "%s: stream A of %llu bytes in a record of %zu", what, (unsigned long long)len_a, n);
     /* two cursors: pa in stream A (values), pb in stream B (ids); a position reads at most
      * kd_pack_bound(c, 1) bytes past where it starts, within the caller's padding; checked after each */
     uint64_t pa = 64, end_a = (8 + len_a) * 8, pb = end_a, end_b = (uint64_t)n * 8;
     const float step = (float)c->step;
     const float *gap = c->gap;
     const int32_t *order = c->order;
-    const uint32_t cmax = (uint32_t)c->cmax, V = (uint32_t)c->vocab;
+    const uint64_t cmax = (uint64_t)c->cmax;
+    const uint32_t V = (uint32_t)c->vocab;
     const int idb = c->id_bits;
     for (int64_t t = 0; t < T; t++) {
         int32_t *id = ids + t * k;
@@ -305,32 +355,90 @@ int kd_pack_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const
             pa += 1 + (uint64_t)kb;
             if (nf > k) goto bad;
         }
-        float r0 = -(float)get_rice(in, &pa, r_val[0], Q0_BITS) * step;
+        float r0 = -(float)get_rice(in, &pa, r_val[0], Q0_BITS, bmi) * step;
         l[0] = r0;
-        uint32_t rk = get_rice(in, &pb, r_id[0], idb), code = 0, bad = rk >= V;
-        id[0] = order[bad ? 0 : rk];
+        uint32_t rk = get_rice(in, &pb, r_id[0], idb, bmi), rmax = rk;
+        uint64_t code = 0;
+        id[0] = order[rk < V ? rk : 0];
         for (int b = 1; b < 4; b++) {
-            int j1 = b < 3 ? lo[b + 1] : k;
+            int j = lo[b], j1 = b < 3 ? lo[b + 1] : k;
             if (j1 > nf) j1 = nf;
             const int rv = r_val[b], ri = r_id[b];
-            for (int j = lo[b]; j < j1; j++) {   /* the two streams interleaved: independent dependency chains */
-                code += get_rice(in, &pa, rv, DC_BITS);
-                rk = get_rice(in, &pb, ri, idb);
-                bad |= (code > cmax) | (rk >= V);
-                l[j] = r0 - gap[code > cmax ? cmax : code];
-                id[j] = order[rk >= V ? 0 : rk];
+            if (rv <= 12 && ri <= 12) {   /* both streams through windows */
+                uint64_t wa = peek(in, pa), wb = peek(in, pb);
+                for (; j < j1; j++) {
+                    uint32_t dc;
+                    RICE_W(dc, pa, wa, rv, DC_BITS);
+                    RICE_W(rk, pb, wb, ri, idb);
+                    code += dc;
+                    rmax = rk > rmax ? rk : rmax;
+                    l[j] = r0 - gap[code < cmax ? code : cmax];
+                    id[j] = order[rk < V ? rk : 0];
+                }
+            } else if (rv <= 12) {   /* the values through a window, the ids peeked per symbol */
+                uint64_t wa = peek(in, pa);
+                for (; j < j1; j++) {
+                    uint32_t dc;
+                    RICE_W(dc, pa, wa, rv, DC_BITS);
+                    rk = get_rice(in, &pb, ri, idb, bmi);
+                    code += dc;
+                    rmax = rk > rmax ? rk : rmax;
+                    l[j] = r0 - gap[code < cmax ? code : cmax];
+                    id[j] = order[rk < V ? rk : 0];
+                }
+            } else {
+                for (; j < j1; j++) {
+                    code += get_rice(in, &pa, rv, DC_BITS, bmi);
+                    rk = get_rice(in, &pb, ri, idb, bmi);
+                    rmax = rk > rmax ? rk : rmax;
+                    l[j] = r0 - gap[code < cmax ? code : cmax];
+                    id[j] = order[rk < V ? rk : 0];
+                }
             }
         }
         for (int j = nf; j < k; j++) {
             id[j] = 0;
             l[j] = -INFINITY;
         }
-        if (bad || pa > end_a || pb > end_b) goto bad;
+        if (code > cmax || rmax >= V || pa > end_a || pb > end_b) goto bad;
         continue;
     bad:
-        return kd_errf(err, "%s: position %lld: malformed packed stream (bits %llu of %llu, %llu of %llu)", what,
-                       (long long)t, (unsigned long long)pa, (unsigned long long)end_a, (unsigned long long)pb,
-                       (unsigned long long)end_b);
+        *bad_t = t;
+        bits[0] = pa, bits[1] = end_a, bits[2] = pb, bits[3] = end_b;
+        return -1;
     }
+    return 0;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("bmi,bmi2"))) static int decode_bmi2(const kd_pack_codec *c, int64_t T, const uint8_t *mask,
+                                                           const uint8_t *in, size_t n, int32_t *ids, float *lp,
+                                                           int64_t *bad_t, uint64_t *bits) {
+    return decode_body(c, T, mask, in, n, ids, lp, bad_t, bits, 1);
+}
+#endif
+
+static int decode_generic(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const uint8_t *in, size_t n,
+                          int32_t *ids, float *lp, int64_t *bad_t, uint64_t *bits) {
+    return decode_body(c, T, mask, in, n, ids, lp, bad_t, bits, 0);
+}
+
+int kd_pack_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const uint8_t *in, size_t n,
+                   int32_t *ids, float *lp, const char *what, kd_err *err) {
+    if (n < 8) return kd_errf(err, "%s: %zu bytes, too short for the header", what, n);
+    uint64_t len_a = peek(in, 0) >> 32;
+    if (len_a > n - 8) return kd_errf(err, "%s: stream A of %llu bytes in a record of %zu", what, (unsigned long long)len_a, n);
+    int64_t t = 0;
+    uint64_t b[4];
+#if defined(__x86_64__)
+    int rc = __builtin_cpu_supports("bmi2") && !kd_cpu_generic() ? decode_bmi2(c, T, mask, in, n, ids, lp, &t, b)
+                                            : decode_generic(c, T, mask, in, n, ids, lp, &t, b);
+#else
+    int rc = decode_generic(c, T, mask, in, n, ids, lp, &t, b);
+#endif
+    if (rc)
+        return kd_errf(err, "%s: position %lld: malformed packed stream (bits %llu of %llu, %llu of %llu)", what,
+                       (long long)t, (unsigned long long)b[0], (unsigned long long)b[1], (unsigned long long)b[2],
+                       (unsigned long long)b[3]);
     return 0;
 }

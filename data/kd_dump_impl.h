@@ -21,6 +21,8 @@ struct kd_dump {
     hid_t ds[D_COUNT];     /* −1 when absent */
     int dt[D_COUNT];       /* DT_INT/DT_F16/DT_F32 */
     int raw16[D_COUNT];    /* stored as uint16 / float16: read raw and widen here */
+    int direct[D_COUNT];   /* tokens / loss_mask: one unfiltered chunk per sequence in the type read, so a
+                              sequence is read with H5Dread_chunk (no selection machinery: ~2.5x faster) */
     int64_t dims0[D_COUNT];
     kd_dump_meta meta;
     void *scratch;
@@ -78,6 +80,8 @@ int kdd_check_topk(const int32_t *ids, const float *lp, int k, int64_t vocab, in
                    uint32_t *mark, kdd_pos_stats *st, int64_t *slot, char *what, size_t n);
 int kdd_check_sampled(const int32_t *ids, const float *lp, int k, int64_t vocab, int n_samples, int masked,
                       uint32_t *stamp, uint32_t *mark, kdd_pos_stats *st, int64_t *slot, char *what, size_t n);
+/* e^x in float for x in [−87, 0.01] (the loader's fast check; relative error < 4e-6, tested). */
+float kdd_fexp(float x);
 int kdd_check_logits(const float *z, int64_t vocab, int64_t *slot, char *what, size_t n);
 
 /* Create (and close) a resizable dataset of the given shape, limits and chunking (kd_dump_write.c). */

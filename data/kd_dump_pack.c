@@ -110,7 +110,21 @@ static hid_t open_1d(kd_dump *d, const char *name, int required, int want_class,
                               d->path, name);
         return required ? -1 : 0;
     }
-    hid_t ds = H5Dopen2(d->file, name, H5P_DEFAULT);
+    /* topk_packed without filters skips HDF5's chunk cache: a sequence's few bytes are then read alone,
+     * where a cached read would fetch their whole 64 KiB chunk (random reads rarely hit the cache) */
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (!strcmp(name, "topk_packed")) H5Pset_chunk_cache(dapl, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT);
+    hid_t ds = H5Dopen2(d->file, name, dapl);
+    if (ds >= 0 && !strcmp(name, "topk_packed")) {
+        hid_t dcpl = H5Dget_create_plist(ds);
+        int filtered = dcpl >= 0 && H5Pget_nfilters(dcpl) > 0;
+        if (dcpl >= 0) H5Pclose(dcpl);
+        if (filtered) {   /* a filtered chunk is decompressed whole on every read: keep the cache */
+            H5Dclose(ds);
+            ds = H5Dopen2(d->file, name, H5P_DEFAULT);
+        }
+    }
+    H5Pclose(dapl);
     if (ds < 0) {
         kdd_h5_fail(err, "%s: '%s' is not a readable dataset", d->path, name);
         return -1;

@@ -106,6 +106,23 @@ static void pad_row(kd_loader *L, kd_batch *b, int row) {
     b->seq[row] = -1;
 }
 
+/* Whether some (uint32_t)ids[i] ≥ limit (≥ 1), i < n: 4 at a time (SSE2's width), signed compares (a plain
+ * loop stays scalar at -O2, and SSE2 has no unsigned compare). */
+static int any_at_least(const int32_t *ids, size_t n, uint32_t limit) {
+    typedef int32_t v4i __attribute__((vector_size(16)));
+    const int32_t top = limit - 1 > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)(limit - 1);
+    v4i hit = {0};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4i v;
+        memcpy(&v, ids + i, sizeof v);
+        hit |= (v < 0) | (v > top);
+    }
+    int any = (hit[0] | hit[1]) | (hit[2] | hit[3]);
+    for (; i < n; i++) any |= (uint32_t)ids[i] >= limit;
+    return any != 0;
+}
+
 /* Read sequence (d, s) into row `row` of b. */
 static int fill_row(kd_loader *L, kd_batch *b, int row, int d, int64_t s, kd_err *err) {
     int T = L->T, k = L->k;
@@ -149,8 +166,8 @@ static int fill_row(kd_loader *L, kd_batch *b, int row, int d, int64_t s, kd_err
         b->labels[o + (size_t)t] = L->stage_mask[t] ? L->stage_tok[t + 1] : -100;
         b->n_labels += L->stage_mask[t] != 0;
     }
-    uint32_t limit = (uint32_t)(L->Vout < L->Vd ? L->Vout : L->Vd), slow = 0;
-    for (size_t i = 0; i < (size_t)T * (size_t)k; i++) slow |= (uint32_t)rows.topk_ids[i] >= limit;
+    uint32_t limit = (uint32_t)(L->Vout < L->Vd ? L->Vout : L->Vd);
+    int slow = k && any_at_least(rows.topk_ids, (size_t)T * (size_t)k, limit);
     for (int t = 0; slow && t < T; t++) {   /* an id out of range, or padding ids to drop */
         int32_t *ids = rows.topk_ids + (size_t)t * (size_t)k;
         float *lp = rows.topk_logprobs + (size_t)t * (size_t)k;

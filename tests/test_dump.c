@@ -16,10 +16,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/kd_cpu.h"
 #include "core/kd_file.h"
 #include "core/kd_fp16.h"
 #include "data/kd_tokenizer_bpe.h"
 #include "data/kd_dump.h"
+#include "data/kd_dump_codec.h"
+#include "data/kd_dump_impl.h"
 #include "data/kd_dump_tok.h"
 
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", kd_test_tmpdir(), name); }
@@ -566,9 +569,104 @@ static void test_cli(void **state) {
     assert_int_equal(kd_test_sh("'%s' --help | grep -q '  teacher '", kd), 0);
 }
 
+
+/* ---- the loader's per-position check: fast path = exact verdicts ----------------------- */
+
+/* kd_dump_check_position (a float exp and vector code first, kdd_check_topk when that cannot prove the
+ * position fine) must give exactly kdd_check_topk's verdict, slot and message. */
+static void expect_same_verdict(const kd_dump_meta *m, const int32_t *ids, const float *lp, uint32_t *stamp,
+                                uint32_t *mark) {
+    double eps = m->value_dtype == KD_DUMP_F16 ? 1.0 / 2048 : 1.0 / 16777216, eps_abs = 0;
+    if (m->packed) eps = kdd_pack_check_eps(m, &eps_abs);
+    kdd_pos_stats st;
+    int64_t slot_a = -7, slot_b = -7;
+    char what_a[160] = "", what_b[160] = "";
+    int a = kd_dump_check_position(m, ids, lp, m->k, stamp, mark, &slot_a, what_a, sizeof what_a);
+    int b = kdd_check_topk(ids, lp, m->k, m->vocab_size, 0, eps, eps_abs, stamp, mark, &st, &slot_b, what_b,
+                           sizeof what_b);
+    assert_int_equal(a, b);
+    if (a) {
+        assert_int_equal(slot_a, slot_b);
+        assert_string_equal(what_a, what_b);
+    }
+}
+
+static void test_check_position(void **state) {
+    (void)state;
+    /* the float exp against libm's over [−87, 0.001] (a million points and the ends) */
+    double worst = 0;
+    for (int i = 0; i <= 1000000; i++) {
+        float x = i == 1000000 ? 0.001f : -87.0f + 87.001f * (float)i / 1e6f;
+        double e = exp((double)x), r = fabs((double)kdd_fexp(x) - e) / e;
+        worst = r > worst ? r : worst;
+    }
+    assert_true(worst < 1e-6);   /* the check's margins assume < 4e-6 */
+    kd_rng r;
+    kd_rng_seed(&r, 99);
+    const int64_t V = 300;
+    uint32_t *stamp = calloc((size_t)V, sizeof *stamp), mark = 0;
+    int32_t ids[100], tok[2];
+    float lp[100];
+    const int ks[] = {1, 7, 8, 9, 64, 100};
+    int fails = 0;
+    for (int generic = 0; generic < 2; generic++)   /* the CPU's vector path, then the plain x86-64 one */
+    for (int kc = 0; kc < 6; kc++)
+        for (int layout = 0; layout < 3; layout++) {   /* float16, float32, packed */
+            int k = ks[kc];
+            kd_cpu_set_generic(generic);
+            kd_dump_meta m = {.vocab_size = V, .k = k, .seq_len = 1,
+                              .value_dtype = layout == 1 ? KD_DUMP_F32 : KD_DUMP_F16, .packed = layout == 2,
+                              .pack_step = KD_PACK_STEP_DEFAULT, .pack_knee = KD_PACK_KNEE_DEFAULT};
+            for (int trial = 0; trial < 40; trial++) {
+                int64_t kk = k <= 64 ? k : 64;   /* gen_topk fills ≤ 64 entries; the rest: −inf */
+                gen_topk(&r, 1, 1, (int)kk, V, tok, NULL, ids, lp);
+                for (int j = (int)kk; j < k; j++) ids[j] = 0, lp[j] = -INFINITY;
+                expect_same_verdict(&m, ids, lp, stamp, &mark);
+                int j = (int)kd_rng_below(&r, (uint64_t)kk), save_id = ids[j];
+                float save = lp[j];
+                switch (trial % 8) {   /* one defect at a random slot */
+                case 0: lp[j] = NAN; break;
+                case 1: lp[j] = INFINITY; break;
+                case 2: lp[j] = 0.002f; break;
+                case 3: lp[j] = j ? lp[j - 1] + 0.5f : lp[0]; break;
+                case 4: ids[j] = ids[j ? j - 1 : kk - 1]; break;
+                case 5: ids[j] = trial & 1 ? -1 : (int32_t)V; break;
+                case 6: lp[0] = -INFINITY; break;
+                default: lp[j] = -INFINITY; break;   /* −inf in the middle: unsorted unless at the end */
+                }
+                expect_same_verdict(&m, ids, lp, stamp, &mark);
+                fails += kd_dump_check_position(&m, ids, lp, k, stamp, &mark, &(int64_t){0}, (char[160]){0}, 160) != 0;
+                ids[j] = save_id;
+                lp[j] = save;
+            }
+            /* Σp at the limit: k equal entries log q, stepped float by float across the verdict's change */
+            double eps = layout == 1 ? 1.0 / 16777216 : 1.0 / 2048, eps_abs = 0;
+            if (layout == 2) eps = kdd_pack_check_eps(&m, &eps_abs);
+            double qlo = 1e-9, qhi = 1.0;   /* the q where k·q = 1 + tol + eps·k·q·|log q| + eps_abs·k·q */
+            for (int it = 0; it < 200; it++) {
+                double q = 0.5 * (qlo + qhi);
+                if (k * q > 1 + KD_DUMP_SUM_TOL + eps * k * q * fabs(log(q)) + eps_abs * k * q) qhi = q;
+                else qlo = q;
+            }
+            float x0 = qhi < 1.0 ? (float)log(qhi) : 0.0009f, x = x0;
+            int seen[2] = {0, 0};
+            for (int i = 0; i < k; i++) ids[i] = i;
+            for (int i = 0; i < 3000; i++) {
+                for (int q = 0; q < k; q++) lp[q] = x;
+                expect_same_verdict(&m, ids, lp, stamp, &mark);
+                seen[kd_dump_check_position(&m, ids, lp, k, stamp, &mark, &(int64_t){0}, (char[160]){0}, 160) != 0] = 1;
+                x = i < 1499 ? nextafterf(x, INFINITY) : i == 1499 ? x0 : nextafterf(x, -INFINITY);
+            }
+            if (k > 1) assert_true(seen[0] && seen[1]);   /* the sweep crossed the limit */
+        }
+    kd_cpu_set_generic(0);
+    assert_true(fails > 2 * (6 * 3 * 40 * 7 / 8 - 40));   /* the defects were seen (not every −inf is one) */
+    free(stamp);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_kd_writes_topk), cmocka_unit_test(test_kd_writes_full), cmocka_unit_test(test_recipe),
     cmocka_unit_test(test_corrupt),        cmocka_unit_test(test_writer_rejects), cmocka_unit_test(test_resume),
-    cmocka_unit_test(test_cli),
+    cmocka_unit_test(test_cli),            cmocka_unit_test(test_check_position),
 };
 KD_TEST_MAIN(tests)

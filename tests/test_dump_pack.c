@@ -3,7 +3,9 @@
  * (data/kd_dump_codec.h, docs/dump-format.md "Compressed dumps"): the codec
  * round-trips ids exactly and log-probs within the documented bound (masked
  * positions, unfilled −Inf slots, escaped ids included) and refuses a cut
- * record; kd's writer writes it, resumes it, and every reader (kd_dump_read,
+ * record; its decoder gives the values, verdicts and messages of a plain
+ * reference decoder (one peek per symbol) on real records, long codes and
+ * random bytes; kd's writer writes it, resumes it, and every reader (kd_dump_read,
  * the validator, the loader) takes it as a plain dump; kd teacher pack and
  * the documented h5py encoder (tests/py/dump_pack.py, verbatim in the docs)
  * produce files kd decodes within the bound of the original; kd teacher info
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/kd_cpu.h"
 #include "data/kd_dump.h"
 #include "data/kd_dump_codec.h"
 #include "data/kd_loader.h"
@@ -121,6 +124,165 @@ static void test_codec_roundtrip(void **state) {
     int32_t bad[3] = {0, 0, 2};
     assert_int_equal(kd_pack_init(&c, 2, 3, 0.1, 2, bad, &err), -1);
     assert_non_null(strstr(err.msg, "topk_id_order"));
+}
+
+
+/* ---- the decoder against a plain reference ------------------------------------------------ */
+
+/* The stream format decoded the plainest way (docs/dump-format.md, kd_dump_codec.c's head comment):
+ * one fresh 64-bit peek per symbol. kd_pack_decode's windows must give the same values, the same
+ * verdicts and the same messages. */
+static uint64_t ref_peek(const uint8_t *in, uint64_t pos) {
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++) x |= (uint64_t)in[(pos >> 3) + (uint64_t)i] << (8 * i);
+    return x >> (pos & 7);
+}
+
+static uint32_t ref_rice(const uint8_t *in, uint64_t *pos, int r, int wide) {
+    uint64_t x = ref_peek(in, *pos);
+    int q = 0;
+    while (q < 16 && ((x >> q) & 1)) q++;
+    if (q < 16) {
+        *pos += (uint64_t)(q + 1 + r);
+        return ((uint32_t)q << r) | (uint32_t)((x >> (q + 1)) & ((1ull << r) - 1));
+    }
+    x = ref_peek(in, *pos + 16);
+    *pos += 16 + (uint64_t)wide;
+    return (uint32_t)(x & ((1ull << wide) - 1));
+}
+
+static int ref_decode(const kd_pack_codec *c, int64_t T, const uint8_t *mask, const uint8_t *in, size_t n,
+                      int32_t *ids, float *lp, char *msg, size_t msg_n) {
+    static const int lo[5] = {0, 1, 4, 16, 1 << 30};
+    int k = c->k, kb = 0;
+    while ((1 << kb) < k) kb++;
+    if (n < 8) return snprintf(msg, msg_n, "header"), -1;
+    uint64_t h = ref_peek(in, 0), len_a = h >> 32;
+    if (len_a > n - 8) return snprintf(msg, msg_n, "stream A"), -1;
+    uint64_t pa = 64, end_a = (8 + len_a) * 8, pb = end_a, end_b = (uint64_t)n * 8;
+    for (int64_t t = 0; t < T; t++) {
+        int32_t *id = ids + t * k;
+        float *l = lp + t * k;
+        if (mask && !mask[t]) {
+            for (int j = 0; j < k; j++) id[j] = 0, l[j] = 0;
+            continue;
+        }
+        int nf = k, bad = 0;
+        uint64_t x = ref_peek(in, pa);
+        pa += 1;
+        if (!(x & 1)) {
+            nf = (int)((x >> 1) & ((1ull << kb) - 1)) + 1;
+            pa += (uint64_t)kb;
+        }
+        if (nf <= k) {
+            float r0 = -(float)ref_rice(in, &pa, (int)(h >> 16) & 15, 24) * (float)c->step;
+            uint64_t code = 0;
+            for (int j = 0; j < nf; j++) {
+                int b = 0;
+                while (j >= lo[b + 1]) b++;
+                if (j) code += ref_rice(in, &pa, (int)(h >> (16 + 4 * b)) & 15, 16);
+                uint32_t rk = ref_rice(in, &pb, (int)(h >> (4 * b)) & 15, c->id_bits);
+                bad |= code > (uint64_t)c->cmax || rk >= (uint32_t)c->vocab;
+                l[j] = j ? r0 - c->gap[code > (uint64_t)c->cmax ? (uint64_t)c->cmax : code] : r0;
+                id[j] = c->order[rk >= (uint32_t)c->vocab ? 0 : rk];
+            }
+            for (int j = nf; j < k; j++) id[j] = 0, l[j] = -INFINITY;
+        }
+        if (nf > k || bad || pa > end_a || pb > end_b)
+            return snprintf(msg, msg_n, "position %lld: malformed packed stream (bits %llu of %llu, %llu of %llu)",
+                            (long long)t, (unsigned long long)pa, (unsigned long long)end_a, (unsigned long long)pb,
+                            (unsigned long long)end_b), -1;
+    }
+    return 0;
+}
+
+static void test_decoder_matches_reference(void **state) {
+    (void)state;
+    kd_rng r;
+    kd_rng_seed(&r, 7);
+    enum { NV = 5, NK = 6, TMAX = 24, KMAX = 80, NMAX = 6000 };
+    const int64_t vocabs[NV] = {3, 512, 32000, 70000, 1 << 18};
+    const int ks[NK] = {1, 3, 16, 17, 64, KMAX};
+    kd_pack_codec codecs[NV][NK];
+    for (int v = 0; v < NV; v++)
+        for (int i = 0; i < NK; i++)
+            CHECK(kd_pack_init(&codecs[v][i], ks[i], vocabs[v], KD_PACK_STEP_DEFAULT, KD_PACK_KNEE_DEFAULT, NULL, E));
+    int32_t *ia = malloc(TMAX * KMAX * 4), *ib = malloc(TMAX * KMAX * 4), *ids = malloc(TMAX * KMAX * 4);
+    float *la = malloc(TMAX * KMAX * 4), *lb = malloc(TMAX * KMAX * 4), *lp = malloc(TMAX * KMAX * 4);
+    int agree_ok = 0, agree_bad = 0;
+    for (int trial = 0; trial < 6000; trial++) {
+        kd_cpu_set_generic(trial >= 3000);   /* the CPU's decoder, then the plain x86-64 one */
+        kd_pack_codec *c = &codecs[kd_rng_below(&r, NV)][kd_rng_below(&r, NK)];
+        int k = c->k;
+        int64_t T = 1 + (int64_t)kd_rng_below(&r, TMAX);
+        size_t n, cap = 8 + TMAX * KMAX * 6 + NMAX;   /* ≥ any record below: 6 bytes ≥ an entry's 40 + 40 bits */
+        uint8_t *buf = calloc(cap + 4096, 1), mask[TMAX];   /* + ≥ kd_pack_pad of every codec here */
+        for (int t = 0; t < T; t++) mask[t] = kd_rng_uniform(&r) < 0.8;
+        const uint8_t *mk = trial % 3 ? mask : NULL;
+        int real = trial % 2 && c->vocab >= k;
+        if (real) {   /* a real record: the Rice parameters the encoder picks, escaped ids */
+            gen(&r, T, k, c->vocab, ids, lp);
+            n = kd_pack_encode(c, T, mk, ids, lp, buf);
+        } else if (trial % 4 == 2) {   /* valid values, random long id codes: unary parts of 12..16 (escapes) */
+            c = &codecs[NV - 1][NK - 1 - (int)kd_rng_below(&r, 2)];   /* V = 2^18: most ranks valid; k 64 or 80 */
+            k = c->k;
+            mk = NULL;
+            int rv = 8 + (int)kd_rng_below(&r, 6);   /* ≤ 13: every rank < 2^17 < V */
+            buf[0] = buf[1] = (uint8_t)(rv | rv << 4);   /* ids: rv in every band; values: 0 */
+            uint64_t bit = 64;
+            for (int t = 0; t < T; t++, bit += (uint64_t)k + 1)   /* stream A: full, q0 = 0, k − 1 differences 0 */
+                buf[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+            uint32_t len_a = (uint32_t)((bit + 7) / 8 - 8);
+            memcpy(buf + 4, &len_a, 4);
+            bit = (8 + (uint64_t)len_a) * 8;
+            for (int64_t sym = 0; sym < T * k; sym++) {   /* stream B */
+                int q = kd_rng_uniform(&r) < 0.3 ? (int)kd_rng_below(&r, 12) : 12 + (int)kd_rng_below(&r, 4);
+                if (kd_rng_uniform(&r) < 0.02) q = 16;
+                int len = q < 16 ? q + 1 + rv : 16 + c->id_bits;
+                uint64_t v = q < 16 ? (((uint64_t)1 << q) - 1) | (kd_rng_below(&r, (uint64_t)1 << rv) << (q + 1))
+                                    : 0xffff | (kd_rng_below(&r, (uint64_t)1 << c->id_bits) << 16);
+                for (int i = 0; i < len; i++, bit++)
+                    if ((v >> i) & 1) buf[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+            }
+            n = (size_t)((bit + 7) / 8);
+            real = 1;
+        } else {   /* random bytes under any Rice parameters, runs of one bits (long codes, escapes) */
+            n = 8 + kd_rng_below(&r, NMAX);
+            double ones = kd_rng_uniform(&r);
+            for (size_t i = 8; i < n; i++)
+                buf[i] = kd_rng_uniform(&r) < ones * 0.7 ? 0xff : (uint8_t)kd_rng_below(&r, 256);
+            for (int i = 0; i < 4; i++) buf[i] = (uint8_t)kd_rng_below(&r, 256);
+            uint32_t len_a = (uint32_t)kd_rng_below(&r, n - 8 + 1);
+            memcpy(buf + 4, &len_a, 4);
+        }
+        char ref_msg[256];
+        kd_err err;
+        memset(ia, 0x55, TMAX * KMAX * 4), memset(ib, 0x55, TMAX * KMAX * 4);
+        memset(la, 0x55, TMAX * KMAX * 4), memset(lb, 0x55, TMAX * KMAX * 4);
+        int a = kd_pack_decode(c, T, mk, buf, n, ia, la, "rec", &err);
+        int b = ref_decode(c, T, mk, buf, n, ib, lb, ref_msg, sizeof ref_msg);
+        assert_int_equal(a, b);
+        if (a == 0) {
+            assert_memory_equal(ia, ib, (size_t)(T * k) * 4);
+            assert_memory_equal(la, lb, (size_t)(T * k) * 4);
+            agree_ok++;
+        } else {
+            assert_false(real);   /* real records decode */
+            if (strstr(ref_msg, "position")) assert_non_null(strstr(err.msg, ref_msg));
+            agree_bad++;
+        }
+        free(buf);
+    }
+    kd_cpu_set_generic(0);
+    assert_true(agree_ok > 2000 && agree_bad > 1000);   /* both outcomes were exercised */
+    for (int v = 0; v < NV; v++)
+        for (int i = 0; i < NK; i++) kd_pack_free(&codecs[v][i]);
+    free(ia);
+    free(ib);
+    free(ids);
+    free(la);
+    free(lb);
+    free(lp);
 }
 
 /* A plain dump and the same data written packed by kd's writer (two appends, a resume between). */
@@ -323,6 +485,7 @@ static void test_compress_dump_and_student(void **state) {
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_codec_roundtrip),
+    cmocka_unit_test(test_decoder_matches_reference),
     cmocka_unit_test(test_writer_reader_loader),
     cmocka_unit_test(test_python_encoder_and_cli),
     cmocka_unit_test(test_compress_dump_and_student),
