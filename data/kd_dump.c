@@ -529,9 +529,11 @@ fail:
 }
 
 /* What kd_dump_open and the first reads do, in a probe child (kd_dump_probe.h): the
- * metadata, the tokenizer group and the first position of every dataset. Only the
- * open's refusal is returned: the tokenizer and the data are read for their risk of
- * crashing libhdf5; their own errors are the caller's when it reads them. */
+ * metadata, the tokenizer group and the first position of every dataset. The open's
+ * refusal and the tokenizer group's are returned (libhdf5 1.10 leaks on some of its
+ * error paths, and can crash on a second read of a damaged group: a damaged group is
+ * not read in the parent at all); the data is read for its risk of crashing libhdf5,
+ * its own errors are the caller's when it reads it. */
 static int probe_dump(const char *path, kd_err *err) {
     kd_dump *d = kdd_open_locked(path, 0, 0, err);
     if (!d) return -1;
@@ -540,8 +542,16 @@ static int probe_dump(const char *path, kd_err *err) {
     if (m->has_tokenizer) {
         kd_dump_tokenizer t;
         memset(&t, 0, sizeof t);
-        kdd_read_tokenizer(d->file, d->path, m->vocab_size, &t, &ignored);
+        int bad = kdd_read_tokenizer(d->file, d->path, m->vocab_size, &t, err);
         kd_dump_tokenizer_free(&t);
+        if (bad) {
+            size_t l = err ? strlen(err->msg) : 0;
+            if (err && l + 1 < sizeof err->msg)
+                snprintf(err->msg + l, sizeof err->msg - l, "; the teacher's tokenizer (group 'tokenizer') is damaged "
+                         "and the dump is refused whole (remove the group, e.g. with h5py, to use its sequences)");
+            kdd_free(d);
+            return -1;
+        }
     }
     if (m->n_seq > 0) {
         int64_t cols = m->k ? m->k : m->vocab_size;
