@@ -82,7 +82,7 @@ __attribute__((format(printf, 2, 3))) int kdd_h5_fail(kd_err *err, const char *f
     va_end(ap);
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, h5);
     H5Eclear2(H5E_DEFAULT);
-    return h5[0] ? kd_errf(err, "%s (HDF5: %s)", msg, h5) : kd_errf(err, "%s", msg);
+    return h5[0] ? kd_errf(err, "%s" KDD_H5_MARK "%s)", msg, h5) : kd_errf(err, "%s", msg);
 }
 
 static void closeh(hid_t *h) {
@@ -530,10 +530,10 @@ fail:
 
 /* What kd_dump_open and the first reads do, in a probe child (kd_dump_probe.h): the
  * metadata, the tokenizer group and the first position of every dataset. The open's
- * refusal and the tokenizer group's are returned (libhdf5 1.10 leaks on some of its
- * error paths, and can crash on a second read of a damaged group: a damaged group is
- * not read in the parent at all); the data is read for its risk of crashing libhdf5,
- * its own errors are the caller's when it reads it. */
+ * refusal is returned, and the tokenizer group's when libhdf5 itself failed in it
+ * (libhdf5 1.10 leaks on some of its error paths, and can crash on a second read of a
+ * damaged group: such a group is not read in the parent at all); values kd refuses
+ * in the group, and the data's errors, are the caller's when it reads them. */
 static int probe_dump(const char *path, kd_err *err) {
     kd_dump *d = kdd_open_locked(path, 0, 0, err);
     if (!d) return -1;
@@ -542,9 +542,11 @@ static int probe_dump(const char *path, kd_err *err) {
     if (m->has_tokenizer) {
         kd_dump_tokenizer t;
         memset(&t, 0, sizeof t);
-        int bad = kdd_read_tokenizer(d->file, d->path, m->vocab_size, &t, err);
+        kd_err te;
+        int bad = kdd_read_tokenizer(d->file, d->path, m->vocab_size, &t, &te);
         kd_dump_tokenizer_free(&t);
-        if (bad) {
+        if (bad && strstr(te.msg, KDD_H5_MARK)) {   /* libhdf5 failed in it (a value kd refuses stays the reader's) */
+            if (err) *err = te;
             size_t l = err ? strlen(err->msg) : 0;
             if (err && l + 1 < sizeof err->msg)
                 snprintf(err->msg + l, sizeof err->msg - l, "; the teacher's tokenizer (group 'tokenizer') is damaged "

@@ -44,7 +44,8 @@ typedef struct kdd_guard {
 void kdd_enter(kdd_guard *g);
 void kdd_leave(kdd_guard *g);
 
-/* kd_errf plus " (HDF5: innermost error)"; returns -1. */
+/* kd_errf plus " (HDF5: innermost error)" (KDD_H5_MARK: libhdf5 reported the failure); returns -1. */
+#define KDD_H5_MARK " (HDF5: "
 int kdd_h5_fail(kd_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 hid_t kdd_f16(void);   /* IEEE binary16 little-endian, as h5py writes numpy float16 */
 int kdd_dtype_of(hid_t t, char *name, size_t n, int *bytes, int *is_signed);
