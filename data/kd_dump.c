@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -122,11 +123,11 @@ const char *kd_dump_id_dtype_for(int64_t vocab_size) { return vocab_size <= 6553
 int kdd_dtype_of(hid_t t, char *name, size_t n, int *bytes, int *is_signed) {
     H5T_class_t c = H5Tget_class(t);
     size_t sz = H5Tget_size(t);
-    *bytes = (int)sz;
+    *bytes = sz > (size_t)INT_MAX ? INT_MAX : (int)sz;   /* a damaged file's size: not a bit count to overflow */
     *is_signed = 0;
     if (c == H5T_INTEGER) {
         *is_signed = H5Tget_sign(t) == H5T_SGN_2;
-        snprintf(n ? name : NULL, n, "%sint%d", *is_signed ? "" : "u", (int)sz * 8);
+        snprintf(n ? name : NULL, n, "%sint%llu", *is_signed ? "" : "u", (unsigned long long)sz * 8ull);
         return DT_INT;
     }
     if (c == H5T_FLOAT) {
@@ -137,7 +138,7 @@ int kdd_dtype_of(hid_t t, char *name, size_t n, int *bytes, int *is_signed) {
             return DT_F16;
         }
         if (sz == 2 && esize == 8 && msize == 7) snprintf(name, n, "bfloat16");
-        else snprintf(name, n, "float%d", (int)sz * 8);
+        else snprintf(name, n, "float%llu", (unsigned long long)sz * 8ull);
         return sz == 4 && esize == 8 && msize == 23 ? DT_F32 : DT_OTHER;
     }
     static const char *names[] = {[H5T_TIME] = "time",     [H5T_STRING] = "string", [H5T_BITFIELD] = "bitfield",
