@@ -69,31 +69,16 @@ uint64_t kd_dump_seq_checksum(int64_t T, int64_t k, int64_t cols, const int32_t 
     return h;
 }
 
-/* A resizable dataset [0, tail...] chunked one sequence (or a block of its positions) per chunk. */
-static int create_ds_f(hid_t file, const char *path, const char *name, hid_t type, int rank, const int64_t *tail,
-                       int deflate, kd_err *err);
-static int create_ds(hid_t file, const char *path, const char *name, hid_t type, int rank, const int64_t *tail,
-                     kd_err *err) {
-    return create_ds_f(file, path, name, type, rank, tail, 0, err);
-}
-
-/* deflate: HDF5's shuffle + deflate (level 1) filters, when this libhdf5 has deflate (the sampled
- * datasets: their unused slots are zeros, which deflate removes; docs/dump-format.md "Sampled dumps"). */
-static int create_ds_f(hid_t file, const char *path, const char *name, hid_t type, int rank, const int64_t *tail,
-                       int deflate, kd_err *err) {
-    hsize_t dims[3] = {0}, maxd[3] = {H5S_UNLIMITED}, chunk[3] = {1};
-    size_t es = H5Tget_size(type);
-    for (int i = 1; i < rank; i++) dims[i] = maxd[i] = chunk[i] = (hsize_t)tail[i - 1];
-    if (rank == 3) {
-        hsize_t rows = CHUNK_MAX / (chunk[2] * es);
-        chunk[1] = rows < 1 ? 1 : rows < chunk[1] ? rows : chunk[1];
-    }
-    if (!deflate || H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
-        return kdd_create_chunked(file, path, name, type, rank, dims, maxd, chunk, err);
+/* A resizable dataset of the given shape, limits and chunking; deflate: with HDF5's shuffle +
+ * deflate (level 1) filters, when this libhdf5 has deflate. */
+static int create_chunked(hid_t file, const char *path, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const hsize_t *maxd, const hsize_t *chunk, int deflate, kd_err *err) {
     hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, rank, chunk);
-    H5Pset_shuffle(dcpl);
-    H5Pset_deflate(dcpl, 1);
+    if (deflate && H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0) {
+        H5Pset_shuffle(dcpl);
+        H5Pset_deflate(dcpl, 1);
+    }
     hid_t ds = H5Dcreate2(file, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Sclose(sp);
     H5Pclose(dcpl);
@@ -104,14 +89,22 @@ static int create_ds_f(hid_t file, const char *path, const char *name, hid_t typ
 
 int kdd_create_chunked(hid_t file, const char *path, const char *name, hid_t type, int rank, const hsize_t *dims,
                        const hsize_t *maxd, const hsize_t *chunk, kd_err *err) {
-    hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, rank, chunk);
-    hid_t ds = H5Dcreate2(file, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5Sclose(sp);
-    H5Pclose(dcpl);
-    if (ds < 0) return kdd_h5_fail(err, "%s: cannot create dataset '%s'", path, name);
-    H5Dclose(ds);
-    return 0;
+    return create_chunked(file, path, name, type, rank, dims, maxd, chunk, 0, err);
+}
+
+/* A resizable dataset [0, tail...] chunked one sequence (or a block of its positions) per chunk;
+ * deflate for the sampled datasets (their unused slots are zeros, which deflate removes;
+ * docs/dump-format.md "Sampled dumps"). */
+static int create_ds(hid_t file, const char *path, const char *name, hid_t type, int rank, const int64_t *tail,
+                     int deflate, kd_err *err) {
+    hsize_t dims[3] = {0}, maxd[3] = {H5S_UNLIMITED}, chunk[3] = {1};
+    size_t es = H5Tget_size(type);
+    for (int i = 1; i < rank; i++) dims[i] = maxd[i] = chunk[i] = (hsize_t)tail[i - 1];
+    if (rank == 3) {
+        hsize_t rows = CHUNK_MAX / (chunk[2] * es);
+        chunk[1] = rows < 1 ? 1 : rows < chunk[1] ? rows : chunk[1];
+    }
+    return create_chunked(file, path, name, type, rank, dims, maxd, chunk, deflate, err);
 }
 
 static int write_1d(hid_t g, const char *path, const char *name, hid_t ftype, hid_t mtype, int64_t n, const void *data,
@@ -245,14 +238,7 @@ static int check_meta(const char *path, const kd_dump_meta *m, const kd_dump_tok
 
 static int create_sums(hid_t file, const char *path, kd_err *err) {
     hsize_t dim = 0, maxd = H5S_UNLIMITED, chunk = SUMS_CHUNK;
-    hid_t sp = H5Screate_simple(1, &dim, &maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 1, &chunk);
-    hid_t ds = H5Dcreate2(file, SUMS, H5T_STD_U64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5Sclose(sp);
-    H5Pclose(dcpl);
-    if (ds < 0) return kdd_h5_fail(err, "%s: cannot create dataset '" SUMS "'", path);
-    H5Dclose(ds);
-    return 0;
+    return kdd_create_chunked(file, path, SUMS, H5T_STD_U64LE, 1, &dim, &maxd, &chunk, err);
 }
 
 /* Open the datasets (and seq_checksum, creating it in a file from before checksums). */
@@ -356,14 +342,14 @@ kd_dump_writer *kd_dump_writer_create(const char *path, const kd_dump_meta *m, c
         kdd_h5_fail(err, "%s: cannot write the root attributes", w->partial);
         goto out;
     }
-    if (create_ds(f, w->partial, "tokens", H5T_STD_I32LE, 2, t1, err) ||
-        (m->has_loss_mask && create_ds(f, w->partial, "loss_mask", H5T_STD_U8LE, 2, t0, err)) ||
+    if (create_ds(f, w->partial, "tokens", H5T_STD_I32LE, 2, t1, 0, err) ||
+        (m->has_loss_mask && create_ds(f, w->partial, "loss_mask", H5T_STD_U8LE, 2, t0, 0, err)) ||
         (m->packed && kdd_pack_create(f, w->partial, m, err)) ||
         (m->k && !m->packed &&
-         create_ds_f(f, w->partial, m->sampled ? "sample_ids" : "topk_ids",
+         create_ds(f, w->partial, m->sampled ? "sample_ids" : "topk_ids",
                      m->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE, 3, t3, m->sampled, err)) ||
         (!m->tokens_only && !m->packed &&
-         create_ds_f(f, w->partial, m->sampled ? "sample_counts" : m->k ? "topk_logprobs" : "logits",
+         create_ds(f, w->partial, m->sampled ? "sample_counts" : m->k ? "topk_logprobs" : "logits",
                      m->sampled ? H5T_STD_U8LE : vt, 3, t3, m->sampled, err)) ||
         create_sums(f, w->partial, err) || (tok && kdd_write_tokenizer(f, w->partial, tok, err)))
         goto out;
@@ -420,8 +406,9 @@ static int check_append(kd_dump_writer *w, int64_t n, const int32_t *tokens, con
  * seq_checksum; a sequence without a stored checksum (a file from before them,
  * or an append cut short) is validated instead and gets one. The file is cut
  * to the sequences before the first that fails; dry: the file is only read, and
- * meta.n_seq set to that count. Called with the HDF5 lock held. */
-static int verify(kd_dump_writer *w, int dry, kd_err *err) {
+ * meta.n_seq set to that count. Sequences before `from` are taken as verified (a
+ * salvaged copy's checksummed rows). Called with the HDF5 lock held. */
+static int verify(kd_dump_writer *w, int dry, int64_t from, kd_err *err) {
     kd_dump *d = w->d;
     const kd_dump_meta *m = &d->meta;
     const int64_t T = m->seq_len, k = m->k, cols = k ? k : m->vocab_size, N = m->n_seq, L0 = sums_len(w);
@@ -441,7 +428,7 @@ static int verify(kd_dump_writer *w, int dry, kd_err *err) {
         rc = kd_errf(err, "%s: out of memory verifying the sequences", w->partial);
         goto out;
     }
-    for (int64_t s0 = 0; s0 < N && good == N && !rc; s0 += sb) {
+    for (int64_t s0 = from; s0 < N && good == N && !rc; s0 += sb) {
         int64_t ns = s0 + sb <= N ? sb : N - s0, nh = L0 > s0 ? (L0 - s0 < ns ? L0 - s0 : ns) : 0;
         kd_err e2;
         if (kdd_read_2d(d, D_TOKENS, s0, ns, tok, &e2) || kdd_read_2d(d, D_MASK, s0, ns, mask, &e2) ||
@@ -518,7 +505,7 @@ static int salvage(kd_dump_writer *w, kd_err *err) {
     w->stamp = w->d->meta.k ? calloc((size_t)w->d->meta.vocab_size, 4) : NULL;
     if (w->d->meta.k && !w->stamp) return kd_errf(err, "%s: out of memory", w->partial);
     w->sums = H5Lexists(w->d->file, SUMS, H5P_DEFAULT) > 0 ? H5Dopen2(w->d->file, SUMS, H5P_DEFAULT) : -1;
-    int rc = verify(w, 1, err) || kdd_salvage(w->d, fresh, w->d->meta.n_seq, err);
+    int rc = verify(w, 1, 0, err) || kdd_salvage(w->d, fresh, w->d->meta.n_seq, err);
     int64_t good = w->d->meta.n_seq;
     free(w->stamp);
     w->stamp = NULL;
@@ -555,8 +542,9 @@ kd_dump_writer *kd_dump_writer_resume(const char *path, kd_err *err) {
     kdd_guard g;
     kdd_enter(&g);
     int complete = 1, opened = 0;
+    /* a salvaged copy holds verified sequences; only those without a checksum are checked again */
     int rc = kdd_flush_complete(w->lock_fd, w->partial, &complete, err) || (!complete && salvage(w, err)) ||
-             finish_open(w, err) || !(opened = 1) || verify(w, 0, err);
+             finish_open(w, err) || !(opened = 1) || verify(w, 0, complete ? 0 : sums_len(w), err);
     if (rc) writer_close_h5(w, NULL);
     kdd_leave(&g);
     if (!rc) return w;
